@@ -14,7 +14,7 @@ Run `python edgee.py --help` for the command line.
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import http.client
 import json
 import os
@@ -22,16 +22,15 @@ import select
 import socket
 import ssl
 import sys
-import threading
 import time
+import types
 import urllib.error
 import urllib.parse
-import weakref
-from dataclasses import dataclass, field, fields, is_dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # `typing` costs import time, so only the type checker loads it
     from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+    from dataclasses import dataclass
     from typing import Any, TypeVar, Union
 
     JSONDict = dict[str, Any]
@@ -203,6 +202,43 @@ class EdgeeStreamError(EdgeeConnectionError):
 # ---------------------------------------------------------------------------
 # Data model
 # ---------------------------------------------------------------------------
+
+# Importing `dataclasses` (it loads `inspect`) and building the classes would
+# double our import time, so the classes below become dataclasses on first
+# use: the first look at this module from outside, or the first Edgee().
+_PENDING_DATACLASSES: list[type] = []
+_DATACLASS_LOCK = _thread.allocate_lock()
+
+if not TYPE_CHECKING:  # the type checker sees plain `dataclasses.dataclass`
+
+    def dataclass(cls):
+        _PENDING_DATACLASSES.append(cls)
+        return cls
+
+
+def make_dataclasses() -> None:
+    """Turn the data-model classes into dataclasses (once; thread-safe)."""
+    if not _PENDING_DATACLASSES:
+        return
+    import dataclasses
+
+    with _DATACLASS_LOCK:
+        for cls in _PENDING_DATACLASSES:
+            dataclasses.dataclass(cls)
+        del _PENDING_DATACLASSES[:]
+        module = sys.modules.get(__name__)
+        if module is not None:  # back to a plain module: no more lookup cost
+            module.__class__ = types.ModuleType
+
+
+class _LazyModule(types.ModuleType):
+    """This module until its dataclasses are made: any outside look makes them."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if not name.startswith("__"):
+            make_dataclasses()
+        return types.ModuleType.__getattribute__(self, name)
+
 
 
 @dataclass
@@ -410,11 +446,18 @@ class Model:
 class EdgeeConfig:
     """Client settings; None means "use the environment or the default"."""
 
-    api_key: str | None = field(default=None, repr=False)
+    api_key: str | None = None
     base_url: str | None = None
     timeout: float | None = None
     max_retries: int | None = None
-    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | None = None
+
+    def __repr__(self) -> str:  # never shows the key
+        return (
+            f"EdgeeConfig(api_key={'***' if self.api_key else None}, "
+            f"base_url={self.base_url!r}, timeout={self.timeout!r}, "
+            f"max_retries={self.max_retries!r})"
+        )
 
 
 @dataclass
@@ -448,11 +491,11 @@ def _require_type(condition: bool, message: str) -> None:
 
 def _plain(value: Any) -> Any:
     """`value` with dataclasses turned into dicts (their None fields dropped), recursively."""
-    if is_dataclass(value) and not isinstance(value, type):
+    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
         return {
-            f.name: _plain(getattr(value, f.name))
-            for f in fields(value)
-            if getattr(value, f.name) is not None
+            name: _plain(getattr(value, name))
+            for name in value.__dataclass_fields__
+            if getattr(value, name) is not None
         }
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
@@ -524,7 +567,7 @@ def _input_fields(input: object) -> dict[str, Any]:
     if isinstance(input, str):
         return {"messages": [{"role": "user", "content": input}]}
     if isinstance(input, InputObject):
-        values = {f.name: getattr(input, f.name) for f in fields(input) if f.name != "extra_body"}
+        values = {name: getattr(input, name) for name in _INPUT_FIELDS}
         return dict(input.extra_body or {}, **values)
     _require_type(
         isinstance(input, dict),
@@ -630,7 +673,15 @@ def _normalize_base_url(url: object) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
-_OPTIONS = tuple(f.name for f in fields(EdgeeConfig))
+_OPTIONS = ("api_key", "base_url", "timeout", "max_retries", "ssl_context")
+_INPUT_FIELDS = (
+    "messages",
+    "tools",
+    "tool_choice",
+    "tags",
+    "compression_model",
+    *COMPRESSION_HEADERS,
+)
 
 
 def resolve_config(config: object, options: dict[str, Any]) -> EdgeeConfig:
@@ -1100,7 +1151,7 @@ class _Abort:
     def __init__(self) -> None:
         self.aborted = False
         self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def watch(self, sock: socket.socket | None) -> None:
         with self._lock:
@@ -1116,8 +1167,10 @@ class _Abort:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
+    try:
         sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
 
 
 class _Response:
@@ -1246,7 +1299,7 @@ class Transport:
         self._secret = secret
         self._ssl_context = ssl_context
         self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._proxy, self._proxy_headers = _find_proxy(self.scheme, parts.netloc)
 
     # -- connections ---------------------------------------------------------
@@ -1446,8 +1499,10 @@ class Transport:
         self, response: _Response, method: str, target: str, body: bytes | None, count: int
     ) -> tuple[str, str, bytes | None]:
         """The next (method, target, body) after a redirect; same origin only."""
-        with contextlib.suppress(EdgeeConnectionError):
+        try:  # read the small body so the connection can be reused
             response.read_all(MAX_ERROR_BODY)
+        except EdgeeConnectionError:
+            pass
         response.close()
         status = response.status
         current = target if target.startswith(("http://", "https://")) else self.origin + target
@@ -1524,6 +1579,7 @@ class Edgee:
     """
 
     def __init__(self, config: str | EdgeeConfig | dict[str, Any] | None = None, **options: Any):
+        make_dataclasses()
         settings = resolve_config(config, options)
         assert settings.api_key and settings.base_url and settings.timeout is not None
         self.api_key = settings.api_key
@@ -1538,6 +1594,8 @@ class Edgee:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }
+        import weakref
+
         # Idle pooled sockets are closed when the client goes, without a ResourceWarning.
         weakref.finalize(self, self._transport.close)
 
@@ -1769,8 +1827,12 @@ async def _call_in_thread(call: Callable[[_Abort], T]) -> T:
             deliver: Callable[[], None] = lambda: future.set_exception(error)  # noqa: E731
         else:
             deliver = lambda: future.set_result(result)  # noqa: E731
-        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+        try:
             loop.call_soon_threadsafe(settle, deliver)
+        except RuntimeError:  # the loop has closed: nobody is waiting
+            pass
+
+    import threading
 
     threading.Thread(target=work, name="edgee-call", daemon=True).start()
     try:
@@ -1785,6 +1847,7 @@ async def _stream_in_thread(
 ) -> AsyncIterator[StreamChunk]:
     import asyncio
     import queue
+    import threading
 
     loop = asyncio.get_running_loop()
     handoff: queue.Queue[tuple[str, Any]] = queue.Queue(ASYNC_WINDOW)
@@ -2081,6 +2144,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"edgee.py: error: {exc}\n")
         return 1
 
+
+if not TYPE_CHECKING:
+    sys.modules[__name__].__class__ = _LazyModule
 
 if __name__ == "__main__":
     sys.exit(main())
