@@ -1532,7 +1532,7 @@ class Transport:
 def _find_proxy(scheme: str, netloc: str) -> tuple[tuple[str, int] | None, dict[str, str]]:
     """The proxy (host, port) for this origin from the environment, and its auth headers."""
     if sys.platform not in ("darwin", "win32") and not any(
-        name.lower().endswith("_proxy") for name in os.environ
+        name.lower().endswith("_proxy") and name.lower() != "no_proxy" for name in os.environ
     ):
         return None, {}  # nothing configured: skip importing urllib.request
     import urllib.request
