@@ -1247,18 +1247,24 @@ class _Response:
                 return piece
         return b""
 
-    def read_all(self, limit: int) -> bytes:
-        """The whole (rest of the) body; EdgeeStreamError beyond `limit` bytes."""
+    def read_all(self, limit: int, truncate: bool = False) -> bytes:
+        """The whole (rest of the) body.
+
+        Beyond `limit` bytes: the first `limit` bytes if `truncate`, else
+        EdgeeStreamError (the rest is never read, so memory stays bounded).
+        """
         pieces: list[bytes] = []
         size = 0
         while True:
             piece = self.read_block()
             if not piece:
                 return b"".join(pieces)
+            pieces.append(piece)
             size += len(piece)
             if size > limit:
+                if truncate:
+                    return b"".join(pieces)[:limit]
                 raise EdgeeStreamError(f"the answer is larger than {limit} bytes")
-            pieces.append(piece)
 
     def close(self) -> None:
         """Give the connection back for reuse if the body was read whole, else close it."""
@@ -1486,8 +1492,8 @@ class Transport:
 
     def _error_from(self, response: _Response) -> EdgeeAPIError:
         try:
-            body = response.read_all(MAX_ERROR_BODY)
-        except EdgeeConnectionError:
+            body = response.read_all(MAX_ERROR_BODY, truncate=True)
+        except EdgeeConnectionError:  # a broken error body still gives its status
             body = b""
         finally:
             response.close()
@@ -2114,7 +2120,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.prompt:
             prompt = " ".join(args.prompt)
         elif not sys.stdin.isatty():
-            prompt = sys.stdin.read()
+            prompt = sys.stdin.read().strip()  # a piped file's final newline is not part of it
         else:
             prompt = ""
         if not prompt.strip():
