@@ -98,6 +98,7 @@ MAX_BODY = 64 * 1024 * 1024  # a non-streamed answer larger than this is refused
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one server-sent event (or line) larger than this is refused
 MAX_CHUNK_LINE = 4096  # a chunk-size or trailer line of a chunked body
 MAX_IDLE_CONNECTIONS = 16
+DRAIN_WAIT = 0.1  # seconds a reused connection waits for the bytes after a stream's [DONE]
 ASYNC_WINDOW = 64  # chunks a stream's worker thread may read ahead of an async consumer
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -238,7 +239,6 @@ class _LazyModule(types.ModuleType):
         if not name.startswith("__"):
             make_dataclasses()
         return types.ModuleType.__getattribute__(self, name)
-
 
 
 @dataclass
@@ -1198,6 +1198,7 @@ class _Response:
         self._chunked = ChunkedDecoder() if raw.chunked else None
         self._remaining = None if raw.chunked else raw.length
         self._reusable = not raw.will_close and (raw.chunked or raw.length is not None)
+        self.ended = False  # the stream said [DONE]: only the body's framing may be left
 
     def read_block(self) -> bytes:
         """The next piece of the body, b"" at its end.
@@ -1267,18 +1268,39 @@ class _Response:
                 raise EdgeeStreamError(f"the answer is larger than {limit} bytes")
 
     def close(self) -> None:
-        """Give the connection back for reuse if the body was read whole, else close it."""
+        """Give the connection back for reuse if the body was read whole, else close it.
+
+        After [DONE] the body's last bytes may still be on their way: the pool
+        reads them when it next hands the connection out, so nobody waits now.
+        """
         conn, self._conn = self._conn, None
         if conn is None:
             return
         if self._abort is not None:
             self._abort.watch(None)
-        reusable = self.done and self._reusable and conn.sock is not None
+        if self._reusable and conn.sock is not None and (self.done or self.ended):
+            if self.done:
+                self._raw.close()
+                self._transport.release(conn)
+            else:
+                self._transport.release(conn, self)
+            return
         self._raw.close()
-        if reusable:
-            self._transport.release(conn)
-        else:
-            conn.close()
+        conn.close()
+
+    def finish(self, conn: http.client.HTTPConnection) -> bool:
+        """Read the rest of a body that ended with [DONE]; True if the connection is clean."""
+        assert conn.sock is not None
+        try:
+            conn.sock.settimeout(DRAIN_WAIT)
+            for _ in range(8):  # only framing is left: a few small reads at most
+                if self.done or not self.read_block():
+                    break
+        except EdgeeConnectionError:
+            return False
+        finally:
+            self._raw.close()
+        return self.done and self._reusable
 
 
 class Transport:
@@ -1304,7 +1326,8 @@ class Transport:
         self.sleep: Callable[[float], None] = time.sleep
         self._secret = secret
         self._ssl_context = ssl_context
-        self._idle: list[http.client.HTTPConnection] = []
+        # Idle connections; with the answer whose last bytes (after [DONE]) are unread.
+        self._idle: list[tuple[http.client.HTTPConnection, _Response | None]] = []
         self._lock = _thread.allocate_lock()
         self._proxy, self._proxy_headers = _find_proxy(self.scheme, parts.netloc)
 
@@ -1332,16 +1355,21 @@ class Transport:
             with self._lock:
                 if not self._idle:
                     return None, False
-                conn = self._idle.pop()
+                conn, unfinished = self._idle.pop()
+            if unfinished is not None and not unfinished.finish(conn):
+                conn.close()
+                continue
             if conn.sock is not None and not _socket_dropped(conn.sock):
                 return conn, True
             conn.close()
 
-    def release(self, conn: http.client.HTTPConnection) -> None:
-        """Put a connection whose last answer was read whole back in the pool."""
+    def release(
+        self, conn: http.client.HTTPConnection, unfinished: _Response | None = None
+    ) -> None:
+        """Put a connection back in the pool once its answer was read (or ended with [DONE])."""
         with self._lock:
             if len(self._idle) < MAX_IDLE_CONNECTIONS:
-                self._idle.append(conn)
+                self._idle.append((conn, unfinished))
                 return
         conn.close()
 
@@ -1349,7 +1377,7 @@ class Transport:
         """Close every idle connection (the client stays usable)."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
 
     # -- one exchange ----------------------------------------------------------
@@ -1775,6 +1803,7 @@ def _read_event_stream(response: _Response) -> Iterator[StreamChunk]:
         for event in feed(piece):
             data = event.data
             if data == "[DONE]":
+                response.ended = True
                 return
             if event.event == "error":
                 raise stream_error(data, response.status)
@@ -1843,9 +1872,9 @@ async def _call_in_thread(call: Callable[[_Abort], T]) -> T:
     threading.Thread(target=work, name="edgee-call", daemon=True).start()
     try:
         return await future
-    finally:
-        if not future.done():
-            abort.abort()
+    except asyncio.CancelledError:  # cut the worker's call short: close its connection
+        abort.abort()
+        raise
 
 
 async def _stream_in_thread(
@@ -1917,13 +1946,14 @@ async def _stream_in_thread(
 class _ToolCallAssembler:
     """Joins streamed tool-call fragments into whole calls.
 
-    Fragments are keyed by `index`; one without an index goes to the call with
-    its `id`, else to the last call. A fragment whose id differs from the call
-    already at its index starts a new call.
+    A fragment goes to the call with its `id`, else to the newest call sent
+    under its `index`, else (no index) to the last call. A new id under a used
+    index starts a new call: some providers number every call 0.
     """
 
     def __init__(self) -> None:
-        self._calls: dict[int, dict[str, Any]] = {}
+        self._calls: dict[int, dict[str, Any]] = {}  # by position in the result
+        self._by_index: dict[int, dict[str, Any]] = {}  # the newest call under each index
         self._by_id: dict[str, dict[str, Any]] = {}
         self._last: dict[str, Any] | None = None
 
@@ -1931,12 +1961,16 @@ class _ToolCallAssembler:
         if not isinstance(fragment, dict):
             return
         index, call_id = fragment.get("index"), fragment.get("id")
-        call = self._find(index if isinstance(index, int) else None, call_id)
+        if not isinstance(index, int):
+            index = None
+        call = self._find(index, call_id)
         if call is None:
-            slot = index if isinstance(index, int) and index not in self._calls else None
+            slot = index if index is not None and index not in self._calls else None
             if slot is None:
                 slot = max(self._calls, default=-1) + 1
             call = self._calls[slot] = {"id": None, "type": None, "name": None, "arguments": []}
+        if index is not None:
+            self._by_index[index] = call
         if call_id and not call["id"]:
             call["id"] = call_id
             self._by_id[call_id] = call
@@ -1951,16 +1985,14 @@ class _ToolCallAssembler:
         self._last = call
 
     def _find(self, index: int | None, call_id: Any) -> dict[str, Any] | None:
-        if index is not None and index in self._calls:
-            call = self._calls[index]
-            if call_id and call["id"] and call_id != call["id"]:
-                return self._by_id.get(call_id)  # another call reusing this index
-            return call
-        if call_id:
-            return self._by_id.get(call_id)
-        if index is None:
-            return self._last
-        return None
+        if call_id and call_id in self._by_id:
+            return self._by_id[call_id]
+        if index is not None:
+            call = self._by_index.get(index)
+            if call is not None and not (call_id and call["id"]):
+                return call
+            return None  # a new index, or a new id under a used one: a new call
+        return None if call_id else self._last
 
     def calls(self) -> list[dict[str, Any]]:
         """The assembled calls, in index order, shaped as `send()` returns them."""
