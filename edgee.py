@@ -997,9 +997,9 @@ def api_error(status: int, body: bytes, headers: dict[str, str], reason: str = "
     )
 
 
-def stream_error(data: str, status: int) -> EdgeeAPIError:
+def stream_error(data: bytes, status: int) -> EdgeeAPIError:
     """The EdgeeAPIError for an error sent inside a stream (an `error` event or object)."""
-    error = api_error(status, data.encode("utf-8"), {})
+    error = api_error(status, data, {})
     if isinstance(error.body, dict) and isinstance(error.body.get("error"), dict):
         reported = error.body["error"].get("status")
         if isinstance(reported, int):
@@ -1199,6 +1199,10 @@ class _Response:
         self._remaining = None if raw.chunked else raw.length
         self._reusable = not raw.will_close and (raw.chunked or raw.length is not None)
         self.ended = False  # the stream said [DONE]: only the body's framing may be left
+
+    def redact(self, text: bytes) -> bytes:
+        """`text` without the API key (see Transport.redact)."""
+        return self._transport.redact(text)
 
     def read_block(self) -> bytes:
         """The next piece of the body, b"" at its end.
@@ -1525,9 +1529,13 @@ class Transport:
             body = b""
         finally:
             response.close()
-        if len(self._secret) >= 8:  # a server echoing the key must not put it in our message
-            body = body.replace(self._secret.encode("utf-8", "replace"), b"[redacted]")
-        return api_error(response.status, body, response.headers, response.reason)
+        return api_error(response.status, self.redact(body), response.headers, response.reason)
+
+    def redact(self, text: bytes) -> bytes:
+        """`text` without the API key: a server echoing it must not put it in our errors."""
+        if len(self._secret) >= 8:  # a shorter test key would garble ordinary words
+            return text.replace(self._secret.encode("utf-8", "replace"), b"[redacted]")
+        return text
 
     def _redirect(
         self, response: _Response, method: str, target: str, body: bytes | None, count: int
@@ -1777,6 +1785,7 @@ def _decode_json_answer(raw: bytes, response: _Response) -> JSONDict:
     if not isinstance(data, dict):
         raise EdgeeStreamError("the gateway's answer is not a JSON object")
     if data.get("error"):
+        raw = response.redact(raw)
         raise api_error(response.status, raw, response.headers, response.reason)
     return data
 
@@ -1806,7 +1815,7 @@ def _read_event_stream(response: _Response) -> Iterator[StreamChunk]:
                 response.ended = True
                 return
             if event.event == "error":
-                raise stream_error(data, response.status)
+                raise stream_error(response.redact(data.encode("utf-8")), response.status)
             if not data:
                 continue
             try:
@@ -1818,7 +1827,7 @@ def _read_event_stream(response: _Response) -> Iterator[StreamChunk]:
             if type(payload) is not dict:
                 raise EdgeeStreamError(f"stream event {count + 1} is not a JSON object")
             if payload.get("error"):
-                raise stream_error(data, response.status)
+                raise stream_error(response.redact(data.encode("utf-8")), response.status)
             try:
                 chunk = chunk_from_json(payload)
             except (AttributeError, TypeError, ValueError):
