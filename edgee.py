@@ -835,6 +835,7 @@ class SSEDecoder:
             if line.startswith(b"data:"):
                 value = line[6:] if line[5:6] == b" " else line[5:]
             else:
+                self._check_size(len(line))
                 name, _, value = line.partition(b":")
                 if value[:1] == b" ":
                     value = value[1:]
