@@ -6,67 +6,111 @@ Reply/ErrorReply/SSE/Raw/Redirect, or let a deterministic fake LLM answer.
 
 Run it on its own:  python test_edgee.py --serve [PORT]
 """
+
 from __future__ import annotations
 
+import ast
+import asyncio
 import collections
+import contextlib
+import copy
+import dataclasses
+import email.utils
 import http.client
+import inspect
+import io
 import json
+import logging
+import math
 import os
+import random
 import re
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
+import tracemalloc
 import unittest
+import urllib.error
+from contextlib import redirect_stderr, redirect_stdout
 from http import HTTPStatus
-from typing import Any, List, Optional
+from typing import Any, ClassVar, List, Optional
+
+import edgee
 
 # ---- loopback gateway ----
 
 CREATED = 1677652288
 COMPLETION_ID = "chatcmpl-test"
 DEFAULT_MODEL = "openai/gpt-5.2"
-SOCKET_TIMEOUT = 30.0        # per-socket timeout, so nothing hangs forever
-HOLD_SECONDS = 10.0          # Raw(then="hold") gives up after this long
+SOCKET_TIMEOUT = 30.0  # per-socket timeout, so nothing hangs forever
+HOLD_SECONDS = 10.0  # Raw(then="hold") gives up after this long
 MAX_LINE = 65536
 MAX_HEADERS = 100
 MAX_BODY = 16 * 1024 * 1024
 MAX_REQUESTS_PER_CONN = 1000
 MAX_CHOICES = 128
-PIECE = 3                    # characters per streamed content piece
+PIECE = 3  # characters per streamed content piece
 CHUNK_END = b"0\r\n\r\n"
 
 # code -> (status, type, message), from edgee-error-codes.yml
 ERROR_CODES = {
     "bad_model_id": (400, "invalid_request_error", "Invalid model ID: 'invalid-model'"),
     "model_not_found": (400, "invalid_request_error", "Model 'openai/gpt-1' not found"),
-    "provider_not_supported": (400, "invalid_request_error",
-                               "Provider 'anthropic' is not supported for model 'openai/gpt-5.2'"),
+    "provider_not_supported": (
+        400,
+        "invalid_request_error",
+        "Provider 'anthropic' is not supported for model 'openai/gpt-5.2'",
+    ),
     "streaming_not_supported": (400, "invalid_request_error", "Streaming is not supported"),
     "invalid_json": (400, "invalid_request_error", "The request body could not be parsed as JSON."),
     "invalid_tokenizer": (400, "invalid_request_error", "The tokenizer is not valid."),
     "invalid_request": (400, "invalid_request_error", "Invalid request."),
     "unauthorized": (401, "authentication_error", "Missing Authorization header"),
     "forbidden": (403, "permission_error", "API key is inactive"),
-    "usage_limit_exceeded": (429, "rate_limit_error",
-                             "Usage limit exceeded: 1000.00 / 1000 tokens used"),
+    "usage_limit_exceeded": (
+        429,
+        "rate_limit_error",
+        "Usage limit exceeded: 1000.00 / 1000 tokens used",
+    ),
     "internal_error": (500, "server_error", "An internal error occurred."),
     "provider_error": (502, "provider_error", "The upstream LLM provider returned an error."),
 }
-STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
-                429: "usage_limit_exceeded", 500: "internal_error", 502: "provider_error"}
-STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 429: "rate_limit_error", 500: "server_error",
-                502: "provider_error"}
+STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    429: "usage_limit_exceeded",
+    500: "internal_error",
+    502: "provider_error",
+}
+STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "provider_error",
+}
 COMPRESSION = {"saved_tokens": 450, "cost_savings": 27000, "reduction": 48.99, "time_ms": 12}
-MODELS = {"object": "list", "data": [
-    {"id": "openai/gpt-5.2", "object": "model", "created": 1677610602, "owned_by": "openai"},
-    {"id": "anthropic/claude-opus-4-6", "object": "model", "created": 1677610602,
-     "owned_by": "anthropic"},
-]}
+MODELS = {
+    "object": "list",
+    "data": [
+        {"id": "openai/gpt-5.2", "object": "model", "created": 1677610602, "owned_by": "openai"},
+        {
+            "id": "anthropic/claude-opus-4-6",
+            "object": "model",
+            "created": 1677610602,
+            "owned_by": "anthropic",
+        },
+    ],
+}
 
 
 def compact_json(obj: Any) -> bytes:
@@ -83,23 +127,45 @@ def error_type(status: int, code: Optional[str] = None) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
 
 
-def error_body(status: int, code: Optional[str], message: str, type: Optional[str] = None,
-               param: Optional[str] = None) -> dict:
+def error_body(
+    status: int,
+    code: Optional[str],
+    message: str,
+    type: Optional[str] = None,
+    param: Optional[str] = None,
+) -> dict:
     """The OpenAPI ErrorResponse envelope."""
-    return {"error": {"message": message, "type": type or error_type(status, code),
-                      "code": code, "param": param}}
+    return {
+        "error": {
+            "message": message,
+            "type": type or error_type(status, code),
+            "code": code,
+            "param": param,
+        }
+    }
 
 
 def make_usage(prompt: int = 10, completion: int = 10) -> dict:
     """A Usage object per the OpenAPI schema."""
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens_details": {"reasoning_tokens": 0}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
+    }
 
 
-def completion_chunk(content=None, role=None, finish_reason=None, index=0, tool_calls=None,
-                     usage=None, compression=None, model=DEFAULT_MODEL) -> dict:
+def completion_chunk(
+    content=None,
+    role=None,
+    finish_reason=None,
+    index=0,
+    tool_calls=None,
+    usage=None,
+    compression=None,
+    model=DEFAULT_MODEL,
+) -> dict:
     """A chat.completion.chunk; usage alone gives the `"choices": []` usage chunk."""
     delta = {}  # type: dict
     if role is not None:
@@ -108,8 +174,13 @@ def completion_chunk(content=None, role=None, finish_reason=None, index=0, tool_
         delta["content"] = content
     if tool_calls is not None:
         delta["tool_calls"] = tool_calls
-    chunk = {"id": COMPLETION_ID, "object": "chat.completion.chunk", "created": CREATED,
-             "model": model, "choices": []}  # type: dict
+    chunk = {
+        "id": COMPLETION_ID,
+        "object": "chat.completion.chunk",
+        "created": CREATED,
+        "model": model,
+        "choices": [],
+    }  # type: dict
     if delta or finish_reason is not None or usage is None:
         chunk["choices"] = [{"index": index, "delta": delta, "finish_reason": finish_reason}]
     if usage is not None:
@@ -145,15 +216,19 @@ def _reason(status: int) -> str:
         return "Status"
 
 
-def http_head(status: int = 200, headers: Any = None, chunked: bool = False,
-              content_length: Optional[int] = None) -> bytes:
+def http_head(
+    status: int = 200,
+    headers: Any = None,
+    chunked: bool = False,
+    content_length: Optional[int] = None,
+) -> bytes:
     """Status line + headers + blank line, exactly as given (no defaults added)."""
-    lines = ["HTTP/1.1 %d %s" % (status, _reason(status))]
-    lines += ["%s: %s" % (k, v) for k, v in _items(headers)]
+    lines = [f"HTTP/1.1 {status} {_reason(status)}"]
+    lines += [f"{k}: {v}" for k, v in _items(headers)]
     if chunked:
         lines.append("Transfer-Encoding: chunked")
     if content_length is not None:
-        lines.append("Content-Length: %d" % content_length)
+        lines.append(f"Content-Length: {content_length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
@@ -178,15 +253,17 @@ class _BadRequest(Exception):
 
 # ---- scripted replies ----
 
+
 class Reply:
     """A plain response; body may be bytes, str or a JSON-serialisable object."""
 
-    def __init__(self, status=200, body=None, headers=None, chunked=False,
-                 content_type="application/json"):
+    def __init__(
+        self, status=200, body=None, headers=None, chunked=False, content_type="application/json"
+    ):
         self.status, self.body, self.headers = status, body, headers
         self.chunked, self.content_type = chunked, content_type
 
-    def send(self, conn: "_Conn") -> bool:
+    def send(self, conn: _Conn) -> bool:
         body = self.body
         if body is None:
             body = b""
@@ -204,7 +281,7 @@ class ErrorReply:
         self.status, self.headers = status, headers
         self.body = error_body(status, code, message, type, param)
 
-    def send(self, conn: "_Conn") -> bool:
+    def send(self, conn: _Conn) -> bool:
         return conn.respond(self.status, compact_json(self.body), self.headers)
 
 
@@ -214,10 +291,11 @@ class Redirect:
     def __init__(self, status, location):
         self.status, self.location = status, location
 
-    def send(self, conn: "_Conn") -> bool:
-        body = ("Redirecting to %s\n" % self.location).encode("utf-8")
-        return conn.respond(self.status, body, [("Location", self.location)],
-                            "text/plain; charset=utf-8")
+    def send(self, conn: _Conn) -> bool:
+        body = (f"Redirecting to {self.location}\n").encode()
+        return conn.respond(
+            self.status, body, [("Location", self.location)], "text/plain; charset=utf-8"
+        )
 
 
 class SSE:
@@ -227,10 +305,11 @@ class SSE:
         self.events, self.done, self.chunked = list(events), done, chunked
         self.headers, self.status = headers, status
 
-    def send(self, conn: "_Conn") -> bool:
+    def send(self, conn: _Conn) -> bool:
         headers = _merge([("Cache-Control", "no-cache")], self.headers)
-        keep = conn.start(self.status, headers, "text/event-stream", chunked=self.chunked,
-                          close=not self.chunked)
+        keep = conn.start(
+            self.status, headers, "text/event-stream", chunked=self.chunked, close=not self.chunked
+        )
         events = self.events + ([b"data: [DONE]\n\n"] if self.done else [])
         for event in events:
             if _is_stall(event):
@@ -251,7 +330,7 @@ class Raw:
             raise ValueError("then must be 'close', 'reset' or 'hold'")
         self.parts, self.then = list(parts), then
 
-    def send(self, conn: "_Conn") -> bool:
+    def send(self, conn: _Conn) -> bool:
         for part in self.parts:
             if _is_stall(part):
                 conn.stall(part)
@@ -266,11 +345,13 @@ class Raw:
 
 # ---- connection handling ----
 
+
 class Recorded:
     """One request as the gateway received it."""
 
-    def __init__(self, method: str, path: str, version: str, headers: dict, body: bytes,
-                 raw_head: bytes) -> None:
+    def __init__(
+        self, method: str, path: str, version: str, headers: dict, body: bytes, raw_head: bytes
+    ) -> None:
         self.method, self.path, self.version = method, path, version
         self.headers, self.body, self.raw_head = headers, body, raw_head
         try:
@@ -279,13 +360,13 @@ class Recorded:
             self.json = None
 
     def __repr__(self) -> str:
-        return "<Recorded %s %s %d bytes>" % (self.method, self.path, len(self.body))
+        return f"<Recorded {self.method} {self.path} {len(self.body)} bytes>"
 
 
 class _Conn:
     """One accepted connection: buffered reads, writes, disconnect accounting."""
 
-    def __init__(self, gw: "Gateway", sock: socket.socket) -> None:
+    def __init__(self, gw: Gateway, sock: socket.socket) -> None:
         self.gw, self.sock = gw, sock
         self.buf = bytearray()
         self.keep_alive = True
@@ -302,13 +383,13 @@ class _Conn:
         try:
             data = self.sock.recv(65536)
         except socket.timeout:
-            raise _Closed()
+            raise _Closed() from None
         except (OSError, ValueError):
             self.lost()
-            raise _Closed()
+            raise _Closed() from None
         if not data:
             self.lost()
-            raise _Closed()
+            raise _Closed() from None
         self.buf += data
 
     def readline(self) -> bytes:
@@ -333,7 +414,7 @@ class _Conn:
             self.sock.sendall(data)
         except (OSError, ValueError):
             self.lost()
-            raise _Closed()
+            raise _Closed() from None
 
     def stall(self, seconds: float) -> None:
         if self.gw._stop.wait(seconds):
@@ -360,22 +441,23 @@ class _Conn:
     def start(self, status, headers, content_type, length=None, chunked=False, close=False):
         """Write a response head with our default headers; returns keep-alive."""
         items = _merge([("Content-Type", content_type)], headers)
-        asked_close = any(k.lower() == "connection" and "close" in str(v).lower()
-                          for k, v in items)
+        asked_close = any(k.lower() == "connection" and "close" in str(v).lower() for k, v in items)
         keep = self.keep_alive and not close and not asked_close
         items = _merge(items, [("Connection", "keep-alive" if keep else "close")])
         self.send(http_head(status, items, chunked, length))
         return keep
 
-    def respond(self, status, body, headers=None, content_type="application/json",
-                chunked=False) -> bool:
+    def respond(
+        self, status, body, headers=None, content_type="application/json", chunked=False
+    ) -> bool:
         """A complete response with Content-Length (or chunked); returns keep-alive."""
         if status < 200 or status in (204, 304):
             body, chunked = b"", False
             keep = self.start(status, headers, content_type)
         else:
-            keep = self.start(status, headers, content_type,
-                              None if chunked else len(body), chunked)
+            keep = self.start(
+                status, headers, content_type, None if chunked else len(body), chunked
+            )
         if self.method == "HEAD":
             return keep
         if chunked:
@@ -419,7 +501,7 @@ class _Conn:
             try:
                 length = int(headers["content-length"])
             except ValueError:
-                raise _BadRequest("bad content-length")
+                raise _BadRequest("bad content-length") from None
             if not 0 <= length <= MAX_BODY:
                 raise _BadRequest("bad content-length")
             body = self.read(length)
@@ -433,7 +515,7 @@ class _Conn:
             try:
                 size = int(self.readline().split(b";")[0].strip(), 16)
             except ValueError:
-                raise _BadRequest("bad chunk size")
+                raise _BadRequest("bad chunk size") from None
             if size == 0:
                 break
             if size < 0 or len(body) + size > MAX_BODY:
@@ -448,6 +530,7 @@ class _Conn:
 
 
 # ---- the fake LLM ----
+
 
 def _text(content: Any) -> str:
     if isinstance(content, str):
@@ -483,16 +566,25 @@ def _check_chat(req: Recorded, body: Any):
         code = STATUS_CODES.get(status)
         return status, code, ERROR_CODES[code][2] if code else _reason(status), None
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or \
-            not all(isinstance(m, dict) for m in messages):
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(m, dict) for m in messages)
+    ):
         return 400, "invalid_request", "'messages' must be a non-empty array", "messages"
     n = body.get("n", 1)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
         return 400, "invalid_request", "'n' must be an integer from 1 to 128", "n"
     tools = body.get("tools")
-    if tools is not None and not (isinstance(tools, list) and all(
-            isinstance(t, dict) and isinstance(t.get("function"), dict)
-            and isinstance(t["function"].get("name"), str) for t in tools)):
+    if tools is not None and not (
+        isinstance(tools, list)
+        and all(
+            isinstance(t, dict)
+            and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str)
+            for t in tools
+        )
+    ):
         return 400, "invalid_request", "'tools' must be an array of function tools", "tools"
     return None
 
@@ -509,16 +601,22 @@ def _answer(body: dict):
         fn = body["tools"][0]["function"]
         params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
         required = params.get("required") or []
-        name = required[0] if isinstance(required, list) and required and \
-            isinstance(required[0], str) else "input"
+        name = (
+            required[0]
+            if isinstance(required, list) and required and isinstance(required[0], str)
+            else "input"
+        )
         args = compact_json({name: user_text}).decode("utf-8")
-        return None, {"id": "call_1", "type": "function",
-                      "function": {"name": fn["name"], "arguments": args}}
+        return None, {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": fn["name"], "arguments": args},
+        }
     return "Echo: " + user_text, None
 
 
 def _pieces(text: str) -> List[str]:
-    return [text[i:i + PIECE] for i in range(0, len(text), PIECE)]
+    return [text[i : i + PIECE] for i in range(0, len(text), PIECE)]
 
 
 def _chat(conn: _Conn, req: Recorded) -> bool:
@@ -534,13 +632,11 @@ def _chat(conn: _Conn, req: Recorded) -> bool:
     provider = [("X-Edgee-Provider", model.split("/")[0] if "/" in model else "openai")]
     n = body.get("n", 1)
     text, call = _answer(body)
-    texts = [None if call else text + (" #%d" % i if n > 1 else "") for i in range(n)]
+    texts = [None if call else text + (f" #{i}" if n > 1 else "") for i in range(n)]
     finish = "tool_calls" if call else "stop"
-    compress = bool(body.get("compression_model") or
-                    req.headers.get("x-edgee-compression-model"))
+    compress = bool(body.get("compression_model") or req.headers.get("x-edgee-compression-model"))
     prompt = sum(_words(_text(m.get("content"))) for m in body["messages"])
-    completion = sum(_words(t if t is not None else call["function"]["arguments"])
-                     for t in texts)
+    completion = sum(_words(t if t is not None else call["function"]["arguments"]) for t in texts)
     usage = make_usage(prompt, completion)
     if not body.get("stream"):
         choices = []
@@ -549,17 +645,29 @@ def _chat(conn: _Conn, req: Recorded) -> bool:
             if call:
                 msg["tool_calls"] = [call]
             choices.append({"index": i, "message": msg, "finish_reason": finish})
-        resp = {"id": COMPLETION_ID, "object": "chat.completion", "created": CREATED,
-                "model": model, "choices": choices, "usage": usage}
+        resp = {
+            "id": COMPLETION_ID,
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": model,
+            "choices": choices,
+            "usage": usage,
+        }
         if compress:
             resp["compression"] = COMPRESSION
         return conn.respond(200, compact_json(resp), provider)
     events = [completion_chunk(role="assistant", index=i, model=model) for i in range(n)]
     if call:
-        first = {"index": 0, "id": call["id"], "type": "function",
-                 "function": {"name": call["function"]["name"], "arguments": ""}}
-        frags = [[first]] + [[{"index": 0, "function": {"arguments": p}}]
-                             for p in _pieces(call["function"]["arguments"])]
+        first = {
+            "index": 0,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
+        frags = [[first]] + [
+            [{"index": 0, "function": {"arguments": p}}]
+            for p in _pieces(call["function"]["arguments"])
+        ]
         deltas = [[{"tool_calls": f} for f in frags]] * n
     else:
         deltas = [[{"content": p} for p in _pieces(t)] for t in texts]
@@ -568,9 +676,14 @@ def _chat(conn: _Conn, req: Recorded) -> bool:
             if step < len(d):
                 events.append(completion_chunk(index=i, model=model, **d[step]))
     for i in range(n):
-        events.append(completion_chunk(finish_reason=finish, index=i, model=model,
-                                       compression=COMPRESSION if compress and i == n - 1
-                                       else None))
+        events.append(
+            completion_chunk(
+                finish_reason=finish,
+                index=i,
+                model=model,
+                compression=COMPRESSION if compress and i == n - 1 else None,
+            )
+        )
     if (body.get("stream_options") or {}).get("include_usage") is True:
         events.append(completion_chunk(usage=usage, model=model))
     return SSE(events, headers=provider).send(conn)
@@ -583,7 +696,7 @@ def fake_llm(conn: _Conn, req: Recorded) -> bool:
         return conn.respond(200, compact_json(MODELS))
     if req.method == "POST" and path == "/v1/chat/completions":
         return _chat(conn, req)
-    msg = "Not found: %s %s" % (req.method, path)
+    msg = f"Not found: {req.method} {path}"
     return conn.respond(404, compact_json(error_body(404, None, msg)))
 
 
@@ -654,6 +767,7 @@ def client_ssl_context() -> ssl.SSLContext:
 
 # ---- the gateway ----
 
+
 class Gateway:
     """Loopback gateway on 127.0.0.1 (ephemeral port unless given); close() stops it."""
 
@@ -679,10 +793,14 @@ class Gateway:
             raise
         self._listener.settimeout(0.05)
         self.port = self._listener.getsockname()[1]  # type: int
-        self.url = "%s://%s:%d" % ("https" if tls else "http",
-                                   "localhost" if tls else "127.0.0.1", self.port)
-        self._acceptor = threading.Thread(target=self._accept_loop, name="gateway-accept",
-                                          daemon=True)
+        self.url = "{}://{}:{}".format(
+            "https" if tls else "http",
+            "localhost" if tls else "127.0.0.1",
+            self.port,
+        )
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name="gateway-accept", daemon=True
+        )
         self._acceptor.start()
 
     def push(self, *replies) -> None:
@@ -717,7 +835,7 @@ class Gateway:
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
-    def __enter__(self) -> "Gateway":
+    def __enter__(self) -> Gateway:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -738,8 +856,9 @@ class Gateway:
                 return
             sock.settimeout(SOCKET_TIMEOUT)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = threading.Thread(target=self._handle, args=(sock,), daemon=True,
-                                 name="gateway-conn")
+            t = threading.Thread(
+                target=self._handle, args=(sock,), daemon=True, name="gateway-conn"
+            )
             with self._cond:
                 self.connections += 1
                 self._open.add(sock)
@@ -753,7 +872,8 @@ class Gateway:
                 with self._cond:
                     self._open.discard(sock)
                     sock = conn.sock = self._ctx.wrap_socket(
-                        sock, server_side=True, do_handshake_on_connect=False)
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
                     self._open.add(sock)
                 try:
                     sock.do_handshake()
@@ -789,6 +909,7 @@ class Gateway:
 
 # ---- gateway self-tests ----
 
+
 def _chat_body(content="hi", **extra) -> bytes:
     body = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": content}]}
     body.update(extra)
@@ -819,8 +940,9 @@ class GatewaySelfTest(unittest.TestCase):
         self.assertEqual(resp.status, 200)
         out = json.loads(data.decode("utf-8"))
         self.assertEqual((out["id"], out["object"]), ("chatcmpl-test", "chat.completion"))
-        self.assertEqual([c["message"]["content"] for c in out["choices"]],
-                         ["Echo: héllo #0", "Echo: héllo #1"])
+        self.assertEqual(
+            [c["message"]["content"] for c in out["choices"]], ["Echo: héllo #0", "Echo: héllo #1"]
+        )
         self.assertEqual(out["usage"]["output_tokens_details"], {"reasoning_tokens": 0})
         self.assertEqual(out["compression"]["saved_tokens"], 450)
         rec = self.gw.requests[0]
@@ -829,8 +951,9 @@ class GatewaySelfTest(unittest.TestCase):
         self.assertTrue(rec.raw_head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n"))
 
     def test_stream(self) -> None:
-        resp, data = self.post(_chat_body("wörld €", stream=True,
-                                          stream_options={"include_usage": True}))
+        resp, data = self.post(
+            _chat_body("wörld €", stream=True, stream_options={"include_usage": True})
+        )
         self.assertEqual(resp.getheader("Content-Type"), "text/event-stream")
         self.assertEqual(resp.getheader("Transfer-Encoding"), "chunked")
         lines = [ln[6:] for ln in data.decode("utf-8").split("\n\n") if ln.startswith("data: ")]
@@ -843,13 +966,28 @@ class GatewaySelfTest(unittest.TestCase):
         self.assertEqual((chunks[-1]["choices"], chunks[-1]["usage"]["total_tokens"]), ([], 5))
 
     def test_stream_tool_call(self) -> None:
-        tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
-            "type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}}
-        resp, data = self.post(_chat_body("Paris", stream=True, tools=[tool]))
-        events = [json.loads(ln[6:]) for ln in data.decode("utf-8").split("\n\n")
-                  if ln.startswith("data: {")]
-        calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in events
-                 if "tool_calls" in c["choices"][0]["delta"]]
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "required": ["city"],
+                    "properties": {"city": {"type": "string"}},
+                },
+            },
+        }
+        _resp, data = self.post(_chat_body("Paris", stream=True, tools=[tool]))
+        events = [
+            json.loads(ln[6:])
+            for ln in data.decode("utf-8").split("\n\n")
+            if ln.startswith("data: {")
+        ]
+        calls = [
+            c["choices"][0]["delta"]["tool_calls"][0]
+            for c in events
+            if "tool_calls" in c["choices"][0]["delta"]
+        ]
         self.assertEqual((calls[0]["id"], calls[0]["function"]["name"]), ("call_1", "get_weather"))
         self.assertEqual("".join(c["function"]["arguments"] for c in calls), '{"city":"Paris"}')
         self.assertEqual(events[-1]["choices"][0]["finish_reason"], "tool_calls")
@@ -868,8 +1006,16 @@ class GatewaySelfTest(unittest.TestCase):
         self.assertEqual((self.gw.connections, len(self.gw.requests)), (1, 2))
 
     def test_raw_pause(self) -> None:
-        self.gw.push(Raw([http_head(200, {"Content-Type": "text/plain"}, content_length=4),
-                          b"ab", 0.2, b"cd"]))
+        self.gw.push(
+            Raw(
+                [
+                    http_head(200, {"Content-Type": "text/plain"}, content_length=4),
+                    b"ab",
+                    0.2,
+                    b"cd",
+                ]
+            )
+        )
         start = time.monotonic()
         self.conn.request("GET", "/x")
         self.assertEqual(self.conn.getresponse().read(), b"abcd")
@@ -889,24 +1035,36 @@ class GatewaySelfTest(unittest.TestCase):
         self.assertTrue(self.gw.wait_disconnects(1, 2.0))
 
     def test_errors(self) -> None:
-        self.gw.push(ErrorReply(429, "usage_limit_exceeded", "slow down",
-                                headers={"Retry-After": "1"}))
+        self.gw.push(
+            ErrorReply(429, "usage_limit_exceeded", "slow down", headers={"Retry-After": "1"})
+        )
         resp, data = self.post(_chat_body())
         self.assertEqual((resp.status, resp.getheader("Retry-After")), (429, "1"))
-        self.assertEqual(json.loads(data.decode("utf-8")), {"error": {
-            "message": "slow down", "type": "rate_limit_error",
-            "code": "usage_limit_exceeded", "param": None}})
+        self.assertEqual(
+            json.loads(data.decode("utf-8")),
+            {
+                "error": {
+                    "message": "slow down",
+                    "type": "rate_limit_error",
+                    "code": "usage_limit_exceeded",
+                    "param": None,
+                }
+            },
+        )
         for body, headers, status, code in [
-                (_chat_body(), {}, 401, "unauthorized"),
-                (b"{nope", AUTH, 400, "invalid_json"),
-                (_chat_body(model="error-502"), AUTH, 502, "provider_error")]:
+            (_chat_body(), {}, 401, "unauthorized"),
+            (b"{nope", AUTH, 400, "invalid_json"),
+            (_chat_body(model="error-502"), AUTH, 502, "provider_error"),
+        ]:
             resp, data = self.post(body, headers)
-            self.assertEqual((resp.status, json.loads(data.decode("utf-8"))["error"]["code"]),
-                             (status, code))
+            self.assertEqual(
+                (resp.status, json.loads(data.decode("utf-8"))["error"]["code"]), (status, code)
+            )
         self.conn.request("GET", "/v1/nothing")
         resp = self.conn.getresponse()
-        self.assertEqual(json.loads(resp.read().decode("utf-8"))["error"]["type"],
-                         "not_found_error")
+        self.assertEqual(
+            json.loads(resp.read().decode("utf-8"))["error"]["type"], "not_found_error"
+        )
 
     def test_tls(self) -> None:
         with Gateway(tls=True) as gw:
@@ -920,24 +1078,5808 @@ class GatewaySelfTest(unittest.TestCase):
             finally:
                 conn.close()
             self.assertTrue(gw.url.startswith("https://localhost:"))
-            other = http.client.HTTPSConnection("localhost", gw.port, timeout=5,
-                                                context=ssl.create_default_context())
+            other = http.client.HTTPSConnection(
+                "localhost", gw.port, timeout=5, context=ssl.create_default_context()
+            )
             with self.assertRaises(ssl.SSLError):  # the test CA is not a system CA
                 other.request("GET", "/v1/models")
             other.close()
 
 
 # ---- tests ----
-# Client tests for edgee.py go here (import edgee in this section only).
+# Client tests for edgee.py. The reference files (contract, OpenAPI spec) are read
+# from ../shared/reference when present; tests that need them skip otherwise.
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED_REFERENCE = os.path.join(HERE, os.pardir, "shared", "reference")
+
+
+# ---- tests: api ----
+
+API_EDGEE_PY = os.path.join(HERE, "edgee.py")
+API_TEST_EDGEE_PY = os.path.join(HERE, "test_edgee.py")
+API_STREAM_DOC = os.path.join(SHARED_REFERENCE, "python-sdk-stream-method.md")
+# The official package unpacked (pip download edgee==1.1.0, then unzip), if you have it.
+API_OFFICIAL_DIR = os.environ.get("EDGEE_OFFICIAL_SDK", "")
+API_OFFICIAL_INIT = os.path.join(API_OFFICIAL_DIR, "edgee", "__init__.py")
+API_OFFICIAL_README = os.path.join(API_OFFICIAL_DIR, "edgee-1.1.0.dist-info", "METADATA")
+API_CLI_TIMEOUT = 30  # seconds; a hung CLI fails the test instead of hanging the suite
+
+
+def _api_env_key(name):
+    return name.startswith("EDGEE_") or name.lower().endswith("_proxy")
+
+
+def _api_isolate_env(test):
+    """Remove EDGEE_* and *_proxy variables for the test; restore them afterwards."""
+    saved = {k: v for k, v in os.environ.items() if _api_env_key(k)}
+    for k in saved:
+        del os.environ[k]
+
+    def restore():
+        for k in [k for k in os.environ if _api_env_key(k)]:
+            del os.environ[k]
+        os.environ.update(saved)
+
+    test.addCleanup(restore)
+
+
+def _api_free_port():
+    """A port nothing listens on (bound then released)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def _api_norm(text):
+    """Text with trailing whitespace dropped from each line (for comparing doc snippets)."""
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def _api_completion(content="Hello! How can I assist you today?", finish_reason="stop", **extra):
+    """A chat.completion body like the OpenAPI example."""
+    body = {
+        "id": "chatcmpl-123",
+        "object": "chat.completion",
+        "created": 1677652288,
+        "model": "openai/gpt-5.2",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 10,
+            "total_tokens": 20,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+    body.update(extra)
+    return body
+
+
+class ApiTestBase(unittest.TestCase):
+    """Isolated environment, plus a gateway and a client closed at cleanup."""
+
+    def setUp(self):
+        _api_isolate_env(self)
+
+    def gateway(self):
+        gw = Gateway()
+        self.addCleanup(gw.close)
+        return gw
+
+    def client(self, gw, **options):
+        options.setdefault("api_key", "test-key")
+        options.setdefault("base_url", gw.url)
+        client = edgee.Edgee(**options)
+        self.addCleanup(client.close)
+        return client
+
+    def track(self, client):
+        self.addCleanup(client.close)
+        return client
+
+    def last(self, gw):
+        self.assertTrue(gw.requests, "the gateway received no request")
+        return gw.requests[-1]
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+
+class ApiConfigTest(ApiTestBase):
+    def test_string_key(self):
+        gw = self.gateway()
+        os.environ["EDGEE_BASE_URL"] = gw.url
+        client = self.track(edgee.Edgee("string-key"))
+        self.assertEqual(client.api_key, "string-key")
+        self.assertEqual(client.send("openai/gpt-5.2", "hi").text, "Echo: hi")
+        self.assertEqual(self.last(gw).headers["authorization"], "Bearer string-key")
+
+    def test_dict_config(self):
+        gw = self.gateway()
+        client = self.track(edgee.Edgee({"api_key": "dict-key", "base_url": gw.url}))
+        self.assertEqual(client.api_key, "dict-key")
+        self.assertEqual(client.send("openai/gpt-5.2", "hi").text, "Echo: hi")
+        self.assertEqual(self.last(gw).headers["authorization"], "Bearer dict-key")
+
+    def test_config_keyword_argument(self):
+        gw = self.gateway()
+        client = self.track(edgee.Edgee(config={"api_key": "kw-config", "base_url": gw.url}))
+        client.send("openai/gpt-5.2", "hi")
+        self.assertEqual(self.last(gw).headers["authorization"], "Bearer kw-config")
+
+    def test_edgee_config_dataclass(self):
+        gw = self.gateway()
+        config = edgee.EdgeeConfig(api_key="cfg-key", base_url=gw.url)
+        client = self.track(edgee.Edgee(config))
+        self.assertEqual(client.send("openai/gpt-5.2", "yo").text, "Echo: yo")
+        self.assertEqual(self.last(gw).headers["authorization"], "Bearer cfg-key")
+        # positional construction as in the official package: EdgeeConfig(api_key, base_url)
+        positional = edgee.EdgeeConfig("pos-key", gw.url)
+        self.track(edgee.Edgee(positional)).send("openai/gpt-5.2", "yo")
+        self.assertEqual(self.last(gw).headers["authorization"], "Bearer pos-key")
+
+    def test_keyword_options(self):
+        gw = self.gateway()
+        client = self.track(
+            edgee.Edgee(api_key="kw-key", base_url=gw.url, timeout=5, max_retries=0)
+        )
+        self.assertEqual(client.send("openai/gpt-5.2", "kw").text, "Echo: kw")
+        self.assertEqual(self.last(gw).headers["authorization"], "Bearer kw-key")
+
+    def test_precedence_kwargs_over_config_over_env(self):
+        env_gw, cfg_gw, kw_gw = self.gateway(), self.gateway(), self.gateway()
+        os.environ["EDGEE_API_KEY"] = "env-key"
+        os.environ["EDGEE_BASE_URL"] = env_gw.url
+        cases = [
+            ((), {}, env_gw, "env-key"),
+            (("str-key",), {}, env_gw, "str-key"),
+            (({"api_key": "cfg-key"},), {}, env_gw, "cfg-key"),
+            (({"base_url": cfg_gw.url},), {}, cfg_gw, "env-key"),
+            (({"api_key": "cfg-key", "base_url": cfg_gw.url},), {}, cfg_gw, "cfg-key"),
+            ((edgee.EdgeeConfig(api_key="cfg-key", base_url=cfg_gw.url),), {}, cfg_gw, "cfg-key"),
+            (
+                ({"api_key": "cfg-key", "base_url": cfg_gw.url},),
+                {"api_key": "kw-key", "base_url": kw_gw.url},
+                kw_gw,
+                "kw-key",
+            ),
+            (
+                (edgee.EdgeeConfig(api_key="cfg-key", base_url=cfg_gw.url),),
+                {"api_key": "kw-key"},
+                cfg_gw,
+                "kw-key",
+            ),
+            ((), {"base_url": kw_gw.url}, kw_gw, "env-key"),
+        ]
+        for args, kwargs, gw, key in cases:
+            with self.subTest(args=args, kwargs=kwargs):
+                before = {id(g): len(g.requests) for g in (env_gw, cfg_gw, kw_gw)}
+                client = self.track(edgee.Edgee(*args, **kwargs))
+                self.assertEqual(client.send("openai/gpt-5.2", "which").text, "Echo: which")
+                for g in (env_gw, cfg_gw, kw_gw):
+                    self.assertEqual(len(g.requests) - before[id(g)], 1 if g is gw else 0)
+                self.assertEqual(gw.requests[-1].headers["authorization"], "Bearer " + key)
+
+    def test_default_base_url(self):
+        self.assertEqual(edgee.DEFAULT_BASE_URL, "https://edgee.io")
+        client = self.track(edgee.Edgee("k"))
+        self.assertEqual(client.base_url, "https://edgee.io")
+        client = self.track(edgee.Edgee({"api_key": "k"}))
+        self.assertEqual(client.base_url, "https://edgee.io")
+
+    def test_env_base_url_used(self):
+        os.environ["EDGEE_BASE_URL"] = "https://gateway.example.com"
+        client = self.track(edgee.Edgee("k"))
+        self.assertEqual(client.base_url, "https://gateway.example.com")
+
+    def test_missing_key(self):
+        attempts = [
+            lambda: edgee.Edgee(),
+            lambda: edgee.Edgee(None),
+            lambda: edgee.Edgee(""),
+            lambda: edgee.Edgee({}),
+            lambda: edgee.Edgee({"base_url": "http://127.0.0.1:9"}),
+            lambda: edgee.Edgee(edgee.EdgeeConfig()),
+            lambda: edgee.Edgee(api_key=""),
+        ]
+        for attempt in attempts:
+            with self.subTest(attempt=attempts.index(attempt)):
+                with self.assertRaises(ValueError) as caught:
+                    attempt()
+                self.assertEqual(str(caught.exception), "EDGEE_API_KEY is not set")
+        os.environ["EDGEE_API_KEY"] = ""
+        with self.assertRaises(ValueError) as caught:
+            edgee.Edgee()
+        self.assertEqual(str(caught.exception), "EDGEE_API_KEY is not set")
+
+    def test_env_key_used(self):
+        gw = self.gateway()
+        os.environ["EDGEE_API_KEY"] = "from-env"
+        client = self.track(edgee.Edgee(base_url=gw.url))
+        self.assertEqual(client.api_key, "from-env")
+        client.send("openai/gpt-5.2", "x")
+        self.assertEqual(self.last(gw).headers["authorization"], "Bearer from-env")
+
+    def test_trailing_slash(self):
+        gw = self.gateway()
+        for suffix in ("/", "//"):
+            with self.subTest(suffix=suffix):
+                client = self.client(gw, base_url=gw.url + suffix)
+                self.assertEqual(client.send("openai/gpt-5.2", "slash").text, "Echo: slash")
+                self.assertEqual(self.last(gw).path, "/v1/chat/completions")
+                self.assertEqual(
+                    list(client.stream("openai/gpt-5.2", "s"))[-1].finish_reason, "stop"
+                )
+                self.assertEqual(self.last(gw).path, "/v1/chat/completions")
+        os.environ["EDGEE_BASE_URL"] = gw.url + "/"
+        self.track(edgee.Edgee("k")).send("openai/gpt-5.2", "env slash")
+        self.assertEqual(self.last(gw).path, "/v1/chat/completions")
+
+    def test_base_url_with_path_prefix(self):
+        gw = self.gateway()
+        for prefix in ("/proxy/edgee", "/proxy/edgee/"):
+            with self.subTest(prefix=prefix):
+                client = self.client(gw, base_url=gw.url + prefix)
+                gw.push(Reply(body=_api_completion("via prefix")))
+                self.assertEqual(client.send("openai/gpt-5.2", "p").text, "via prefix")
+                self.assertEqual(self.last(gw).path, "/proxy/edgee/v1/chat/completions")
+                gw.push(
+                    SSE(
+                        [
+                            completion_chunk(role="assistant"),
+                            completion_chunk("streamed"),
+                            completion_chunk(finish_reason="stop"),
+                        ]
+                    )
+                )
+                texts = [c.text for c in client.stream("openai/gpt-5.2", "p") if c.text]
+                self.assertEqual(texts, ["streamed"])
+                self.assertEqual(self.last(gw).path, "/proxy/edgee/v1/chat/completions")
+                gw.push(Reply(body=MODELS))
+                self.assertEqual([m.id for m in client.models()], [m["id"] for m in MODELS["data"]])
+                self.assertEqual(self.last(gw).path, "/proxy/edgee/v1/models")
+
+    def test_bad_base_url(self):
+        bad = [
+            "ftp://example.com",
+            "example.com",
+            "not a url",
+            "http://",
+            "https:///v1",
+            "http://user:secret@example.com",
+            "http://example.com/?x=1",
+            "http://example.com/#frag",
+            "http://example.com:99999",
+            "http://example.com:port",
+            123,
+            ["http://example.com"],
+        ]
+        for value in bad:
+            with self.subTest(base_url=value):
+                with self.assertRaises((ValueError, TypeError)) as caught:
+                    edgee.Edgee(api_key="k", base_url=value)
+                self.assertIn("base_url", str(caught.exception))
+                with self.assertRaises((ValueError, TypeError)) as caught:
+                    edgee.Edgee({"api_key": "k", "base_url": value})
+                self.assertIn("base_url", str(caught.exception))
+
+    def test_bad_base_url_from_env(self):
+        os.environ["EDGEE_BASE_URL"] = "ftp://example.com"
+        with self.assertRaises(ValueError) as caught:
+            edgee.Edgee("k")
+        self.assertIn("base_url", str(caught.exception))
+
+    def test_bad_timeout(self):
+        for value in (0, -1, -0.5, float("inf"), float("nan"), "10", True, [5]):
+            with self.subTest(timeout=value):
+                with self.assertRaises((ValueError, TypeError)) as caught:
+                    edgee.Edgee(api_key="k", timeout=value)
+                self.assertIn("timeout", str(caught.exception))
+                with self.assertRaises((ValueError, TypeError)) as caught:
+                    edgee.Edgee(edgee.EdgeeConfig(api_key="k", timeout=value))
+                self.assertIn("timeout", str(caught.exception))
+
+    def test_bad_max_retries(self):
+        for value in (-1, 1.5, "2", True, [1]):
+            with self.subTest(max_retries=value):
+                with self.assertRaises((ValueError, TypeError)) as caught:
+                    edgee.Edgee(api_key="k", max_retries=value)
+                self.assertIn("max_retries", str(caught.exception))
+
+    def test_unknown_option(self):
+        with self.assertRaises((ValueError, TypeError)) as caught:
+            edgee.Edgee(api_key="k", retries=3)
+        self.assertIn("retries", str(caught.exception))
+        with self.assertRaises((ValueError, TypeError)) as caught:
+            edgee.Edgee(api_key="k", basse_url="http://127.0.0.1:9")
+        self.assertIn("basse_url", str(caught.exception))
+
+    def test_max_retries_honoured(self):
+        gw = self.gateway()
+        fast = {"Retry-After": "0"}
+        # max_retries=0 (as a dict option): one request, the 500 raised at once
+        gw.push(ErrorReply(500, "internal_error", "boom", headers=fast))
+        client = self.track(edgee.Edgee({"api_key": "k", "base_url": gw.url, "max_retries": 0}))
+        with self.assertRaises(edgee.EdgeeAPIError):
+            client.send("openai/gpt-5.2", "x")
+        self.assertEqual(len(gw.requests), 1)
+        # max_retries=1 (keyword): one retry, then the second answer counts
+        gw.push(
+            ErrorReply(500, "internal_error", "boom", headers=fast),
+            ErrorReply(500, "internal_error", "boom again", headers=fast),
+        )
+        client = self.client(gw, max_retries=1)
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            client.send("openai/gpt-5.2", "x")
+        self.assertEqual(str(caught.exception), "API error 500: boom again")
+        self.assertEqual(len(gw.requests), 3)
+        gw.push(ErrorReply(500, "internal_error", "boom", headers=fast))
+        self.assertEqual(client.send("openai/gpt-5.2", "after").text, "Echo: after")
+        self.assertEqual(len(gw.requests), 5)
+
+    def test_timeout_honoured(self):
+        gw = self.gateway()
+        gw.push(
+            Raw(
+                [
+                    http_head(200, {"Content-Type": "application/json"}, content_length=200),
+                    b'{"id":',
+                ],
+                then="hold",
+            )
+        )
+        client = self.track(
+            edgee.Edgee(edgee.EdgeeConfig(api_key="k", base_url=gw.url, timeout=0.3, max_retries=0))
+        )
+        start = time.monotonic()
+        with self.assertRaises(RuntimeError) as caught:
+            client.send("openai/gpt-5.2", "slow")
+        elapsed = time.monotonic() - start
+        self.assertIsInstance(caught.exception, edgee.EdgeeTimeoutError)
+        self.assertGreaterEqual(elapsed, 0.25)
+        self.assertLess(elapsed, 5.0)
+
+    def test_repr_hides_key(self):
+        secret = "sk-very-secret-123456"
+        self.assertNotIn(secret, repr(edgee.EdgeeConfig(api_key=secret)))
+        client = self.track(edgee.Edgee(api_key=secret, base_url="http://127.0.0.1:9"))
+        self.assertNotIn(secret, repr(client))
+
+
+# ---------------------------------------------------------------------------
+# Input forms and the exact request sent
+# ---------------------------------------------------------------------------
+
+API_WEATHER_PARAMS = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+
+
+class ApiInputTest(ApiTestBase):
+    def setUp(self):
+        super().setUp()
+        self.gw = self.gateway()
+        self.c = self.client(self.gw)
+
+    def sent(self):
+        return self.last(self.gw).json
+
+    def test_string_input(self):
+        r = self.c.send("openai/gpt-5.2", "Hello, world!")
+        self.assertEqual(r.text, "Echo: Hello, world!")
+        self.assertEqual(
+            self.sent(),
+            {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "Hello, world!"}]},
+        )
+
+    def test_non_ascii_input(self):
+        text = "héllo wörld € 你好 🎉"
+        self.assertEqual(self.c.send("openai/gpt-5.2", text).text, "Echo: " + text)
+        self.assertEqual(self.sent()["messages"], [{"role": "user", "content": text}])
+        streamed = "".join(c.text or "" for c in self.c.stream("openai/gpt-5.2", text))
+        self.assertEqual(streamed, "Echo: " + text)
+
+    def test_dict_input_exact_json(self):
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather of a city",
+                "parameters": API_WEATHER_PARAMS,
+            },
+        }
+        messages = [
+            {"role": "system", "content": "Be terse."},
+            {
+                "role": "user",
+                "content": "Paris",
+                "name": "bob",
+                "cache_control": {"type": "ephemeral"},
+            },
+        ]
+        request = {
+            "messages": messages,
+            "tools": [tool],
+            "tool_choice": "auto",
+            "tags": ["prod", "chat"],
+        }
+        original = copy.deepcopy(request)
+        r = self.c.send("openai/gpt-5.2", request)
+        self.assertEqual(request, original, "send() must not modify the caller's dict")
+        self.assertEqual(
+            self.sent(),
+            {
+                "model": "openai/gpt-5.2",
+                "messages": messages,
+                "tools": [tool],
+                "tool_choice": "auto",
+                "tags": ["prod", "chat"],
+            },
+        )
+        self.assertEqual(r.finish_reason, "tool_calls")
+        self.assertIsNone(r.text)
+        self.assertEqual(
+            r.tool_calls,
+            [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        )
+
+    def test_input_object_exact_json(self):
+        tool = edgee.Tool(
+            type="function",
+            function=edgee.FunctionDefinition(name="get_weather", parameters=API_WEATHER_PARAMS),
+        )
+        obj = edgee.InputObject(
+            messages=[{"role": "user", "content": "Lyon"}],
+            tools=[tool],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            tags=["t1"],
+        )
+        r = self.c.send("openai/gpt-5.2", obj)
+        self.assertEqual(
+            self.sent(),
+            {
+                "model": "openai/gpt-5.2",
+                "messages": [{"role": "user", "content": "Lyon"}],
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "get_weather", "parameters": API_WEATHER_PARAMS},
+                    }
+                ],
+                "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+                "tags": ["t1"],
+            },
+        )
+        self.assertEqual(r.tool_calls[0]["function"]["arguments"], '{"city":"Lyon"}')
+        # an InputObject with only messages sends only messages
+        self.c.send(
+            "openai/gpt-5.2", edgee.InputObject(messages=[{"role": "user", "content": "x"}])
+        )
+        self.assertEqual(
+            self.sent(), {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "x"}]}
+        )
+
+    def test_message_dataclasses(self):
+        messages = [
+            edgee.Message(role="system", content="You are terse."),
+            edgee.Message(role="user", content="hi there", name="ann"),
+        ]
+        r = self.c.send("openai/gpt-5.2", {"messages": messages})
+        self.assertEqual(r.text, "Echo: hi there")
+        self.assertEqual(
+            self.sent()["messages"],
+            [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "hi there", "name": "ann"},
+            ],
+        )
+        r = self.c.send(
+            "openai/gpt-5.2", edgee.InputObject(messages=[edgee.Message("user", "pos")])
+        )
+        self.assertEqual(r.text, "Echo: pos")
+        self.assertEqual(self.sent()["messages"], [{"role": "user", "content": "pos"}])
+
+    def test_tool_round_trip_with_dataclasses(self):
+        call = edgee.ToolCall(
+            id="call_1",
+            type="function",
+            function={"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        )
+        messages = [
+            edgee.Message(role="user", content="Weather in Paris?"),
+            edgee.Message(role="assistant", tool_calls=[call]),
+            edgee.Message(role="tool", content="sunny, 21C", tool_call_id="call_1"),
+        ]
+        tools = [
+            edgee.Tool(
+                type="function",
+                function=edgee.FunctionDefinition(
+                    name="get_weather", description="Current weather", parameters=API_WEATHER_PARAMS
+                ),
+            )
+        ]
+        r = self.c.send("openai/gpt-5.2", edgee.InputObject(messages=messages, tools=tools))
+        self.assertEqual(r.text, "Tool said: sunny, 21C")
+        self.assertEqual(r.finish_reason, "stop")
+        self.assertEqual(
+            self.sent(),
+            {
+                "model": "openai/gpt-5.2",
+                "messages": [
+                    {"role": "user", "content": "Weather in Paris?"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {
+                                    "name": "get_weather",
+                                    "arguments": '{"city":"Paris"}',
+                                },
+                            }
+                        ],
+                    },
+                    {"role": "tool", "content": "sunny, 21C", "tool_call_id": "call_1"},
+                ],
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "description": "Current weather",
+                            "parameters": API_WEATHER_PARAMS,
+                        },
+                    }
+                ],
+            },
+        )
+
+    def test_assistant_message_from_response_appends(self):
+        first = self.c.send(
+            "openai/gpt-5.2",
+            {
+                "messages": [{"role": "user", "content": "Nice"}],
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "get_weather", "parameters": API_WEATHER_PARAMS},
+                    }
+                ],
+            },
+        )
+        call = first.tool_calls[0]
+        messages = [
+            {"role": "user", "content": "Nice"},
+            first.message,
+            {"role": "tool", "tool_call_id": call["id"], "content": "rain"},
+        ]
+        second = self.c.send("openai/gpt-5.2", {"messages": messages})
+        self.assertEqual(second.text, "Tool said: rain")
+        self.assertEqual(self.sent()["messages"][1]["tool_calls"], first.tool_calls)
+
+    def test_tool_choice_forms(self):
+        for choice in (
+            "auto",
+            "none",
+            {"type": "auto"},
+            {"type": "function", "function": {"name": "get_weather"}},
+        ):
+            with self.subTest(tool_choice=choice):
+                self.c.send(
+                    "openai/gpt-5.2",
+                    {"messages": [{"role": "user", "content": "x"}], "tool_choice": choice},
+                )
+                self.assertEqual(self.sent()["tool_choice"], choice)
+        self.c.send(
+            "openai/gpt-5.2",
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "tool_choice": None,
+                "tags": None,
+                "tools": None,
+            },
+        )
+        self.assertEqual(
+            self.sent(), {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "x"}]}
+        )
+
+    def test_tags(self):
+        self.c.send(
+            "openai/gpt-5.2",
+            {"messages": [{"role": "user", "content": "x"}], "tags": ["production", "chatbot"]},
+        )
+        self.assertEqual(self.sent()["tags"], ["production", "chatbot"])
+        list(
+            self.c.stream(
+                "openai/gpt-5.2",
+                edgee.InputObject(messages=[{"role": "user", "content": "x"}], tags=["stream-tag"]),
+            )
+        )
+        self.assertEqual(self.sent()["tags"], ["stream-tag"])
+
+    def test_compression_model_valid(self):
+        for value in ("claude", "codex", "opencode", "cursor"):
+            with self.subTest(compression_model=value):
+                r = self.c.send(
+                    "openai/gpt-5.2",
+                    edgee.InputObject(
+                        messages=[{"role": "user", "content": "x"}], compression_model=value
+                    ),
+                )
+                self.assertEqual(self.sent()["compression_model"], value)
+                self.assertIsNotNone(r.compression)
+                r = self.c.send(
+                    "openai/gpt-5.2",
+                    {"messages": [{"role": "user", "content": "y"}], "compression_model": value},
+                )
+                self.assertEqual(self.sent()["compression_model"], value)
+                self.assertIsNotNone(r.compression)
+
+    def test_compression_model_invalid(self):
+        for value in ("gzip", "Claude", "", 7):
+            with self.subTest(compression_model=value):
+                with self.assertRaises((ValueError, TypeError)) as caught:
+                    self.c.send(
+                        "openai/gpt-5.2",
+                        {
+                            "messages": [{"role": "user", "content": "x"}],
+                            "compression_model": value,
+                        },
+                    )
+                self.assertIn("compression_model", str(caught.exception))
+                with self.assertRaises((ValueError, TypeError)):
+                    list(
+                        self.c.stream(
+                            "openai/gpt-5.2",
+                            edgee.InputObject(
+                                messages=[{"role": "user", "content": "x"}], compression_model=value
+                            ),
+                        )
+                    )
+        self.assertEqual(self.gw.requests, [], "an invalid request must not be sent")
+
+    def test_compression_toggle_headers(self):
+        names = {
+            "tool_result_trimming": "x-edgee-compression-tool-result-trimming",
+            "tool_surface_reduction": "x-edgee-compression-tool-surface-reduction",
+            "output_brevity": "x-edgee-compression-brevity",
+        }
+        combos = [
+            (True, False, None),
+            (False, None, True),
+            (None, True, False),
+            (None, None, None),
+            (True, True, True),
+        ]
+        for values in combos:
+            toggles = dict(zip(names, values))
+            with self.subTest(toggles=toggles):
+                for form in ("object", "dict", "stream"):
+                    messages = [{"role": "user", "content": "t"}]
+                    if form == "dict":
+                        self.c.send("openai/gpt-5.2", dict(toggles, messages=messages))
+                    else:
+                        obj = edgee.InputObject(messages=messages, **toggles)
+                        if form == "stream":
+                            list(self.c.stream("openai/gpt-5.2", obj))
+                        else:
+                            self.c.send("openai/gpt-5.2", obj)
+                    rec = self.last(self.gw)
+                    for field, header in names.items():
+                        value = toggles[field]
+                        if value is None:
+                            self.assertNotIn(header, rec.headers, form)
+                        else:
+                            self.assertEqual(
+                                rec.headers.get(header), "true" if value else "false", form
+                            )
+                        self.assertNotIn(field, rec.json, "toggles go in headers, not the body")
+        self.c.send("openai/gpt-5.2", "plain")
+        for header in names.values():
+            self.assertNotIn(header, self.last(self.gw).headers)
+
+    def test_extra_fields_pass_through(self):
+        extra = {
+            "max_tokens": 50,
+            "temperature": 0.25,
+            "top_p": 1,
+            "stream_options": {"include_usage": True},
+            "edgee_tool_ids": ["edgee_current_time", "edgee_generate_uuid"],
+        }
+        self.c.send("openai/gpt-5.2", dict(extra, messages=[{"role": "user", "content": "x"}]))
+        self.assertEqual(
+            self.sent(),
+            dict(extra, model="openai/gpt-5.2", messages=[{"role": "user", "content": "x"}]),
+        )
+        obj = edgee.InputObject(
+            messages=[{"role": "user", "content": "x"}], tags=["a"], extra_body=extra
+        )
+        self.c.send("openai/gpt-5.2", obj)
+        self.assertEqual(
+            self.sent(),
+            dict(
+                extra,
+                model="openai/gpt-5.2",
+                tags=["a"],
+                messages=[{"role": "user", "content": "x"}],
+            ),
+        )
+        chunks = list(self.c.stream("openai/gpt-5.2", obj))
+        self.assertEqual(
+            self.sent(),
+            dict(
+                extra,
+                model="openai/gpt-5.2",
+                tags=["a"],
+                stream=True,
+                messages=[{"role": "user", "content": "x"}],
+            ),
+        )
+        self.assertIsNotNone(chunks[-1].usage, "stream_options.include_usage reached the gateway")
+
+    def test_n_passes_through(self):
+        r = self.c.send("openai/gpt-5.2", {"messages": [{"role": "user", "content": "q"}], "n": 3})
+        self.assertEqual(self.sent()["n"], 3)
+        self.assertEqual(len(r.choices), 3)
+
+    def test_stream_flag_only_when_streaming(self):
+        msgs = [{"role": "user", "content": "s"}]
+        self.c.send("openai/gpt-5.2", {"messages": msgs})
+        self.assertNotIn("stream", self.sent())
+        self.c.send("openai/gpt-5.2", {"messages": msgs, "stream": True})  # the method decides
+        self.assertNotIn("stream", self.sent())
+        list(self.c.stream("openai/gpt-5.2", {"messages": msgs}))
+        self.assertIs(self.sent()["stream"], True)
+        list(self.c.send("openai/gpt-5.2", {"messages": msgs}, stream=True))
+        self.assertIs(self.sent()["stream"], True)
+        list(self.c.send("openai/gpt-5.2", {"messages": msgs, "stream": False}, True))
+        self.assertIs(self.sent()["stream"], True)
+        list(
+            self.c.stream(
+                "openai/gpt-5.2", edgee.InputObject(messages=msgs, extra_body={"stream": False})
+            )
+        )
+        self.assertIs(self.sent()["stream"], True)
+
+    def test_model_from_argument(self):
+        self.c.send(
+            "anthropic/claude-haiku-4-5",
+            {"model": "other/model", "messages": [{"role": "user", "content": "m"}]},
+        )
+        self.assertEqual(self.sent()["model"], "anthropic/claude-haiku-4-5")
+
+    def test_invalid_input_sends_nothing(self):
+        bad = [
+            ("openai/gpt-5.2", 42),
+            ("openai/gpt-5.2", None),
+            ("openai/gpt-5.2", {}),
+            ("openai/gpt-5.2", {"messages": []}),
+            ("openai/gpt-5.2", {"messages": "hello"}),
+            ("openai/gpt-5.2", {"messages": [{"content": "no role"}]}),
+            ("openai/gpt-5.2", {"messages": [{"role": "wizard", "content": "x"}]}),
+            (
+                "openai/gpt-5.2",
+                {
+                    "messages": [{"role": "user", "content": "x"}],
+                    "tools": [{"type": "function", "function": {"name": "bad name!"}}],
+                },
+            ),
+            (
+                "openai/gpt-5.2",
+                {"messages": [{"role": "user", "content": "x"}], "tool_result_trimming": "yes"},
+            ),
+            ("", "hello"),
+            (None, "hello"),
+        ]
+        for model, value in bad:
+            with self.subTest(model=model, input=value):
+                with self.assertRaises((ValueError, TypeError)):
+                    self.c.send(model, value)
+                with self.assertRaises((ValueError, TypeError)):
+                    list(self.c.stream(model, value))
+        self.assertEqual(self.gw.requests, [])
+
+
+class ApiHeadersTest(ApiTestBase):
+    def test_send_headers(self):
+        gw = self.gateway()
+        client = self.client(gw, api_key="sk-header-key")
+        client.send("openai/gpt-5.2", "h")
+        rec = self.last(gw)
+        self.assertEqual((rec.method, rec.path), ("POST", "/v1/chat/completions"))
+        self.assertEqual(rec.headers["authorization"], "Bearer sk-header-key")
+        self.assertEqual(rec.headers["content-type"].split(";")[0].strip(), "application/json")
+        self.assertNotIn("text/event-stream", rec.headers.get("accept", ""))
+        ua = rec.headers.get("user-agent", "")
+        self.assertIn("edgee.py", ua)
+        self.assertIn(edgee.__version__, ua)
+        self.assertEqual(int(rec.headers["content-length"]), len(rec.body))
+
+    def test_stream_headers(self):
+        gw = self.gateway()
+        client = self.client(gw, api_key="sk-header-key")
+        list(client.stream("openai/gpt-5.2", "h"))
+        list(client.send("openai/gpt-5.2", "h", stream=True))
+        for rec in gw.requests:
+            self.assertEqual((rec.method, rec.path), ("POST", "/v1/chat/completions"))
+            self.assertEqual(rec.headers["authorization"], "Bearer sk-header-key")
+            self.assertEqual(rec.headers["content-type"].split(";")[0].strip(), "application/json")
+            self.assertEqual(rec.headers.get("accept"), "text/event-stream")
+            self.assertIn("edgee.py/" + edgee.__version__, rec.headers.get("user-agent", ""))
+        self.assertEqual(len(gw.requests), 2)
+
+    def test_models_request(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        models = client.models()
+        rec = self.last(gw)
+        self.assertEqual((rec.method, rec.path), ("GET", "/v1/models"))
+        self.assertEqual(rec.headers["authorization"], "Bearer test-key")
+        self.assertEqual(
+            [(m.id, m.owned_by, m.created) for m in models],
+            [(m["id"], m["owned_by"], m["created"]) for m in MODELS["data"]],
+        )
+        self.assertTrue(all(isinstance(m, edgee.Model) for m in models))
+
+
+# ---------------------------------------------------------------------------
+# Results: SendResponse, StreamChunk and friends
+# ---------------------------------------------------------------------------
+
+
+class ApiResultsTest(ApiTestBase):
+    def setUp(self):
+        super().setUp()
+        self.gw = self.gateway()
+        self.c = self.client(self.gw)
+
+    def test_send_response_fields(self):
+        body = _api_completion(
+            "Bonjour",
+            "stop",
+            usage={
+                "prompt_tokens": 11,
+                "completion_tokens": 7,
+                "total_tokens": 18,
+                "input_tokens_details": {"cached_tokens": 3, "cache_creation_tokens": 5},
+                "output_tokens_details": {"reasoning_tokens": 2},
+            },
+            compression={
+                "saved_tokens": 450,
+                "cost_savings": 27000,
+                "reduction": 48.99884991374353,
+                "time_ms": 12,
+            },
+        )
+        body["id"], body["model"], body["created"] = "chatcmpl-xyz", "mistral/large", 1700000001
+        self.gw.push(Reply(body=body))
+        r = self.c.send("openai/gpt-5.2", "x")
+        self.assertIsInstance(r, edgee.SendResponse)
+        self.assertEqual((r.id, r.model, r.created), ("chatcmpl-xyz", "mistral/large", 1700000001))
+        self.assertEqual(len(r.choices), 1)
+        choice = r.choices[0]
+        self.assertIsInstance(choice, edgee.Choice)
+        self.assertEqual((choice.index, choice.finish_reason), (0, "stop"))
+        self.assertEqual(choice.message, {"role": "assistant", "content": "Bonjour"})
+        self.assertEqual(r.text, "Bonjour")
+        self.assertEqual(r.message, {"role": "assistant", "content": "Bonjour"})
+        self.assertEqual(r.finish_reason, "stop")
+        self.assertIsNone(r.tool_calls)
+        u = r.usage
+        self.assertIsInstance(u, edgee.Usage)
+        self.assertEqual((u.prompt_tokens, u.completion_tokens, u.total_tokens), (11, 7, 18))
+        self.assertIsInstance(u.input_tokens_details, edgee.InputTokenDetails)
+        self.assertEqual(u.input_tokens_details.cached_tokens, 3)
+        self.assertEqual(u.input_tokens_details.cache_creation_tokens, 5)
+        self.assertIsInstance(u.output_tokens_details, edgee.OutputTokenDetails)
+        self.assertEqual(u.output_tokens_details.reasoning_tokens, 2)
+        comp = r.compression
+        self.assertIsInstance(comp, edgee.Compression)
+        self.assertEqual((comp.saved_tokens, comp.cost_savings, comp.time_ms), (450, 27000, 12))
+        self.assertIsInstance(comp.reduction, float)
+        self.assertEqual(comp.reduction, 48.99884991374353)
+        d = dataclasses.asdict(r)
+        self.assertEqual(d["usage"]["input_tokens_details"]["cache_creation_tokens"], 5)
+        self.assertEqual(d["choices"][0]["message"]["content"], "Bonjour")
+
+    def test_send_against_fake_llm(self):
+        r = self.c.send(
+            "openai/gpt-5.2",
+            {"messages": [{"role": "user", "content": "two words"}], "compression_model": "claude"},
+        )
+        self.assertEqual(r.text, "Echo: two words")
+        self.assertEqual(r.message["role"], "assistant")
+        self.assertEqual(r.finish_reason, "stop")
+        self.assertEqual((r.id, r.model, r.created), (COMPLETION_ID, "openai/gpt-5.2", CREATED))
+        self.assertEqual(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens)
+        self.assertGreater(r.usage.total_tokens, 0)
+        self.assertEqual(r.usage.input_tokens_details.cached_tokens, 0)
+        self.assertEqual(r.usage.output_tokens_details.reasoning_tokens, 0)
+        self.assertIsInstance(r.compression.reduction, float)
+        self.assertEqual(r.compression.reduction, COMPRESSION["reduction"])
+        self.assertEqual(r.compression.saved_tokens, COMPRESSION["saved_tokens"])
+        self.assertEqual(r.compression.cost_savings, COMPRESSION["cost_savings"])
+        self.assertEqual(r.compression.time_ms, COMPRESSION["time_ms"])
+        self.assertIsNone(self.c.send("openai/gpt-5.2", "no compression").compression)
+
+    def test_integer_reduction_is_float(self):
+        self.gw.push(
+            Reply(
+                body=_api_completion(
+                    compression={
+                        "saved_tokens": 1,
+                        "cost_savings": 2,
+                        "reduction": 48,
+                        "time_ms": 3,
+                    }
+                )
+            )
+        )
+        comp = self.c.send("openai/gpt-5.2", "x").compression
+        self.assertIsInstance(comp.reduction, float)
+        self.assertEqual(comp.reduction, 48.0)
+
+    def test_usage_without_details(self):
+        self.gw.push(
+            Reply(
+                body=_api_completion(
+                    usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+                )
+            )
+        )
+        u = self.c.send("openai/gpt-5.2", "x").usage
+        self.assertEqual((u.prompt_tokens, u.completion_tokens, u.total_tokens), (1, 2, 3))
+        self.assertIsNone(u.input_tokens_details)
+        self.assertIsNone(u.output_tokens_details)
+
+    def test_empty_choices_properties(self):
+        self.gw.push(Reply(body=_api_completion(choices=[])))
+        r = self.c.send("openai/gpt-5.2", "x")
+        self.assertEqual(r.choices, [])
+        self.assertIsNone(r.text)
+        self.assertIsNone(r.message)
+        self.assertIsNone(r.finish_reason)
+        self.assertIsNone(r.tool_calls)
+
+    def test_empty_content_text_is_none(self):
+        self.gw.push(Reply(body=_api_completion(content="")))
+        self.assertIsNone(self.c.send("openai/gpt-5.2", "x").text)
+
+    def test_send_stream_true_returns_what_stream_does(self):
+        streamed = self.c.stream("openai/gpt-5.2", "same thing")
+        sent = self.c.send("openai/gpt-5.2", "same thing", stream=True)
+        positional = self.c.send("openai/gpt-5.2", "same thing", True)
+        self.assertTrue(inspect.isgenerator(streamed))
+        self.assertTrue(inspect.isgenerator(sent))
+        self.assertTrue(inspect.isgenerator(positional))
+        summary = []
+        for gen in (streamed, sent, positional):
+            chunks = list(gen)
+            self.assertTrue(all(isinstance(c, edgee.StreamChunk) for c in chunks))
+            summary.append([(c.role, c.text, c.finish_reason) for c in chunks])
+        self.assertEqual(summary[0], summary[1])
+        self.assertEqual(summary[0], summary[2])
+        self.assertEqual("".join(t or "" for _, t, _ in summary[0]), "Echo: same thing")
+        self.assertEqual(len(self.gw.requests), 3)
+        self.assertTrue(all(r.json["stream"] is True for r in self.gw.requests))
+
+    def test_stream_chunk_properties_per_contract(self):
+        chunks = list(self.c.stream("openai/gpt-5.2", "Tell me a story"))
+        self.assertGreaterEqual(len(chunks), 3)
+        first, last = chunks[0], chunks[-1]
+        self.assertEqual(first.role, "assistant")
+        self.assertIsNone(first.text)
+        self.assertIsNone(first.finish_reason)
+        for c in chunks[1:]:
+            self.assertIsNone(c.role, "role only on the first chunk")
+        for c in chunks[:-1]:
+            self.assertIsNone(c.finish_reason, "finish_reason only on the final chunk")
+        self.assertEqual(last.finish_reason, "stop")
+        self.assertIsNone(last.text)
+        self.assertEqual("".join(c.text for c in chunks if c.text), "Echo: Tell me a story")
+        for c in chunks:
+            self.assertIsInstance(c.choices[0], edgee.StreamChoice)
+            self.assertIsInstance(c.choices[0].delta, edgee.StreamDelta)
+            self.assertEqual(c.text, c.choices[0].delta.content or None)
+            self.assertEqual(c.role, c.choices[0].delta.role or None)
+            self.assertEqual(c.finish_reason, c.choices[0].finish_reason or None)
+            self.assertEqual(c.choices[0].index, 0)
+            self.assertIsNone(c.compression)
+
+    def test_include_usage_final_chunk(self):
+        chunks = list(
+            self.c.stream(
+                "openai/gpt-5.2",
+                {
+                    "messages": [{"role": "user", "content": "count these words"}],
+                    "stream_options": {"include_usage": True},
+                },
+            )
+        )
+        final = chunks[-1]
+        self.assertEqual(final.choices, [])
+        self.assertIsNone(final.text)
+        self.assertIsNone(final.role)
+        self.assertIsNone(final.finish_reason)
+        self.assertIsInstance(final.usage, edgee.Usage)
+        self.assertEqual(
+            final.usage.total_tokens, final.usage.prompt_tokens + final.usage.completion_tokens
+        )
+        self.assertGreater(final.usage.total_tokens, 0)
+        self.assertEqual(chunks[-2].finish_reason, "stop")
+        self.assertTrue(all(c.usage is None for c in chunks[:-1]))
+
+    def test_scripted_usage_chunk(self):
+        usage = make_usage(12, 34)
+        usage["input_tokens_details"]["cache_creation_tokens"] = 4
+        usage["output_tokens_details"]["reasoning_tokens"] = 9
+        self.gw.push(
+            SSE(
+                [
+                    completion_chunk(role="assistant"),
+                    completion_chunk("hi"),
+                    completion_chunk(finish_reason="stop"),
+                    completion_chunk(usage=usage),
+                ]
+            )
+        )
+        final = list(self.c.stream("openai/gpt-5.2", "x"))[-1]
+        self.assertEqual((final.text, final.role, final.finish_reason), (None, None, None))
+        self.assertEqual(
+            (final.usage.prompt_tokens, final.usage.completion_tokens, final.usage.total_tokens),
+            (12, 34, 46),
+        )
+        self.assertEqual(final.usage.input_tokens_details.cache_creation_tokens, 4)
+        self.assertEqual(final.usage.output_tokens_details.reasoning_tokens, 9)
+
+    def test_compression_on_chunk(self):
+        chunks = list(
+            self.c.stream(
+                "openai/gpt-5.2",
+                edgee.InputObject(
+                    messages=[{"role": "user", "content": "squeeze"}], compression_model="claude"
+                ),
+            )
+        )
+        with_compression = [c for c in chunks if c.compression is not None]
+        self.assertEqual(len(with_compression), 1)
+        comp = with_compression[0].compression
+        self.assertIsInstance(comp, edgee.Compression)
+        self.assertIsInstance(comp.reduction, float)
+        self.assertEqual(
+            (comp.saved_tokens, comp.cost_savings, comp.reduction, comp.time_ms),
+            (
+                COMPRESSION["saved_tokens"],
+                COMPRESSION["cost_savings"],
+                COMPRESSION["reduction"],
+                COMPRESSION["time_ms"],
+            ),
+        )
+
+    def test_every_finish_reason_streamed(self):
+        for reason in ("stop", "length", "tool_calls", "content_filter"):
+            with self.subTest(finish_reason=reason):
+                middle = completion_chunk("partial")
+                if reason == "tool_calls":
+                    middle = completion_chunk(
+                        tool_calls=[
+                            {
+                                "index": 0,
+                                "id": "call_9",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{}"},
+                            }
+                        ]
+                    )
+                self.gw.push(
+                    SSE(
+                        [
+                            completion_chunk(role="assistant"),
+                            middle,
+                            completion_chunk(finish_reason=reason),
+                        ]
+                    )
+                )
+                chunks = list(self.c.stream("openai/gpt-5.2", "x"))
+                self.assertEqual([c.finish_reason for c in chunks], [None, None, reason])
+                if reason == "tool_calls":
+                    self.assertEqual(chunks[1].choices[0].delta.tool_calls[0]["id"], "call_9")
+                    self.assertIsNone(chunks[1].text)
+                else:
+                    self.assertEqual(chunks[1].text, "partial")
+
+    def test_every_finish_reason_sent(self):
+        for reason in ("stop", "length", "tool_calls", "content_filter"):
+            with self.subTest(finish_reason=reason):
+                self.gw.push(
+                    Reply(body=_api_completion("cut" if reason != "tool_calls" else None, reason))
+                )
+                r = self.c.send("openai/gpt-5.2", "x")
+                self.assertEqual(r.finish_reason, reason)
+                self.assertEqual(r.choices[0].finish_reason, reason)
+
+    def test_multiple_choices_send(self):
+        r = self.c.send(
+            "openai/gpt-5.2", {"messages": [{"role": "user", "content": "ideas"}], "n": 3}
+        )
+        self.assertEqual([c.index for c in r.choices], [0, 1, 2])
+        self.assertEqual(
+            [c.message["content"] for c in r.choices], [f"Echo: ideas #{i}" for i in range(3)]
+        )
+        self.assertEqual([c.finish_reason for c in r.choices], ["stop"] * 3)
+        self.assertEqual(r.text, "Echo: ideas #0")
+
+    def test_multiple_choices_stream(self):
+        texts, finish = {}, {}
+        for chunk in self.c.stream(
+            "openai/gpt-5.2", {"messages": [{"role": "user", "content": "ideas"}], "n": 3}
+        ):
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    texts[choice.index] = texts.get(choice.index, "") + choice.delta.content
+                if choice.finish_reason:
+                    finish[choice.index] = choice.finish_reason
+        self.assertEqual(texts, {i: f"Echo: ideas #{i}" for i in range(3)})
+        self.assertEqual(finish, {0: "stop", 1: "stop", 2: "stop"})
+
+    def test_stream_tool_call_fragments(self):
+        tools = [
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "parameters": API_WEATHER_PARAMS},
+            }
+        ]
+        chunks = list(
+            self.c.stream(
+                "openai/gpt-5.2",
+                {"messages": [{"role": "user", "content": "Oslo"}], "tools": tools},
+            )
+        )
+        fragments = [f for c in chunks for f in (c.choices[0].delta.tool_calls or []) if c.choices]
+        self.assertEqual(fragments[0]["function"]["name"], "get_weather")
+        self.assertEqual(
+            "".join(f["function"].get("arguments", "") for f in fragments), '{"city":"Oslo"}'
+        )
+        self.assertEqual(chunks[-1].finish_reason, "tool_calls")
+
+
+class ApiModuleSurfaceTest(unittest.TestCase):
+    DATACLASSES = (
+        "Choice",
+        "Compression",
+        "EdgeeConfig",
+        "FunctionDefinition",
+        "InputObject",
+        "InputTokenDetails",
+        "Message",
+        "Model",
+        "OutputTokenDetails",
+        "SendResponse",
+        "ServerSentEvent",
+        "StreamChoice",
+        "StreamChunk",
+        "StreamDelta",
+        "Tool",
+        "ToolCall",
+        "Usage",
+    )
+
+    # The official package's dataclasses (edgee 1.1.0): fields in order, and whether each
+    # has a default. Ours must start with the same fields, so positional and keyword
+    # construction written for the official package keeps working.
+    OFFICIAL_FIELDS: ClassVar[dict] = {
+        "FunctionDefinition": [("name", False), ("description", True), ("parameters", True)],
+        "Tool": [("type", False), ("function", False)],
+        "ToolCall": [("id", False), ("type", False), ("function", False)],
+        "Message": [
+            ("role", False),
+            ("content", True),
+            ("name", True),
+            ("tool_calls", True),
+            ("tool_call_id", True),
+        ],
+        "InputObject": [
+            ("messages", False),
+            ("tools", True),
+            ("tool_choice", True),
+            ("tags", True),
+            ("compression_model", True),
+            ("tool_result_trimming", True),
+            ("tool_surface_reduction", True),
+            ("output_brevity", True),
+        ],
+        "Choice": [("index", False), ("message", False), ("finish_reason", False)],
+        "Usage": [("prompt_tokens", False), ("completion_tokens", False), ("total_tokens", False)],
+        "Compression": [
+            ("saved_tokens", False),
+            ("cost_savings", False),
+            ("reduction", False),
+            ("time_ms", False),
+        ],
+        "SendResponse": [("choices", False), ("usage", True), ("compression", True)],
+        "StreamDelta": [("role", True), ("content", True), ("tool_calls", True)],
+        "StreamChoice": [("index", False), ("delta", False), ("finish_reason", True)],
+        "StreamChunk": [("choices", False)],
+        "EdgeeConfig": [("api_key", True), ("base_url", True)],
+    }
+    OFFICIAL_NAMES = (
+        "DEFAULT_BASE_URL",
+        "API_ENDPOINT",
+        "COMPRESSION_HEADERS",
+        "Edgee",
+        "EdgeeConfig",
+        *tuple(OFFICIAL_FIELDS),
+    )
+
+    def test_all_names_exist(self):
+        self.assertTrue(edgee.__all__)
+        for name in edgee.__all__:
+            with self.subTest(name=name):
+                self.assertTrue(hasattr(edgee, name), name)
+        self.assertEqual(len(set(edgee.__all__)), len(edgee.__all__))
+        self.assertIsInstance(edgee.__version__, str)
+        self.assertRegex(edgee.__version__, r"^\d+\.\d+")
+
+    def test_star_import(self):
+        namespace = {}
+        exec("from edgee import *", namespace)
+        for name in edgee.__all__:
+            self.assertIn(name, namespace)
+
+    def test_dataclasses(self):
+        for name in self.DATACLASSES:
+            with self.subTest(name=name):
+                self.assertIn(name, edgee.__all__)
+                self.assertTrue(dataclasses.is_dataclass(getattr(edgee, name)), name)
+
+    def test_official_names_and_constants(self):
+        for name in self.OFFICIAL_NAMES:
+            self.assertTrue(hasattr(edgee, name), name)
+        self.assertEqual(edgee.DEFAULT_BASE_URL, "https://edgee.io")
+        self.assertEqual(edgee.API_ENDPOINT, "/v1/chat/completions")
+        self.assertEqual(
+            edgee.COMPRESSION_HEADERS,
+            {
+                "tool_result_trimming": "X-Edgee-Compression-Tool-Result-Trimming",
+                "tool_surface_reduction": "X-Edgee-Compression-Tool-Surface-Reduction",
+                "output_brevity": "X-Edgee-Compression-Brevity",
+            },
+        )
+
+    def test_official_dataclass_fields_compatible(self):
+        for name, official in self.OFFICIAL_FIELDS.items():
+            with self.subTest(name=name):
+                ours = dataclasses.fields(getattr(edgee, name))
+                self.assertEqual([f.name for f in ours[: len(official)]], [n for n, _ in official])
+                for field, (_, has_default) in zip(ours, official):
+                    if has_default:
+                        self.assertTrue(
+                            field.default is not dataclasses.MISSING
+                            or field.default_factory is not dataclasses.MISSING,
+                            f"{name}.{field.name} needs a default",
+                        )
+                for field in ours[len(official) :]:
+                    self.assertTrue(
+                        field.default is not dataclasses.MISSING
+                        or field.default_factory is not dataclasses.MISSING,
+                        f"added field {name}.{field.name} needs a default",
+                    )
+
+    @unittest.skipUnless(os.path.exists(API_OFFICIAL_INIT), "official package not unpacked")
+    def test_official_field_table_matches_package(self):
+        """The table above is the official package's (read with ast: it needs 3.10 to import)."""
+        with open(API_OFFICIAL_INIT, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        found = {}
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and any(
+                getattr(d, "id", None) == "dataclass" for d in node.decorator_list
+            ):
+                found[node.name] = [
+                    (s.target.id, s.value is not None)
+                    for s in node.body
+                    if isinstance(s, ast.AnnAssign)
+                ]
+        self.assertEqual(found, self.OFFICIAL_FIELDS)
+
+    def test_official_style_construction(self):
+        # positional/keyword construction exactly as code for the official package does it
+        edgee.Message("user", "hi")
+        edgee.Choice(0, {"role": "assistant", "content": "x"}, "stop")
+        edgee.Usage(1, 2, 3)
+        edgee.Compression(1, 2, 3, 4)
+        edgee.SendResponse(choices=[], usage=None, compression=None)
+        chunk = edgee.StreamChunk(
+            choices=[
+                edgee.StreamChoice(
+                    index=0, delta=edgee.StreamDelta(role="assistant", content="hey")
+                )
+            ]
+        )
+        self.assertEqual((chunk.text, chunk.role, chunk.finish_reason), ("hey", "assistant", None))
+        response = edgee.SendResponse(
+            [edgee.Choice(0, {"content": "a", "tool_calls": [1]}, "stop")]
+        )
+        self.assertEqual(
+            (response.text, response.finish_reason, response.tool_calls), ("a", "stop", [1])
+        )
+        obj = edgee.InputObject(
+            [{"role": "user", "content": "x"}], None, None, ["t"], "claude", True, False, None
+        )
+        self.assertEqual(
+            (obj.tags, obj.compression_model, obj.tool_result_trimming), (["t"], "claude", True)
+        )
+
+    def test_error_hierarchy(self):
+        self.assertTrue(issubclass(edgee.EdgeeAPIError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeConnectionError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeConnectionError, urllib.error.URLError))
+        self.assertTrue(issubclass(edgee.EdgeeTimeoutError, edgee.EdgeeConnectionError))
+        self.assertTrue(issubclass(edgee.EdgeeStreamError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeInputError, ValueError))
+
+
+# ---------------------------------------------------------------------------
+# Error mapping
+# ---------------------------------------------------------------------------
+
+API_ERROR_CASES = [
+    (400, "bad_model_id"),
+    (401, "unauthorized"),
+    (403, "forbidden"),
+    (429, "usage_limit_exceeded"),
+    (500, "internal_error"),
+    (502, "provider_error"),
+]
+
+
+class ApiErrorTest(ApiTestBase):
+    def setUp(self):
+        super().setUp()
+        self.gw = self.gateway()
+        self.c = self.client(self.gw, max_retries=0)
+
+    def check(self, exc, status, message):
+        self.assertIsInstance(exc, RuntimeError)
+        self.assertIsInstance(exc, edgee.EdgeeAPIError)
+        self.assertEqual(str(exc), f"API error {status}: {message}")
+        self.assertEqual(exc.status, status)
+        self.assertEqual(exc.status_code, status)
+        self.assertEqual(exc.message, message)
+
+    def test_error_envelopes_send(self):
+        for status, code in API_ERROR_CASES:
+            with self.subTest(status=status):
+                _, kind, message = ERROR_CODES[code]
+                reply = ErrorReply(status, code, message, param="model")
+                self.gw.push(reply)
+                before = len(self.gw.requests)
+                with self.assertRaises(RuntimeError) as caught:
+                    self.c.send("openai/gpt-5.2", "x")
+                exc = caught.exception
+                self.check(exc, status, message)
+                self.assertEqual(exc.code, code)
+                self.assertEqual(exc.type, kind)
+                self.assertEqual(exc.param, "model")
+                self.assertEqual(exc.body, reply.body)
+                self.assertEqual(exc.headers.get("content-type"), "application/json")
+                self.assertEqual(len(self.gw.requests) - before, 1, "max_retries=0: no retry")
+
+    def test_error_envelopes_stream(self):
+        for status, code in API_ERROR_CASES:
+            with self.subTest(status=status):
+                _, kind, message = ERROR_CODES[code]
+                reply = ErrorReply(status, code, message)
+                self.gw.push(reply)
+                with self.assertRaises(RuntimeError) as caught:
+                    for _ in self.c.stream("openai/gpt-5.2", "x"):
+                        pass
+                exc = caught.exception
+                self.check(exc, status, message)
+                self.assertEqual((exc.code, exc.type, exc.body), (code, kind, reply.body))
+
+    def test_fake_llm_error_models(self):
+        for status in (400, 401, 403, 429, 500, 502):
+            with self.subTest(status=status):
+                code = STATUS_CODES[status]
+                with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                    self.c.send(f"error-{status}", "x")
+                self.check(caught.exception, status, ERROR_CODES[code][2])
+                self.assertEqual(caught.exception.code, code)
+
+    def test_forbidden_key_and_bad_model(self):
+        client = self.client(self.gw, api_key="forbidden-key", max_retries=0)
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            client.send("openai/gpt-5.2", "x")
+        self.check(caught.exception, 403, "API key is inactive")
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            self.c.send("invalid-model", "x")
+        self.check(caught.exception, 400, "Invalid model ID: 'invalid-model'")
+        self.assertEqual((caught.exception.code, caught.exception.param), ("bad_model_id", "model"))
+
+    def test_html_error_body(self):
+        html = (
+            "<html><head><title>502 Bad Gateway</title></head>"
+            "<body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
+        )
+        self.gw.push(Reply(502, html, content_type="text/html"))
+        with self.assertRaises(RuntimeError) as caught:
+            self.c.send("openai/gpt-5.2", "x")
+        exc = caught.exception
+        self.assertIsInstance(exc, edgee.EdgeeAPIError)
+        self.assertTrue(str(exc).startswith("API error 502: "), str(exc))
+        self.assertIn("502 Bad Gateway", str(exc))
+        self.assertEqual(exc.status, 502)
+        self.assertIsNone(exc.code)
+        self.assertIn("nginx", str(exc.body))
+        self.gw.push(Reply(502, html, content_type="text/html"))
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            list(self.c.stream("openai/gpt-5.2", "x"))
+        self.assertIn("502 Bad Gateway", str(caught.exception))
+
+    def test_invalid_utf8_error_body(self):
+        self.gw.push(Reply(500, b"\xff\xfe oops \x80\xc3( broken", content_type="text/plain"))
+        try:
+            self.c.send("openai/gpt-5.2", "x")
+        except UnicodeDecodeError as exc:  # pragma: no cover - the failure being tested for
+            self.fail(f"UnicodeDecodeError leaked: {exc!r}")
+        except edgee.EdgeeAPIError as exc:
+            self.assertTrue(str(exc).startswith("API error 500: "), str(exc))
+            self.assertIn("oops", str(exc))
+            self.assertIn("broken", str(exc))
+            self.assertEqual(exc.status, 500)
+        else:
+            self.fail("no error raised")
+
+    def test_long_error_body_is_bounded(self):
+        self.gw.push(Reply(400, "<p>" + "x" * 200000 + "</p>", content_type="text/html"))
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            self.c.send("openai/gpt-5.2", "x")
+        text = str(caught.exception)
+        self.assertTrue(text.startswith("API error 400: <p>xxx"), text[:50])
+        self.assertLess(len(text), 5000)
+        huge = "m" * 20000  # an envelope well within the 64 KiB an error body may take
+        self.gw.push(ErrorReply(400, "invalid_request", huge))
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            self.c.send("openai/gpt-5.2", "x")
+        self.assertTrue(str(caught.exception).startswith("API error 400: mmm"))
+        self.assertLess(len(str(caught.exception)), 5000)
+
+    def test_empty_error_body(self):
+        self.gw.push(Reply(404, b"", content_type="text/plain"))
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            self.c.send("openai/gpt-5.2", "x")
+        text = str(caught.exception)
+        self.assertTrue(text.startswith("API error 404: "), text)
+        self.assertTrue(text[len("API error 404: ") :].strip(), "the message must not be empty")
+
+    def test_console_api_envelope(self):
+        # edgee-error-codes.yml: the console API's {"error": "<Status>", "message": "<detail>"}
+        self.gw.push(
+            Reply(401, {"error": "Unauthorized", "message": "Invalid or expired API token"})
+        )
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            self.c.send("openai/gpt-5.2", "x")
+        self.check(caught.exception, 401, "Invalid or expired API token")
+
+    def test_error_event_inside_stream(self):
+        self.gw.push(
+            SSE(
+                [
+                    completion_chunk(role="assistant"),
+                    {
+                        "error": {
+                            "message": "upstream broke",
+                            "type": "provider_error",
+                            "code": "provider_error",
+                        }
+                    },
+                ],
+                done=False,
+            )
+        )
+        seen = []
+        with self.assertRaises(RuntimeError) as caught:
+            for chunk in self.c.stream("openai/gpt-5.2", "x"):
+                seen.append(chunk)
+        self.assertEqual(len(seen), 1)
+        self.assertIsInstance(caught.exception, edgee.EdgeeAPIError)
+        self.assertTrue(str(caught.exception).startswith("API error "))
+        self.assertTrue(str(caught.exception).endswith(": upstream broke"))
+        self.assertEqual(caught.exception.code, "provider_error")
+
+    def test_network_error(self):
+        port = _api_free_port()
+        client = self.track(
+            edgee.Edgee(api_key="k", base_url=f"http://127.0.0.1:{port}", max_retries=0)
+        )
+        for call in (
+            lambda: client.send("openai/gpt-5.2", "x"),
+            lambda: list(client.stream("openai/gpt-5.2", "x")),
+        ):
+            with self.assertRaises(RuntimeError) as caught:
+                call()
+            exc = caught.exception
+            self.assertIsInstance(exc, edgee.EdgeeConnectionError)
+            self.assertIsInstance(exc, urllib.error.URLError)  # what the official package raised
+            self.assertIsInstance(exc, OSError)
+            self.assertIn(str(port), str(exc))
+            self.assertFalse(str(exc).startswith("API error"))
+
+
+# ---------------------------------------------------------------------------
+# Documentation examples, run unchanged
+# ---------------------------------------------------------------------------
+
+# python-sdk-stream-method.md, verbatim (checked against the file when present).
+API_DOC_STRING_INPUT = """\
+for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+
+    if chunk.finish_reason:
+        print(f"\\nFinished: {chunk.finish_reason}")
+# Equivalent to: input={"messages": [{"role": "user", "content": "Tell me a story"}]}
+"""
+
+API_DOC_MESSAGES = """\
+for chunk in edgee.stream("gpt-5.2", {
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Write a poem about coding"}
+    ]
+}):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+"""
+
+API_DOC_MULTIPLE_CHOICES = """\
+for chunk in edgee.stream("gpt-5.2", "Give me creative ideas"):
+    for choice in chunk.choices:
+        if choice.delta.content:
+            print(f"Choice {choice.index}: {choice.delta.content}")
+"""
+
+API_DOC_CONVENIENCE = """\
+for chunk in edgee.stream("gpt-5.2", "Explain quantum computing"):
+    # Content chunks
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+
+    # First chunk contains the role
+    if chunk.role:
+        print(f"\\nRole: {chunk.role}")
+
+    # Last chunk contains finish reason
+    if chunk.finish_reason:
+        print(f"\\nFinish reason: {chunk.finish_reason}")
+"""
+
+API_DOC_COLLECT = """\
+full_text = ""
+
+for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
+    if chunk.text:
+        full_text += chunk.text
+        print(chunk.text, end="", flush=True)  # Also display as it streams
+
+print(f"\\n\\nFull response ({len(full_text)} characters):")
+print(full_text)
+"""
+
+API_DOC_EMPTY_CHUNKS = """\
+for chunk in edgee.stream("gpt-5.2", "Hello"):
+    if chunk.text:  # \u2705 Good: Check before using
+        print(chunk.text)
+    # \u274c Bad: print(chunk.text) - may print None
+"""
+
+API_DOC_SEND_STREAM = """\
+for chunk in edgee.send("gpt-5.2", "Tell me a story", stream=True):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+"""
+
+API_DOC_ERRORS = """\
+try:
+    for chunk in edgee.stream("gpt-5.2", "Hello!"):
+        if chunk.text:
+            print(chunk.text, end="", flush=True)
+except RuntimeError as error:
+    # API errors: "API error {status}: {message}"
+    # Network errors: Standard HTTP errors
+    print(f"Stream failed: {error}")
+"""
+
+# The official package's README (edgee 1.1.0), verbatim.
+API_README_QUICK_START = """\
+from edgee import Edgee
+
+edgee = Edgee("your-api-key")
+
+# Send a simple request
+response = edgee.send(
+    model="anthropic/claude-haiku-4-5",
+    input="What is the capital of France?"
+)
+
+print(response.text)
+# "The capital of France is Paris."
+"""
+
+API_README_SEND = """\
+response = edgee.send(
+    model="anthropic/claude-haiku-4-5",
+    input="Hello, world!"
+)
+
+# Access response
+print(response.text)           # Text content
+print(response.finish_reason)  # Finish reason
+print(response.tool_calls)     # Tool calls (if any)
+
+# Access usage and compression info
+if response.usage:
+    print(f"Tokens used: {response.usage.total_tokens}")
+
+if response.compression:
+    print(f"Saved tokens: {response.compression.saved_tokens}")
+    print(f"Reduction: {response.compression.reduction}%")
+    print(f"Cost savings: ${response.compression.cost_savings / 1_000_000:.3f}")
+    print(f"Time: {response.compression.time_ms} ms")
+"""
+
+API_README_STREAM = """\
+for chunk in edgee.stream("anthropic/claude-haiku-4-5", "Tell me a story"):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+
+    if chunk.finish_reason:
+        print(f"\\nFinished: {chunk.finish_reason}")
+"""
+
+
+def _api_run_example(code, namespace):
+    """Exec `code` in `namespace` and return what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "<example>", "exec"), namespace)
+    return out.getvalue()
+
+
+class ApiExamplesTest(ApiTestBase):
+    def setUp(self):
+        super().setUp()
+        self.gw = self.gateway()
+        self.c = self.client(self.gw, max_retries=0)
+
+    def run_doc(self, code):
+        return _api_run_example(code, {"edgee": self.c})
+
+    def assert_in_doc(self, path, *snippets):
+        if not os.path.exists(path):
+            return  # the snippets above are the verbatim copies
+        with open(path, encoding="utf-8") as f:
+            doc = _api_norm(f.read())
+        for snippet in snippets:
+            self.assertIn(_api_norm(snippet), doc)
+
+    def test_snippets_are_verbatim(self):
+        self.assert_in_doc(
+            API_STREAM_DOC,
+            API_DOC_STRING_INPUT,
+            API_DOC_MESSAGES,
+            API_DOC_MULTIPLE_CHOICES,
+            API_DOC_CONVENIENCE,
+            API_DOC_COLLECT,
+            API_DOC_EMPTY_CHUNKS,
+            API_DOC_SEND_STREAM,
+            API_DOC_ERRORS,
+        )
+        self.assert_in_doc(
+            API_OFFICIAL_README, API_README_QUICK_START, API_README_SEND, API_README_STREAM
+        )
+
+    def test_doc_string_input(self):
+        out = self.run_doc(API_DOC_STRING_INPUT)
+        self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
+        rec = self.last(self.gw)
+        self.assertEqual(rec.json["messages"], [{"role": "user", "content": "Tell me a story"}])
+        self.assertEqual((rec.json["model"], rec.json["stream"]), ("gpt-5.2", True))
+
+    def test_doc_messages(self):
+        self.assertEqual(self.run_doc(API_DOC_MESSAGES), "Echo: Write a poem about coding")
+        self.assertEqual(
+            self.last(self.gw).json["messages"][0],
+            {"role": "system", "content": "You are a helpful assistant."},
+        )
+
+    def test_doc_multiple_choices(self):
+        out = self.run_doc(API_DOC_MULTIPLE_CHOICES)
+        lines = out.split("\n")
+        self.assertEqual(lines[-1], "")
+        pieces = []
+        for line in lines[:-1]:
+            self.assertTrue(line.startswith("Choice 0: "), line)
+            pieces.append(line[len("Choice 0: ") :])
+        self.assertEqual("".join(pieces), "Echo: Give me creative ideas")
+
+    def test_doc_multiple_choices_with_n(self):
+        # the same loop over a 2-choice stream (n passed through a dict input)
+        code = API_DOC_MULTIPLE_CHOICES.replace(
+            '"Give me creative ideas"',
+            '{"messages": [{"role": "user", "content": "Give me creative ideas"}], "n": 2}',
+        )
+        out = self.run_doc(code)
+        texts = {}
+        for line in out.split("\n")[:-1]:
+            match = re.match(r"Choice (\d+): (.*)$", line)
+            self.assertIsNotNone(match, line)
+            texts[match.group(1)] = texts.get(match.group(1), "") + match.group(2)
+        self.assertEqual(
+            texts, {"0": "Echo: Give me creative ideas #0", "1": "Echo: Give me creative ideas #1"}
+        )
+
+    def test_doc_convenience_properties(self):
+        out = self.run_doc(API_DOC_CONVENIENCE)
+        self.assertEqual(
+            out, "\nRole: assistant\nEcho: Explain quantum computing\nFinish reason: stop\n"
+        )
+
+    def test_doc_collect(self):
+        out = self.run_doc(API_DOC_COLLECT)
+        text = "Echo: Tell me a story"
+        self.assertEqual(out, f"{text}\n\nFull response ({len(text)} characters):\n{text}\n")
+
+    def test_doc_empty_chunks(self):
+        out = self.run_doc(API_DOC_EMPTY_CHUNKS)
+        self.assertNotIn("None", out)
+        self.assertEqual("".join(out.splitlines()), "Echo: Hello")
+
+    def test_doc_send_stream(self):
+        self.assertEqual(self.run_doc(API_DOC_SEND_STREAM), "Echo: Tell me a story")
+        self.assertIs(self.last(self.gw).json["stream"], True)
+
+    def test_doc_error_handling(self):
+        self.assertEqual(self.run_doc(API_DOC_ERRORS), "Echo: Hello!")
+        self.gw.push(ErrorReply(401, "unauthorized", "Missing Authorization header"))
+        self.assertEqual(
+            self.run_doc(API_DOC_ERRORS),
+            "Stream failed: API error 401: Missing Authorization header\n",
+        )
+        self.gw.push(ErrorReply(429, "usage_limit_exceeded", "slow down"))
+        self.assertEqual(self.run_doc(API_DOC_ERRORS), "Stream failed: API error 429: slow down\n")
+        port = _api_free_port()
+        offline = self.track(
+            edgee.Edgee(api_key="k", base_url=f"http://127.0.0.1:{port}", max_retries=0)
+        )
+        out = _api_run_example(API_DOC_ERRORS, {"edgee": offline})
+        self.assertTrue(out.startswith("Stream failed: "), out)
+        self.assertEqual(out.count("\n"), 1)
+
+    def test_readme_quick_start_and_send(self):
+        os.environ["EDGEE_BASE_URL"] = self.gw.url
+        namespace = {}
+        self.addCleanup(lambda: namespace["edgee"].close() if "edgee" in namespace else None)
+        out = _api_run_example(API_README_QUICK_START, namespace)
+        self.assertEqual(out, "Echo: What is the capital of France?\n")
+        rec = self.last(self.gw)
+        self.assertEqual(rec.headers["authorization"], "Bearer your-api-key")
+        self.assertEqual(rec.json["model"], "anthropic/claude-haiku-4-5")
+        body = _api_completion(
+            compression={
+                "saved_tokens": 450,
+                "cost_savings": 27000,
+                "reduction": 48.99884991374353,
+                "time_ms": 12,
+            }
+        )
+        self.gw.push(Reply(body=body))
+        out = _api_run_example(API_README_SEND, namespace)
+        self.assertEqual(
+            out.splitlines(),
+            [
+                body["choices"][0]["message"]["content"],
+                "stop",
+                "None",
+                "Tokens used: 20",
+                "Saved tokens: 450",
+                "Reduction: 48.99884991374353%",
+                "Cost savings: $0.027",
+                "Time: 12 ms",
+            ],
+        )
+        self.assertEqual(
+            self.last(self.gw).json["messages"], [{"role": "user", "content": "Hello, world!"}]
+        )
+        out = _api_run_example(API_README_SEND, namespace)  # the fake LLM: no compression
+        lines = out.splitlines()
+        self.assertEqual(lines[:3], ["Echo: Hello, world!", "stop", "None"])
+        self.assertEqual(len(lines), 4)
+        self.assertRegex(lines[3], r"^Tokens used: [1-9]\d*$")
+
+    def test_readme_stream(self):
+        out = _api_run_example(API_README_STREAM, {"edgee": self.c})
+        self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
+        self.assertEqual(self.last(self.gw).json["model"], "anthropic/claude-haiku-4-5")
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+class ApiCliTest(ApiTestBase):
+    def setUp(self):
+        super().setUp()
+        self.gw = self.gateway()
+
+    def env(self, **values):
+        env = {k: v for k, v in os.environ.items() if not _api_env_key(k)}
+        env.update(EDGEE_API_KEY="cli-key", EDGEE_BASE_URL=self.gw.url, PYTHONIOENCODING="utf-8")
+        for name, value in values.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
+
+    def cli(self, *args, **kwargs):
+        stdin = kwargs.pop("stdin", None)
+        env = self.env(**kwargs)
+        return subprocess.run(
+            [sys.executable, API_EDGEE_PY, *list(args)],
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=API_CLI_TIMEOUT,
+            encoding="utf-8",
+            errors="replace",
+        )
+
+    def assert_one_line_error(self, result, *needles):
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("Traceback", result.stderr)
+        lines = result.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        for needle in needles:
+            self.assertIn(needle, lines[0])
+
+    def test_prompt_argument_streams(self):
+        result = self.cli("hello", "world")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: hello world\n")
+        rec = self.last(self.gw)
+        self.assertEqual(rec.json["messages"], [{"role": "user", "content": "hello world"}])
+        self.assertIs(rec.json.get("stream"), True)
+        self.assertEqual(rec.headers["accept"], "text/event-stream")
+        self.assertEqual(rec.headers["authorization"], "Bearer cli-key")
+
+    def test_non_ascii_prompt(self):
+        result = self.cli("héllo €")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: héllo €\n")
+
+    def test_prompt_on_stdin(self):
+        result = self.cli(stdin="from stdin\n")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "Echo: from stdin")
+        self.assertEqual(self.last(self.gw).json["messages"][-1]["content"].strip(), "from stdin")
+
+    def test_system_prompt(self):
+        result = self.cli("--system", "Be brief.", "question")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: question\n")
+        self.assertEqual(
+            self.last(self.gw).json["messages"],
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "question"}],
+        )
+
+    def test_model_option(self):
+        result = self.cli("--model", "anthropic/claude-opus-4-6", "hi")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: hi\n")
+        self.assertEqual(self.last(self.gw).json["model"], "anthropic/claude-opus-4-6")
+
+    def test_model_from_environment(self):
+        result = self.cli("hi", EDGEE_MODEL="mistral/mistral-large")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(self.last(self.gw).json["model"], "mistral/mistral-large")
+
+    def test_base_url_option_overrides_environment(self):
+        closed = f"http://127.0.0.1:{_api_free_port()}"
+        result = self.cli("--base-url", self.gw.url, "routed", EDGEE_BASE_URL=closed)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: routed\n")
+
+    def test_empty_stdin_prompt(self):
+        result = self.cli(stdin="  \n")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertIn("prompt", result.stderr)
+        self.assertEqual(self.gw.requests, [])
+
+    def test_no_stream(self):
+        result = self.cli("--no-stream", "whole", "answer")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: whole answer\n")
+        rec = self.last(self.gw)
+        self.assertNotIn("stream", rec.json)
+        self.assertNotEqual(rec.headers.get("accept"), "text/event-stream")
+
+    def test_list_models(self):
+        result = self.cli("--list-models")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
+        rec = self.last(self.gw)
+        self.assertEqual((rec.method, rec.path), ("GET", "/v1/models"))
+
+    def test_missing_key(self):
+        result = self.cli("hello", EDGEE_API_KEY=None)
+        self.assert_one_line_error(result, "EDGEE_API_KEY")
+        self.assertEqual(result.stdout, "")
+        self.assertEqual(self.gw.requests, [])
+
+    def test_api_error(self):
+        result = self.cli("--model", "error-401", "hello")
+        self.assert_one_line_error(result, "API error 401", ERROR_CODES["unauthorized"][2])
+
+    def test_network_error(self):
+        port = _api_free_port()
+        result = self.cli("hello", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
+        self.assert_one_line_error(result, str(port))
+        self.assertEqual(result.stdout.strip(), "")
+
+    def test_help(self):
+        result = self.cli("--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("usage", result.stdout.lower())
+        self.assertIn("--model", result.stdout)
+        self.assertEqual(self.gw.requests, [])
+
+    def test_version(self):
+        result = self.cli("--version")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(edgee.__version__, result.stdout + result.stderr)
+
+    def test_serve_gateway_subprocess(self):
+        port = _api_free_port()
+        proc = subprocess.Popen(
+            [sys.executable, API_TEST_EDGEE_PY, "--serve", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env(),
+            encoding="utf-8",
+            errors="replace",
+        )
+
+        def stop():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
+
+        self.addCleanup(stop)
+        deadline = time.monotonic() + 10.0
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                ready = True
+                break
+            except OSError:
+                time.sleep(0.05)
+        self.assertTrue(ready, "the --serve gateway did not start listening")
+        result = self.cli("served", "prompt", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: served prompt\n")
+        result = self.cli("--list-models", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
+        self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
+        self.assertEqual(self.gw.requests, [], "the CLI used the served gateway")
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+        self.assertIn(f"http://127.0.0.1:{port}", out)
+
+
+# ---- tests: sse ----
+
+_SSE_BOM = b"\xef\xbb\xbf"
+_SSE_ENDINGS = {"LF": b"\n", "CRLF": b"\r\n", "CR": b"\r"}
+_SSE_MODEL = "openai/gpt-5.2"
+
+
+def _sse_events(pieces, max_event_bytes=None):
+    """Feed `pieces` to a fresh SSEDecoder; the events as (event, data, id, retry) tuples."""
+    decoder = edgee.SSEDecoder() if max_event_bytes is None else edgee.SSEDecoder(max_event_bytes)
+    out = []
+    for piece in pieces:
+        out.extend(decoder.feed(piece))
+    return [(e.event, e.data, e.id, e.retry) for e in out]
+
+
+def _sse_datas(pieces):
+    """Only the data of each dispatched event."""
+    return [e[1] for e in _sse_events(pieces)]
+
+
+def _sse_msg(data, event="message", id="", retry=None):
+    return (event, data, id, retry)
+
+
+def _sse_event_bytes(obj, le=b"\n", space=True):
+    """One `data:` event for a JSON object (non-ASCII kept raw), with line ending `le`."""
+    return (b"data: " if space else b"data:") + compact_json(obj) + le + le
+
+
+def _sse_delta(content=None, role=None, finish=None):
+    delta = {}
+    if role is not None:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def _sse_summary(chunks):
+    """(role, text, finish_reason) of each chunk: what the stream gave back, in order."""
+    return [(c.role, c.text, c.finish_reason) for c in chunks]
+
+
+def _sse_head(kind, length=None):
+    """A response head for an event stream: kind is "length", "chunked" or "close"."""
+    headers = [("Content-Type", "text/event-stream"), ("Connection", "close")]
+    if kind == "length":
+        return http_head(200, headers, content_length=length)
+    return http_head(200, headers, chunked=(kind == "chunked"))
+
+
+def _sse_frame_events(events):
+    """Each event as its own HTTP chunk, then the last chunk."""
+    return b"".join(chunk_frame(e) for e in events) + CHUNK_END
+
+
+def _sse_new_client(gw):
+    return edgee.Edgee(api_key="k", base_url=gw.url, max_retries=0, timeout=10)
+
+
+# The sample stream of the every-offset tests: role, content with multibyte text,
+# U+2028 and U+2029 (which str.splitlines would split on), finish, [DONE].
+_SSE_SAMPLE = [
+    _sse_delta(role="assistant"),
+    _sse_delta("H\u00e9"),
+    _sse_delta("\u6f22\u5b57\u2028"),
+    _sse_delta("\U0001f389\u2029!"),
+    _sse_delta(finish="stop"),
+]
+_SSE_SAMPLE_EXPECTED = [
+    ("assistant", None, None),
+    (None, "H\u00e9", None),
+    (None, "\u6f22\u5b57\u2028", None),
+    (None, "\U0001f389\u2029!", None),
+    (None, None, "stop"),
+]
+
+
+def _sse_sample_events(le):
+    return [_sse_event_bytes(obj, le) for obj in _SSE_SAMPLE] + [b"data: [DONE]" + le + le]
+
+
+def _sse_run_raw_jobs(test, jobs, workers=4):
+    """Run (label, raw_parts, expected_summary) jobs over real sockets.
+
+    The jobs are spread over `workers` threads, each with its own Gateway and client,
+    so the pauses between writes overlap. Fails `test` with the first mismatches.
+    """
+    failures = []
+    done = [0]
+    lock = threading.Lock()
+
+    def work(group):
+        gw = Gateway()
+        client = _sse_new_client(gw)
+        try:
+            for label, parts, expected in group:
+                gw.push(Raw(parts))
+                try:
+                    got = _sse_summary(client.stream(_SSE_MODEL, "hi"))
+                except Exception as exc:  # reported below with the job's label
+                    got = f"raised {exc!r}"
+                with lock:
+                    done[0] += 1
+                    if got != expected:
+                        failures.append((label, got))
+            if gw.errors:
+                with lock:
+                    failures.append(("gateway errors", gw.errors[:3]))
+        except BaseException as exc:  # a broken worker must fail the test, not vanish
+            with lock:
+                failures.append(("worker", repr(exc)))
+        finally:
+            client.close()
+            gw.close()
+
+    groups = [jobs[i::workers] for i in range(workers)]
+    threads = [threading.Thread(target=work, args=(g,), daemon=True) for g in groups if g]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120.0
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    test.assertFalse(any(t.is_alive() for t in threads), "a worker hung")
+    test.assertEqual(failures[:5], [], f"{len(failures)} of {len(jobs)} jobs failed")
+    test.assertEqual(done[0], len(jobs))
+
+
+# ---- 1. the decoder on its own ----
+
+
+class SseDecoderTest(unittest.TestCase):
+    """edgee.SSEDecoder / edgee.parse_sse_events against WHATWG HTML 9.2.6 and the project rules."""
+
+    # -- line endings --
+
+    def test_lf_line_endings(self):
+        self.assertEqual(_sse_events([b"data: a\n\ndata: b\n\n"]), [_sse_msg("a"), _sse_msg("b")])
+
+    def test_crlf_line_endings(self):
+        self.assertEqual(
+            _sse_events([b"data: a\r\n\r\ndata: b\r\n\r\n"]), [_sse_msg("a"), _sse_msg("b")]
+        )
+
+    def test_cr_line_endings(self):
+        self.assertEqual(
+            _sse_events([b"data: a\r\rdata: b\rdata: c\r\r"]), [_sse_msg("a"), _sse_msg("b\nc")]
+        )
+
+    def test_mixed_line_endings_in_one_stream(self):
+        # LF, CR, CRLF each end one line; "\n\r\n" is LF then CRLF: a blank line.
+        self.assertEqual(
+            _sse_datas([b"data: a\r\ndata: b\rdata: c\n\r\ndata: d\r\r"]), ["a\nb\nc", "d"]
+        )
+
+    def test_cr_lf_split_across_feeds_is_one_line_end(self):
+        decoder = edgee.SSEDecoder()
+        self.assertEqual(decoder.feed(b"data: a\r"), [])
+        self.assertEqual(decoder.feed(b"\n"), [])  # completes the CRLF: not a blank line
+        events = decoder.feed(b"data: b\r")
+        self.assertEqual(events, [])
+        events = decoder.feed(b"\n\r")
+        self.assertEqual([e.data for e in events], ["a\nb"])
+        self.assertEqual(decoder.feed(b"\n"), [])  # the LF of that last CRLF
+
+    def test_cr_lf_split_with_empty_feed_between(self):
+        self.assertEqual(_sse_datas([b"data: a\r", b"", b"\ndata: b\r\n\r\n"]), ["a\nb"])
+
+    def test_lf_after_cr_split_counts_once(self):
+        # If the LF were counted as a line end of its own, "a" would be dispatched alone.
+        self.assertEqual(_sse_datas([b"data: a\r", b"\ndata: b\r\n\r\n"]), ["a\nb"])
+        self.assertEqual(
+            _sse_datas([b"data: a\r", b"\n", b"data: b\r", b"\n", b"\r", b"\n"]), ["a\nb"]
+        )
+
+    def test_cr_at_end_of_feed_then_other_byte(self):
+        self.assertEqual(_sse_datas([b"data: a\r", b"data: b\n", b"\n"]), ["a\nb"])
+        # The CR memory is spent on the next non-empty feed: a later LF is a line end.
+        self.assertEqual(_sse_datas([b"data: a\r", b"data: b", b"\n\n"]), ["a\nb"])
+        self.assertEqual(_sse_datas([b"data: a\r", b"x", b"\n\n"]), ["a"])
+
+    def test_cr_cr_lf(self):
+        # CR, then CRLF: two line ends, the second one blank.
+        self.assertEqual(_sse_datas([b"data: a\r\r\ndata: b\n\n"]), ["a", "b"])
+        self.assertEqual(_sse_datas([b"data: a\r\r", b"\ndata: b\n\n"]), ["a", "b"])
+        self.assertEqual(_sse_datas([b"data: a\r", b"\r", b"\n", b"data: b\n\n"]), ["a", "b"])
+
+    def test_every_split_gives_the_same_events(self):
+        stream = (
+            _SSE_BOM + b": hi\r\nevent: e\r\nid: 7\rdata: x\xc3\xa9\r\ndata:\xe6\xbc\xa2\n\r\n"
+            b"retry: 30\ndata: \xf0\x9f\x8e\x89\xe2\x80\xa8\r\r"
+            b"data\r\n\r\ndata: last\r\n\r\n"
+        )
+        expected = [
+            ("e", "x\u00e9\n\u6f22", "7", None),
+            ("message", "\U0001f389\u2028", "7", 30),
+            ("message", "", "7", 30),
+            ("message", "last", "7", 30),
+        ]
+        self.assertEqual(_sse_events([stream]), expected)
+        n = len(stream)
+        for i in range(n + 1):
+            self.assertEqual(_sse_events([stream[:i], stream[i:]]), expected, f"split at {i}")
+        for i in range(0, n + 1, 2):
+            for j in range(i, n + 1):
+                self.assertEqual(
+                    _sse_events([stream[:i], stream[i:j], stream[j:]]),
+                    expected,
+                    f"split at {i} and {j}",
+                )
+        self.assertEqual(_sse_events([stream[k : k + 1] for k in range(n)]), expected)
+
+    # -- byte order mark --
+
+    def test_bom_dropped(self):
+        self.assertEqual(_sse_datas([_SSE_BOM + b"data: a\n\n"]), ["a"])
+
+    def test_bom_split_across_feeds(self):
+        for pieces in (
+            [b"\xef", b"\xbb", b"\xbfdata: a\n\n"],
+            [b"\xef\xbb", b"\xbfdata: a\n\n"],
+            [b"\xef", b"\xbb\xbf", b"data: a\n\n"],
+            [b"", b"\xef", b"", b"\xbb\xbf", b"", b"data: a\n\n"],
+            [b"", _SSE_BOM + b"data: a\n\n"],
+            [_SSE_BOM, b"data: a\n\n"],
+        ):
+            self.assertEqual(_sse_datas(pieces), ["a"], pieces)
+
+    def test_only_one_bom_dropped(self):
+        # A second BOM belongs to the field name, which then is not "data".
+        self.assertEqual(_sse_datas([_SSE_BOM + _SSE_BOM + b"data: a\n\ndata: b\n\n"]), ["b"])
+        self.assertEqual(_sse_datas([_SSE_BOM, _SSE_BOM + b"data: a\n\ndata: b\n\n"]), ["b"])
+
+    def test_bom_only_at_the_very_start(self):
+        self.assertEqual(_sse_datas([b"data: a\n\n" + _SSE_BOM + b"data: b\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"data: a\n\n", _SSE_BOM + b"data: b\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"d", _SSE_BOM + b"ata: b\n\ndata: c\n\n"]), ["c"])
+        self.assertEqual(_sse_datas([b"data: " + _SSE_BOM + b"x\n\n"]), ["\ufeffx"])
+
+    def test_bom_prefix_that_is_not_a_bom_is_kept(self):
+        # The held-back first bytes must come back when they turn out not to be a BOM.
+        self.assertEqual(_sse_datas([b"\xef", b"data: a\n\ndata: b\n\n"]), ["b"])
+        self.assertEqual(_sse_datas([b"\xef\xbb", b"data: a\n\ndata: b\n\n"]), ["b"])
+        self.assertEqual(_sse_datas([b"d", b"ata: a\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"da", b"ta: a\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"\n", _SSE_BOM + b"data: a\n\ndata: b\n\n"]), ["b"])
+
+    # -- fields --
+
+    def test_comments_ignored(self):
+        self.assertEqual(_sse_events([b": hello\ndata: a\n: data: no\n:\n\n"]), [_sse_msg("a")])
+        self.assertEqual(_sse_events([b": only a comment\n\n:\n\n"]), [])
+
+    def test_space_after_colon(self):
+        self.assertEqual(_sse_datas([b"data:a\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"data: a\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"data:  a\n\n"]), [" a"])
+        self.assertEqual(_sse_datas([b"data:   a\n\n"]), ["  a"])
+        self.assertEqual(_sse_datas([b"data:\ta\n\n"]), ["\ta"])
+        self.assertEqual(_sse_datas([b"data: a \n\n"]), ["a "])
+        self.assertEqual(_sse_datas([b"data: a:b: c\n\n"]), ["a:b: c"])
+
+    def test_space_after_colon_other_fields(self):
+        self.assertEqual(
+            _sse_events([b"event:  x\nid:  7\ndata: a\n\n"]), [_sse_msg("a", event=" x", id=" 7")]
+        )
+        self.assertEqual(
+            _sse_events([b"event:x\nid:7\ndata: a\n\n"]), [_sse_msg("a", event="x", id="7")]
+        )
+
+    def test_multiline_data_joined_with_lf(self):
+        self.assertEqual(_sse_datas([b"data: a\ndata: b\ndata:c\n\n"]), ["a\nb\nc"])
+        self.assertEqual(_sse_datas([b"data: a\n: comment\nid: 1\ndata: b\n\n"]), ["a\nb"])
+
+    def test_empty_data_lines(self):
+        self.assertEqual(_sse_events([b"data:\n\n"]), [_sse_msg("")])
+        self.assertEqual(_sse_events([b"data: \n\n"]), [_sse_msg("")])
+        self.assertEqual(_sse_datas([b"data: a\ndata:\n\n"]), ["a\n"])
+        self.assertEqual(_sse_datas([b"data:\ndata:\n\n"]), ["\n"])
+        self.assertEqual(_sse_datas([b"data:\ndata: a\n\n"]), ["\na"])
+
+    def test_data_without_colon(self):
+        self.assertEqual(_sse_events([b"data\n\n"]), [_sse_msg("")])
+        self.assertEqual(_sse_datas([b"data\ndata\n\n"]), ["\n"])
+        self.assertEqual(_sse_datas([b"data: a\ndata\n\n"]), ["a\n"])
+        # Without a colon the whole line is the name: "data " is an unknown field.
+        self.assertEqual(_sse_events([b"data \n\ndata x\n\n"]), [])
+
+    def test_json_split_over_two_data_lines(self):
+        events = _sse_datas(
+            [b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"hi"}}]}\n\n']
+        )
+        self.assertEqual(events, ['{"choices":[{"index":0,\n"delta":{"content":"hi"}}]}'])
+        chunk = edgee.chunk_from_json(json.loads(events[0]))
+        self.assertEqual(chunk.text, "hi")
+
+    def test_event_field(self):
+        self.assertEqual(
+            _sse_events([b"event: add\ndata: 1\n\ndata: 2\n\n"]),
+            [_sse_msg("1", event="add"), _sse_msg("2")],
+        )
+        self.assertEqual(
+            _sse_events([b"event: add\nevent: remove\ndata: 1\n\n"]),
+            [_sse_msg("1", event="remove")],
+        )
+        self.assertEqual(_sse_events([b"event:\ndata: 1\n\n"]), [_sse_msg("1")])
+        self.assertEqual(_sse_events([b"data: 1\nevent: late\n\n"]), [_sse_msg("1", event="late")])
+
+    def test_event_type_reset_by_blank_line_without_data(self):
+        self.assertEqual(_sse_events([b"event: error\n\ndata: a\n\n"]), [_sse_msg("a")])
+
+    def test_id_field(self):
+        self.assertEqual(
+            _sse_events([b"id: 1\ndata: a\n\ndata: b\n\nid\ndata: c\n\n"]),
+            [_sse_msg("a", id="1"), _sse_msg("b", id="1"), _sse_msg("c", id="")],
+        )
+
+    def test_id_set_by_event_without_data(self):
+        decoder = edgee.SSEDecoder()
+        self.assertEqual(decoder.feed(b"id: 5\n\n"), [])
+        self.assertEqual(decoder.last_event_id, "5")
+        self.assertEqual([e.id for e in decoder.feed(b"data: a\n\n")], ["5"])
+
+    def test_id_with_nul_ignored(self):
+        self.assertEqual(
+            _sse_events([b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\nid: 4\ndata: c\n\n"]),
+            [_sse_msg("a", id="1"), _sse_msg("b", id="1"), _sse_msg("c", id="4")],
+        )
+
+    def test_retry_field(self):
+        decoder = edgee.SSEDecoder()
+        self.assertEqual([e.retry for e in decoder.feed(b"retry: 1500\ndata: a\n\n")], [1500])
+        self.assertEqual(decoder.retry, 1500)
+        for bad in (
+            b"retry: 15x0",
+            b"retry: -1",
+            b"retry:",
+            b"retry",
+            b"retry: 1.5",
+            b"retry:  20",
+            b"retry: 20 ",
+            b"retry: \xd9\xa3",
+            b"retry: +3",
+        ):
+            events = decoder.feed(bad + b"\ndata: b\n\n")
+            self.assertEqual([(e.data, e.retry) for e in events], [("b", 1500)], bad)
+        self.assertEqual(decoder.retry, 1500)
+        self.assertEqual([e.retry for e in decoder.feed(b"retry:0042\ndata: c\n\n")], [42])
+
+    def test_unknown_fields_ignored(self):
+        self.assertEqual(
+            _sse_events([b"foo: bar\nfoo\nx-data: y\ndata: a\nzzz:\n\n"]), [_sse_msg("a")]
+        )
+        self.assertEqual(_sse_events([b"foo: bar\n\n"]), [])
+
+    def test_field_names_case_sensitive(self):
+        self.assertEqual(
+            _sse_events([b"Data: x\n\nDATA: y\n\nEvent: error\nID: 9\nRetry: 5\ndata: z\n\n"]),
+            [_sse_msg("z")],
+        )
+
+    # -- dispatch --
+
+    def test_blank_lines_without_data_dispatch_nothing(self):
+        self.assertEqual(_sse_events([b"\n\n\n\r\n\r\r"]), [])
+        self.assertEqual(_sse_events([b"event: x\nid: 1\nretry: 5\n\n"]), [])
+
+    def test_dispatched_at_blank_line_and_not_before(self):
+        decoder = edgee.SSEDecoder()
+        self.assertEqual(decoder.feed(b"data: a"), [])
+        self.assertEqual(decoder.feed(b"\n"), [])
+        self.assertEqual(decoder.feed(b"data: b\n"), [])
+        self.assertEqual([e.data for e in decoder.feed(b"\n")], ["a\nb"])
+        # Everything complete in one feed comes out of that feed, in order.
+        self.assertEqual(
+            [e.data for e in decoder.feed(b"data: c\n\ndata: d\n\ndata: e")], ["c", "d"]
+        )
+        self.assertEqual([e.data for e in decoder.feed(b"\r\r")], ["e"])  # no wait for an LF
+
+    def test_parse_sse_events_yields_before_next_piece(self):
+        pulled = []
+
+        def pieces():
+            for piece in (b"data: a\n", b"\n", b"data: b\n\n", b"data: c"):
+                pulled.append(piece)
+                yield piece
+
+        events = edgee.parse_sse_events(pieces())
+        self.assertEqual(next(events).data, "a")
+        self.assertEqual(pulled, [b"data: a\n", b"\n"])
+        self.assertEqual(next(events).data, "b")
+        self.assertEqual(len(pulled), 3)
+        self.assertEqual(list(events), [])  # "c" never ended: discarded at EOF
+
+    def test_eof_discards_unfinished_event(self):
+        self.assertEqual([e.data for e in edgee.parse_sse_events([b"data: a\n\ndata: b\n"])], ["a"])
+        self.assertEqual([e.data for e in edgee.parse_sse_events([b"data: a\n\ndata: b"])], ["a"])
+        self.assertEqual(
+            [e.data for e in edgee.parse_sse_events([b"data: a\r\n\r\ndata: b\r\n"])], ["a"]
+        )
+        decoder = edgee.SSEDecoder()
+        decoder.feed(b"data: a\n\ndata: b\n")
+        self.assertTrue(decoder.pending)
+        decoder.feed(b"\n")
+        self.assertFalse(decoder.pending)
+
+    # -- text --
+
+    def test_unicode_line_separators_do_not_split_lines(self):
+        # U+2028, U+2029, U+0085, VT, FF and the C0 separators are line breaks only to
+        # str.splitlines: in an event stream only CR and LF end lines.
+        text = "a\u2028b\u2029c\x85d\x0be\x0cf\x1cg\x1dh\x1ei"
+        self.assertEqual(_sse_datas([b"data: " + text.encode("utf-8") + b"\n\n"]), [text])
+        payload = compact_json({"choices": [{"delta": {"content": text}}]})
+        self.assertIn(b"\xe2\x80\xa8", payload)
+        data = _sse_datas([b"data: " + payload + b"\r\n\r\n"])
+        self.assertEqual(edgee.chunk_from_json(json.loads(data[0])).text, text)
+
+    def test_multibyte_utf8_split_at_every_byte(self):
+        text = "\u00e9\u6f22\u5b57\U0001f389\u2028z"
+        stream = b"event: \xc3\xa9v\ndata: " + text.encode("utf-8") + b"\nid: \xe5\xad\x97\n\n"
+        expected = [("\u00e9v", text, "\u5b57", None)]
+        for i in range(len(stream) + 1):
+            self.assertEqual(_sse_events([stream[:i], stream[i:]]), expected, f"split at {i}")
+        self.assertEqual(_sse_events([stream[k : k + 1] for k in range(len(stream))]), expected)
+
+    def test_invalid_utf8_is_replaced_not_raised(self):
+        self.assertEqual(_sse_datas([b"data: a\xff\xfeb\n\n"]), ["a\ufffd\ufffdb"])
+        self.assertEqual(_sse_datas([b"data: \xe6\xbc\n\n"]), ["\ufffd"])  # cut character
+        self.assertEqual(
+            _sse_events([b"event: \xff\nid: \xc3\ndata: x\n\n"]),
+            [_sse_msg("x", event="\ufffd", id="\ufffd")],
+        )
+
+    # -- limits --
+
+    def test_within_limit_ok(self):
+        self.assertEqual(_sse_datas_limited([b"data: " + b"x" * 40 + b"\n\n"], 64), ["x" * 40])
+
+    def test_oversized_data_line_raises(self):
+        with self.assertRaises(edgee.EdgeeStreamError):
+            _sse_events([b"data: " + b"x" * 200 + b"\n\n"], max_event_bytes=64)
+
+    def test_oversized_line_raises_before_it_ends(self):
+        decoder = edgee.SSEDecoder(64)
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(100):  # 1,000 bytes and no line end: refused long before
+                decoder.feed(b"data: xxxx")
+
+    def test_oversized_comment_line_fed_in_pieces_raises(self):
+        decoder = edgee.SSEDecoder(64)
+        with self.assertRaises(edgee.EdgeeStreamError):
+            decoder.feed(b": ")
+            for _ in range(100):
+                decoder.feed(b"yyyyyyyyyy")
+
+    def test_oversized_event_of_many_lines_raises(self):
+        with self.assertRaises(edgee.EdgeeStreamError):
+            _sse_events([b"data: 0123456789\n" * 20 + b"\n"], max_event_bytes=64)
+        decoder = edgee.SSEDecoder(64)
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(20):
+                decoder.feed(b"data: 0123456789\n")
+
+    def test_oversized_non_data_line_in_one_feed_raises(self):
+        # A line longer than the limit is refused whatever its field and however it arrives.
+        for line in (b": " + b"c" * 200, b"event: " + b"e" * 200, b"id: " + b"i" * 200):
+            with self.assertRaises(edgee.EdgeeStreamError, msg=line[:10]):
+                _sse_events([line + b"\ndata: a\n\n"], max_event_bytes=64)
+
+    def test_limit_counts_per_event(self):
+        # Many small events: each is under the limit, their total is not.
+        self.assertEqual(len(_sse_datas_limited([b"data: 0123456789\n\n" * 50], 64)), 50)
+
+
+def _sse_datas_limited(pieces, limit):
+    return [e[1] for e in _sse_events(pieces, max_event_bytes=limit)]
+
+
+# ---- 2. over the wire ----
+
+
+class SseWireTest(unittest.TestCase):
+    """Event streams from a real loopback Gateway through edgee.Edgee.stream."""
+
+    def setUp(self):
+        self.gw = Gateway()
+        self.addCleanup(self.gw.close)
+        self.client = _sse_new_client(self.gw)
+        self.addCleanup(self.client.close)
+
+    def stream(self):
+        return self.client.stream(_SSE_MODEL, "hi")
+
+    def summary(self):
+        return _sse_summary(self.stream())
+
+    def raw_body(self, body, kind="close", then="close"):
+        """Queue `body` (bytes, or a list of events for chunked) as one Raw reply."""
+        if kind == "chunked":
+            events = body if isinstance(body, list) else [body]
+            self.gw.push(Raw([_sse_head("chunked") + _sse_frame_events(events)], then=then))
+        else:
+            data = b"".join(body) if isinstance(body, list) else body
+            self.gw.push(Raw([_sse_head(kind, len(data)) + data], then=then))
+
+    def collect_until_error(self, error_type):
+        got = []
+        with self.assertRaises(error_type) as caught:
+            for chunk in self.stream():
+                got.append(chunk.text)
+        return got, caught.exception
+
+    # -- every split offset --
+
+    def every_offset(self, ending):
+        le = _SSE_ENDINGS[ending]
+        events = _sse_sample_events(le)
+        plain = b"".join(events)
+        chunked = _sse_frame_events(events)
+        jobs = []
+        for kind, body in (("length", plain), ("chunked", chunked)):
+            head = _sse_head(kind, len(body))
+            for k in range(len(body) + 1):
+                jobs.append(
+                    ((ending, kind, k), [head + body[:k], 0.002, body[k:]], _SSE_SAMPLE_EXPECTED)
+                )
+        _sse_run_raw_jobs(self, jobs)
+
+    def test_every_split_offset_lf(self):
+        self.every_offset("LF")
+
+    def test_every_split_offset_crlf(self):
+        self.every_offset("CRLF")
+
+    def test_every_split_offset_cr(self):
+        self.every_offset("CR")
+
+    # -- framings through the gateway's own SSE reply --
+
+    def test_sse_reply_chunked_and_plain(self):
+        for chunked in (True, False):
+            self.gw.push(SSE(_SSE_SAMPLE, chunked=chunked))
+            self.assertEqual(self.summary(), _SSE_SAMPLE_EXPECTED, chunked)
+
+    def test_close_delimited_body_split(self):
+        body = b"".join(_sse_sample_events(b"\r\n"))
+        self.gw.push(
+            Raw([_sse_head("close") + body[:101], 0.002, body[101:202], 0.002, body[202:]])
+        )
+        self.assertEqual(self.summary(), _SSE_SAMPLE_EXPECTED)
+
+    def test_bom_split_over_the_wire(self):
+        body = b"".join(_sse_sample_events(b"\n"))
+        self.gw.push(Raw([_sse_head("close") + b"\xef", 0.002, b"\xbb", 0.002, b"\xbf" + body]))
+        self.assertEqual(self.summary(), _SSE_SAMPLE_EXPECTED)
+
+    # -- line syntax --
+
+    def test_data_without_space(self):
+        events = [_sse_event_bytes(obj, space=False) for obj in _SSE_SAMPLE] + [b"data:[DONE]\n\n"]
+        self.raw_body(events, "chunked")
+        self.assertEqual(self.summary(), _SSE_SAMPLE_EXPECTED)
+
+    def test_json_split_over_two_data_lines(self):
+        body = (
+            b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"h\xc3\xa9"}}]}\n\n'
+            b'data: {"choices":[{"index":0,"delta":{},\r\ndata:"finish_reason":"length"}]}\r\n\r\n'
+            b"data: [DONE]\n\n"
+        )
+        self.raw_body(body)
+        self.assertEqual(self.summary(), [(None, "h\u00e9", None), (None, None, "length")])
+
+    def test_comments_and_fields_between_events(self):
+        body = (
+            b": keep-alive\n\n"
+            b"retry: 3000\nid: 1\n"
+            + _sse_event_bytes(_sse_delta(role="assistant"))
+            + b": ping\n:\n\nevent: ping\n\n"
+            b"event: foo\nid: 2\n"
+            + _sse_event_bytes(_sse_delta("a"))
+            + b"event: message\nfoo: bar\n: note\n"
+            + _sse_event_bytes(_sse_delta("b"))
+            + b'Data: {"choices":[{"delta":{"content":"BAD"}}]}\n\n'
+            b'Event: error\ndata: {"choices":[{"delta":{"content":"c"}}]}\n\n'
+            b"id\nretry: x\n"
+            + _sse_event_bytes(_sse_delta(finish="stop"))
+            + b": bye\n\ndata: [DONE]\n\n"
+        )
+        self.raw_body(body)
+        self.assertEqual(
+            self.summary(),
+            [
+                ("assistant", None, None),
+                (None, "a", None),
+                (None, "b", None),
+                (None, "c", None),
+                (None, None, "stop"),
+            ],
+        )
+
+    def test_error_event_without_data_dispatches_nothing(self):
+        body = (
+            b"event: error\n\n"
+            + _sse_event_bytes(_sse_delta("a"))
+            + _sse_event_bytes(_sse_delta(finish="stop"))
+            + b"data: [DONE]\n\n"
+        )
+        self.raw_body(body)
+        self.assertEqual(self.summary(), [(None, "a", None), (None, None, "stop")])
+
+    # -- errors --
+
+    def test_error_event_raises_after_earlier_chunks(self):
+        error = {
+            "error": {
+                "message": "The upstream provider failed \u00e9",
+                "type": "provider_error",
+                "code": "provider_error",
+            }
+        }
+        self.gw.push(
+            SSE(
+                [
+                    _sse_delta("a"),
+                    _sse_delta("b"),
+                    b"event: error\ndata: " + compact_json(error) + b"\n\n",
+                    _sse_delta("c"),
+                    _sse_delta(finish="stop"),
+                ]
+            )
+        )
+        got, exc = self.collect_until_error(edgee.EdgeeAPIError)
+        self.assertEqual(got, ["a", "b"])
+        self.assertIsInstance(exc, RuntimeError)
+        self.assertEqual(
+            (exc.message, exc.code), ("The upstream provider failed \u00e9", "provider_error")
+        )
+        self.assertIn("The upstream provider failed", str(exc))
+
+    def test_error_event_with_text_data_raises(self):
+        self.raw_body(
+            _sse_event_bytes(_sse_delta("a"))
+            + b"event: error\r\ndata: upstream overloaded\r\n\r\n"
+            + _sse_event_bytes(_sse_delta(finish="stop"))
+            + b"data: [DONE]\n\n"
+        )
+        got, exc = self.collect_until_error(edgee.EdgeeAPIError)
+        self.assertEqual(got, ["a"])
+        self.assertEqual(exc.message, "upstream overloaded")
+
+    def test_error_object_in_data_raises_after_earlier_chunks(self):
+        error = {
+            "error": {
+                "message": "Usage limit exceeded",
+                "type": "rate_limit_error",
+                "code": "usage_limit_exceeded",
+            }
+        }
+        self.gw.push(
+            SSE(
+                [
+                    _sse_delta(role="assistant"),
+                    _sse_delta("x"),
+                    error,
+                    _sse_delta("y"),
+                    _sse_delta(finish="stop"),
+                ],
+                chunked=False,
+            )
+        )
+        got, exc = self.collect_until_error(edgee.EdgeeAPIError)
+        self.assertEqual(got, [None, "x"])
+        self.assertIsInstance(exc, RuntimeError)
+        self.assertEqual((exc.message, exc.code), ("Usage limit exceeded", "usage_limit_exceeded"))
+
+    def test_malformed_json_raises(self):
+        for bad in (
+            b'data: {"choices": [\n\n',
+            b"data: not json\n\n",
+            b'data: {"choices":[]}}\n\n',
+        ):
+            self.gw.push(SSE([_sse_delta("a"), bad, _sse_delta("b"), _sse_delta(finish="stop")]))
+            got, exc = self.collect_until_error(edgee.EdgeeStreamError)
+            self.assertEqual(got, ["a"], bad)
+            self.assertNotIsInstance(exc, edgee.EdgeeAPIError)
+
+    # -- end of stream --
+
+    def test_chunks_after_done_not_yielded(self):
+        self.gw.push(
+            SSE(
+                [
+                    _sse_delta("a"),
+                    _sse_delta(finish="stop"),
+                    b"data: [DONE]\n\n",
+                    _sse_delta("late"),
+                    _sse_delta(finish="length"),
+                ],
+                done=True,
+            )
+        )
+        self.assertEqual(self.summary(), [(None, "a", None), (None, None, "stop")])
+
+    def test_done_ends_stream_while_server_holds_connection(self):
+        # [DONE] ends the stream by itself: no waiting for the server to close.
+        self.gw.push(
+            Raw(
+                [_sse_head("close") + _sse_event_bytes(_sse_delta("a")) + b"data: [DONE]\n\n"],
+                then="hold",
+            )
+        )
+        start = time.monotonic()
+        self.assertEqual(self.summary(), [(None, "a", None)])
+        self.assertLess(time.monotonic() - start, 2.0)
+
+    def test_unfinished_event_at_eof_discarded(self):
+        tail = b'data: {"choices":[{"index":0,"delta":{"content":"LATE"}}]}\n'
+        for kind in ("close", "length", "chunked"):
+            self.raw_body(
+                [
+                    _sse_event_bytes(_sse_delta("a")),
+                    _sse_event_bytes(_sse_delta(finish="stop")),
+                    tail,
+                ],
+                kind,
+            )
+            self.assertEqual(self.summary(), [(None, "a", None), (None, None, "stop")], kind)
+
+    # -- timing --
+
+    def assert_first_chunk_early(self, parts, expected):
+        self.gw.push(Raw(parts))
+        start = time.monotonic()
+        chunks = self.stream()
+        first = next(chunks)
+        first_at = time.monotonic() - start
+        rest = list(chunks)
+        total = time.monotonic() - start
+        self.assertEqual(_sse_summary([first, *rest]), expected)
+        self.assertLess(first_at, 0.5, "the first chunk waited for the next bytes")
+        self.assertGreaterEqual(total, 0.9)  # the pause did happen
+
+    def test_chunk_yielded_before_more_bytes_length(self):
+        events = _sse_sample_events(b"\n")
+        body = b"".join(events)
+        self.assert_first_chunk_early(
+            [_sse_head("length", len(body)) + events[0], 1.0, b"".join(events[1:])],
+            _SSE_SAMPLE_EXPECTED,
+        )
+
+    def test_chunk_yielded_before_more_bytes_chunked(self):
+        # The chunk's own CRLF and the next frames come after the pause.
+        events = _sse_sample_events(b"\r\n")
+        framed = _sse_frame_events(events)
+        cut = len(chunk_frame(events[0])) - 2
+        self.assert_first_chunk_early(
+            [_sse_head("chunked") + framed[:cut], 1.0, framed[cut:]], _SSE_SAMPLE_EXPECTED
+        )
+
+    def test_chunk_yielded_before_more_bytes_cr(self):
+        # CR-only line ends: the final CR must not wait to see whether an LF follows.
+        events = _sse_sample_events(b"\r")
+        self.assert_first_chunk_early(
+            [_sse_head("close") + events[0], 1.0, b"".join(events[1:])], _SSE_SAMPLE_EXPECTED
+        )
+
+    # -- size --
+
+    def test_large_event(self):
+        content = "\u00e9\u6f22\U0001f389\u2028" * 90000  # 1.08 MB of UTF-8 in one data line
+        self.assertGreater(len(content.encode("utf-8")), 1000000)
+        for chunked in (True, False):
+            self.gw.push(
+                SSE(
+                    [
+                        _sse_delta(role="assistant"),
+                        _sse_delta(content),
+                        _sse_delta("end"),
+                        _sse_delta(finish="stop"),
+                    ],
+                    chunked=chunked,
+                )
+            )
+            chunks = list(self.stream())
+            self.assertEqual([c.text for c in chunks], [None, content, "end", None])
+            self.assertEqual(chunks[-1].finish_reason, "stop")
+
+
+# ---- 3. randomized framing ----
+
+_SSE_ALPHABET = [
+    "a",
+    "b",
+    "z",
+    "Q",
+    " ",
+    "  ",
+    ".",
+    ",",
+    ":",
+    "data: ",
+    "\u00e9",
+    "\u00fc",
+    "\u6f22",
+    "\u5b57",
+    "\U0001f389",
+    "\U0001f600",
+    "\u2028",
+    "\u2029",
+    "\x85",
+    "\u00a0",
+    "\ufeff",
+    '"',
+    "\\",
+    "\n",
+    "\r",
+    "\r\n",
+    "\t",
+    "{",
+    "}",
+    "[DONE]",
+]
+_SSE_FINISH = ("stop", "length", "tool_calls", "content_filter")
+# Lines that must change nothing where they stand (inside an event or between events).
+_SSE_NOISE = [
+    b": keep-alive",
+    b":",
+    b': data: {"x": 1}',
+    b": \xc3\xa9\xe6\xbc\xa2 \xe2\x80\xa8",
+    b"event: delta",
+    b"event: message",
+    b"event:",
+    b"event: completion.chunk",
+    b"id: 17",
+    b"id",
+    b"id: a\x00b",
+    b"id: \xe5\xad\x97",
+    b"retry: 2500",
+    b"retry: soon",
+    b"foo: bar",
+    b"foo",
+    b"x:y",
+    b'Data: {"choices":[{"delta":{"content":"BAD"}}]}',
+    b"DATA: nope",
+    b"Event: error",
+    b"data : no",
+]
+
+
+def _sse_random_text(rng):
+    n = rng.choice((0, 1, 2, 3, 5, 8, 13)) if rng.random() < 0.9 else rng.randint(20, 200)
+    return "".join(rng.choice(_SSE_ALPHABET) for _ in range(n))
+
+
+def _sse_json_cuts(text):
+    """Positions in a JSON text where a line break is harmless (outside strings)."""
+    points, in_string, escaped = [], False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in ",:{[":
+            points.append(i + 1)
+    return points
+
+
+def _sse_random_event(rng, obj, le):
+    """One event holding `obj`: maybe noise fields, its JSON over one or more data lines."""
+    separators = (",", ":") if rng.random() < 0.7 else (", ", ": ")
+    text = json.dumps(obj, separators=separators, ensure_ascii=rng.random() < 0.15)
+    cuts = _sse_json_cuts(text)
+    chosen = sorted(rng.sample(cuts, min(len(cuts), rng.choice((0, 0, 0, 1, 2))))) if cuts else []
+    parts, last = [], 0
+    for c in chosen:
+        parts.append(text[last:c])
+        last = c
+    parts.append(text[last:])
+    lines = []
+    if rng.random() < 0.25:
+        lines.append(rng.choice(_SSE_NOISE))
+    if rng.random() < 0.03:
+        lines.append(b"data")  # an empty first data line: the JSON starts after an LF
+    for part in parts:
+        lines.append((b"data: " if rng.random() < 0.7 else b"data:") + part.encode("utf-8"))
+        if rng.random() < 0.1:
+            lines.append(rng.choice(_SSE_NOISE))
+    if rng.random() < 0.03:
+        lines.append(b"data:")  # an empty last data line: the JSON ends with an LF
+    return le.join(lines) + le + le
+
+
+def _sse_random_noise(rng, le):
+    """Between events: comments, ignored fields and blank lines, dispatching nothing."""
+    out = []
+    for _ in range(rng.choice((0, 0, 0, 1, 2, 3))):
+        if rng.random() < 0.3:
+            out.append(le)
+        else:
+            lines = [rng.choice(_SSE_NOISE) for _ in range(rng.randint(1, 3))]
+            out.append(le.join(lines) + le + le)
+    return b"".join(out)
+
+
+def _sse_random_stream(rng):
+    """(stream bytes, expected [(role, content)] of the chunks with choices, finish, ending)."""
+    ending = rng.choice(sorted(_SSE_ENDINGS))
+    le = _SSE_ENDINGS[ending]
+    contents = [_sse_random_text(rng) for _ in range(rng.randint(0, 6))]
+    finish = rng.choice(_SSE_FINISH)
+    objs = [_sse_delta(role="assistant")] + [_sse_delta(c) for c in contents]
+    objs.append(_sse_delta(finish=finish))
+    expected = [("assistant", None)] + [(None, c) for c in contents] + [(None, None)]
+    if rng.random() < 0.2:
+        objs.append(
+            {
+                "choices": [],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            }
+        )
+    out = [_SSE_BOM] if rng.random() < 0.15 else []
+    for obj in objs:
+        out.append(_sse_random_noise(rng, le))
+        out.append(_sse_random_event(rng, obj, le))
+    out.append(_sse_random_noise(rng, le))
+    out.append((b"data: [DONE]" if rng.random() < 0.7 else b"data:[DONE]") + le + le)
+    if rng.random() < 0.2:  # anything after [DONE] is never read
+        out.append(_sse_random_event(rng, _sse_delta("AFTER DONE"), le))
+        out.append(_sse_random_event(rng, _sse_delta(finish="length"), le))
+    return b"".join(out), expected, finish, ending
+
+
+def _sse_random_cuts(rng, blob, max_pieces=None):
+    """`blob` cut at random places (some at CRs, some empty pieces, sometimes byte by byte)."""
+    n = len(blob)
+    if max_pieces is None and rng.random() < 0.03:
+        return [blob[i : i + 1] for i in range(n)]
+    limit = max_pieces - 1 if max_pieces is not None else 40
+    points = set(rng.sample(range(1, n), min(n - 1, rng.randint(0, limit)))) if n > 1 else set()
+    crs = [i + 1 for i, b in enumerate(blob) if b == 13]
+    if crs and rng.random() < 0.5:
+        points.update(rng.sample(crs, min(len(crs), rng.randint(1, 3))))
+    points = sorted(points)
+    if max_pieces is not None:
+        points = points[: max_pieces - 1]
+    pieces, last = [], 0
+    for p in [*points, n]:
+        pieces.append(blob[last:p])
+        last = p
+    if max_pieces is None and rng.random() < 0.1:
+        pieces.insert(rng.randint(0, len(pieces)), b"")
+    return pieces
+
+
+def _sse_consume(pieces):
+    """What a client makes of the pieces: the decoder, then the chunk-building path."""
+    decoder = edgee.SSEDecoder()
+    deltas, finish = [], None
+    for piece in pieces:
+        for event in decoder.feed(piece):
+            if event.data == "[DONE]":
+                return deltas, finish, True
+            if event.event == "error":
+                raise AssertionError(f"error event {event.data!r}")
+            if not event.data:
+                continue
+            chunk = edgee.chunk_from_json(json.loads(event.data))
+            for choice in chunk.choices:
+                deltas.append((choice.delta.role, choice.delta.content))
+                if choice.finish_reason:
+                    finish = choice.finish_reason
+    return deltas, finish, False
+
+
+def _sse_seed():
+    value = os.environ.get("EDGEE_TEST_SEED")
+    return int(value) if value else random.SystemRandom().randrange(2**32)
+
+
+class SseRandomFramingTest(unittest.TestCase):
+    """Random streams cut at random write boundaries give back exactly what was sent.
+
+    The seed is fresh on each run and printed on failure; set EDGEE_TEST_SEED to replay.
+    """
+
+    DECODER_STREAMS = 2000
+    SOCKET_STREAMS = 200
+
+    def test_random_streams_through_decoder(self):
+        seed = _sse_seed()
+        rng = random.Random(seed)
+        endings = set()
+        for i in range(self.DECODER_STREAMS):
+            blob, expected, finish, ending = _sse_random_stream(rng)
+            endings.add(ending)
+            pieces = _sse_random_cuts(rng, blob)
+            try:
+                got = _sse_consume(pieces)
+            except Exception as exc:  # reported with the seed below
+                got = f"raised {exc!r}"
+            if got != (expected, finish, True):
+                self.fail(
+                    f"seed={seed} stream={i} ending={ending}\n"
+                    f"expected {(expected, finish, True)!r}\n"
+                    f"got      {got!r}\npieces {pieces[:60]!r}"
+                )
+        self.assertEqual(endings, set(_SSE_ENDINGS), f"seed={seed}")
+
+    def test_random_streams_over_sockets(self):
+        seed = _sse_seed()
+        rng = random.Random(seed)
+        gw = Gateway()
+        self.addCleanup(gw.close)
+        client = _sse_new_client(gw)
+        self.addCleanup(client.close)
+        for i in range(self.SOCKET_STREAMS):
+            blob, expected, finish, ending = _sse_random_stream(rng)
+            kind = rng.choice(("length", "chunked", "close"))
+            body = blob
+            if kind == "chunked":  # random chunk sizes, cut apart from the writes below
+                sizes = _sse_random_cuts(rng, blob, max_pieces=rng.randint(1, 6))
+                body = b"".join(chunk_frame(s) for s in sizes if s) + CHUNK_END
+            head = _sse_head(kind, len(body))
+            writes = _sse_random_cuts(rng, body, max_pieces=rng.randint(1, 8))
+            parts = [head + writes[0]]
+            for piece in writes[1:]:
+                if rng.random() < 0.5:
+                    parts.append(rng.uniform(0.0, 0.002))
+                parts.append(piece)
+            gw.push(Raw(parts))
+            try:
+                chunks = list(client.stream(_SSE_MODEL, "hi"))
+                got = (
+                    [
+                        (c.choices[0].delta.role, c.choices[0].delta.content)
+                        for c in chunks
+                        if c.choices
+                    ],
+                    edgee.collect(chunks).finish_reason,
+                )
+            except Exception as exc:  # reported with the seed below
+                got = f"raised {exc!r}"
+            if got != (expected, finish):
+                self.fail(
+                    f"seed={seed} stream={i} ending={ending} framing={kind}\n"
+                    f"expected {(expected, finish)!r}\ngot      {got!r}\n"
+                    f"parts {parts[:40]!r}"
+                )
+        self.assertEqual(len(gw.requests), self.SOCKET_STREAMS, f"seed={seed}")
+        self.assertEqual(gw.errors, [], f"seed={seed}")
+
+
+# ---- tests: reliability ----
+
+REL_KEY = "sk-rel-SECRET-0123456789abcdef"  # >= 8 characters, so echoes of it are redacted
+REL_MODEL = "openai/gpt-5.2"
+REL_API = "/v1/chat/completions"
+REL_FAST = {"retry-after-ms": "1"}  # keeps retried answers fast
+REL_SSE_HEAD = http_head(200, [("Content-Type", "text/event-stream")], chunked=True)
+REL_SLOW = 5.0  # a stall far beyond every timeout used here (the gateway's close() ends it)
+
+
+def _rel_free_port():
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+    finally:
+        probe.close()
+
+
+def _rel_events(*pieces, **kw):
+    """Chunks of a streamed answer: the role, one chunk per piece, then the finish."""
+    finish = kw.get("finish", "stop")
+    events = [completion_chunk(role="assistant")]
+    events += [completion_chunk(content=p) for p in pieces]
+    if finish:
+        events.append(completion_chunk(finish_reason=finish))
+    return events
+
+
+def _rel_frames(events):
+    """The chunked-body frames of SSE events (dicts as `data:` JSON, bytes verbatim)."""
+    return b"".join(chunk_frame(e if isinstance(e, bytes) else sse_bytes(e)) for e in events)
+
+
+def _rel_drain(iterator, into):
+    """Append every chunk of `iterator` to `into` (so a test sees them after an error)."""
+    for chunk in iterator:
+        into.append(chunk)
+
+
+def _rel_text(chunks):
+    return "".join(c.text or "" for c in chunks)
+
+
+def _rel_completion(text):
+    """A whole chat.completion answer."""
+    return {
+        "id": COMPLETION_ID,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": REL_MODEL,
+        "usage": make_usage(),
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+        ],
+    }
+
+
+def _rel_everything(exc):
+    """str, repr and the formatted traceback (with its chain) of an exception."""
+    return "\n".join(
+        [
+            str(exc),
+            repr(exc),
+            repr(getattr(exc, "body", None)),
+            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        ]
+    )
+
+
+class _RelPlainHTTP:
+    """A plain-HTTP/1.1 server on 127.0.0.1 that answers any bytes with 400 at once
+    (as a real HTTP server answers a TLS ClientHello); at most a few connections."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self.connections = 0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(8)
+        self._sock.settimeout(0.05)
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._run, name="rel-plain-http", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set() and self.connections < 8:
+            try:
+                conn, _ = self._sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                conn.settimeout(5.0)
+                conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: 11\r\nConnection: close\r\n\r\nBad Request"
+                )
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2.0)
+        self._sock.close()
+
+
+class _RelHelpers:
+    """Gateways and clients that are closed when the test ends."""
+
+    def gateway(self, tls=False):
+        gw = Gateway(tls=tls)
+        self.addCleanup(gw.close)
+        return gw
+
+    def client(self, where=None, **options):
+        """A client of a Gateway, of a URL, or made from a config (a key, dict or EdgeeConfig)."""
+        config = None
+        if isinstance(where, Gateway):
+            options["base_url"] = where.url
+        elif isinstance(where, str) and "://" in where:
+            options["base_url"] = where
+        else:
+            config = where
+        if config is None:
+            options.setdefault("api_key", REL_KEY)
+        client = edgee.Edgee(config, **options)
+        self.addCleanup(client.close)
+        return client
+
+    def fake_sleep(self, client):
+        """Replace the client's sleep with a recorder; returns the list of delays."""
+        slept = []
+        client._transport.sleep = slept.append
+        return slept
+
+    def assert_quick_timeout(self, call, limit=2.0):
+        """`call()` raises EdgeeTimeoutError after about 0.3 s (it did wait), within `limit`."""
+        start = time.monotonic()
+        with self.assertRaises(edgee.EdgeeTimeoutError) as cm:
+            call()
+        elapsed = time.monotonic() - start
+        self.assertGreaterEqual(elapsed, 0.25, "it raised before the timeout ran out")
+        self.assertLess(elapsed, limit, "the timeout took far too long")
+        self.assertIsInstance(cm.exception, RuntimeError)
+        self.assertIsInstance(cm.exception, edgee.EdgeeConnectionError)
+        return cm.exception
+
+
+# ---- time ----
+
+
+class RelTimeoutTest(_RelHelpers, unittest.TestCase):
+    """A stalled gateway raises EdgeeTimeoutError about `timeout` seconds later."""
+
+    def test_default_timeout_is_600_seconds(self):
+        self.assertEqual(edgee.DEFAULT_TIMEOUT, 600)
+        url = f"http://127.0.0.1:{_rel_free_port()}"
+        self.assertEqual(self.client(url).timeout, 600)
+        self.assertEqual(self.client(edgee.EdgeeConfig(api_key=REL_KEY, base_url=url)).timeout, 600)
+        self.assertEqual(self.client({"api_key": REL_KEY, "base_url": url}).timeout, 600)
+        self.assertEqual(self.client(REL_KEY).timeout, 600)  # no request is made
+
+    def test_stall_before_status_line_every_way_to_set_the_timeout(self):
+        def config_dict(gw):
+            return self.client({"api_key": REL_KEY, "base_url": gw.url, "timeout": 0.3}).send(
+                REL_MODEL, "hi"
+            )
+
+        def config_object(gw):
+            config = edgee.EdgeeConfig(api_key=REL_KEY, base_url=gw.url, timeout=0.3)
+            return self.client(config).send(REL_MODEL, "hi")
+
+        def keyword(gw):
+            return self.client(gw, timeout=0.3).send(REL_MODEL, "hi")
+
+        def per_call_send(gw):
+            return self.client(gw).send(REL_MODEL, "hi", timeout=0.3)
+
+        def per_call_stream(gw):
+            return list(self.client(gw).stream(REL_MODEL, "hi", timeout=0.3))
+
+        def per_call_send_stream(gw):
+            return list(self.client(gw).send(REL_MODEL, "hi", stream=True, timeout=0.3))
+
+        def keyword_stream(gw):
+            return list(self.client(gw, timeout=0.3).stream(REL_MODEL, "hi"))
+
+        for way in (
+            config_dict,
+            config_object,
+            keyword,
+            per_call_send,
+            per_call_stream,
+            per_call_send_stream,
+            keyword_stream,
+        ):
+            with self.subTest(way=way.__name__):
+                gw = self.gateway()
+                gw.push(Raw([REL_SLOW]))  # reads the request, then says nothing
+                exc = self.assert_quick_timeout(lambda way=way, gw=gw: way(gw))
+                self.assertIn("0.3", str(exc))  # the message names the timeout
+
+    def test_per_call_timeout_overrides_a_shorter_client_timeout(self):
+        gw = self.gateway()
+        client = self.client(gw, timeout=0.3, max_retries=0)
+        body = compact_json(_rel_completion("late but fine"))
+        gw.push(
+            Raw(
+                [
+                    0.6,
+                    http_head(200, [("Content-Type", "application/json")], content_length=len(body))
+                    + body,
+                ]
+            )
+        )
+        self.assertEqual(client.send(REL_MODEL, "hi", timeout=5).text, "late but fine")
+        gw.push(
+            SSE(
+                [
+                    completion_chunk(role="assistant"),
+                    0.6,
+                    completion_chunk(content="slow"),
+                    completion_chunk(finish_reason="stop"),
+                ]
+            )
+        )
+        self.assertEqual(_rel_text(client.stream(REL_MODEL, "hi", timeout=5)), "slow")
+
+    def test_stall_after_the_headers(self):
+        gw = self.gateway()
+        client = self.client(gw, timeout=0.3)
+        gw.push(Raw([REL_SSE_HEAD, REL_SLOW]))
+        exc = self.assert_quick_timeout(lambda: list(client.stream(REL_MODEL, "hi")))
+        self.assertIn("0.3", str(exc))
+        gw.push(
+            Raw(
+                [
+                    http_head(200, [("Content-Type", "application/json")], content_length=80),
+                    b'{"id":"chatcmpl-test",',
+                    REL_SLOW,
+                ]
+            )
+        )
+        self.assert_quick_timeout(lambda: client.send(REL_MODEL, "hi"))
+
+    def test_stall_in_the_middle_of_a_stream(self):
+        gw = self.gateway()
+        client = self.client(gw, timeout=0.3)
+        events = _rel_events("Hel", "lo", " world")
+        gw.push(SSE([*events[:3], REL_SLOW, *events[3:]]))
+        got = []
+        self.assert_quick_timeout(lambda: _rel_drain(client.stream(REL_MODEL, "hi"), got))
+        self.assertEqual(_rel_text(got), "Hello")  # everything before the stall was yielded
+        self.assertEqual(len(got), 3)
+
+    def test_slow_stream_that_keeps_sending_does_not_time_out(self):
+        gw = self.gateway()
+        client = self.client(gw, timeout=0.3)
+        pieces = [f"p{i} " for i in range(8)]
+        events = [completion_chunk(role="assistant")]
+        for piece in pieces:
+            events += [0.1, completion_chunk(content=piece)]
+        events += [0.1, completion_chunk(finish_reason="stop")]
+        gw.push(SSE(events))
+        start = time.monotonic()
+        chunks = list(client.stream(REL_MODEL, "hi"))
+        elapsed = time.monotonic() - start
+        self.assertGreater(elapsed, 0.6)  # the whole answer took longer than twice the timeout
+        self.assertEqual(_rel_text(chunks), "".join(pieces))
+        self.assertEqual(chunks[-1].finish_reason, "stop")
+
+
+# ---- retries ----
+
+
+class RelRetryTest(_RelHelpers, unittest.TestCase):
+    """max_retries (default 2), which answers are retried, and how long the client waits."""
+
+    def test_default_max_retries_is_2(self):
+        self.assertEqual(edgee.DEFAULT_MAX_RETRIES, 2)
+        self.assertEqual(self.client(REL_KEY).max_retries, 2)
+
+    def test_retryable_statuses_then_success(self):
+        for status in (429, 500, 502, 503, 504, 408, 409):
+            with self.subTest(status=status):
+                gw = self.gateway()
+                client = self.client(gw)
+                gw.push(ErrorReply(status, None, f"busy {status}", headers=REL_FAST))
+                self.assertEqual(client.send(REL_MODEL, "hi").text, "Echo: hi")
+                self.assertEqual(len(gw.requests), 2)
+                self.assertEqual(gw.requests[0].body, gw.requests[1].body)
+                self.assertEqual(gw.requests[1].headers.get("authorization"), "Bearer " + REL_KEY)
+                gw.push(
+                    ErrorReply(status, None, "busy", headers=REL_FAST),
+                    ErrorReply(status, None, "still busy", headers=REL_FAST),
+                )
+                self.assertEqual(_rel_text(client.stream(REL_MODEL, "again")), "Echo: again")
+                self.assertEqual(len(gw.requests), 5)
+
+    def test_exhausted_retries_raise_the_last_error(self):
+        for retries, stream in ((None, False), (None, True), (0, False), (4, True)):
+            with self.subTest(max_retries=retries, stream=stream):
+                gw = self.gateway()
+                options = {} if retries is None else {"max_retries": retries}
+                client = self.client(gw, **options)
+                attempts = (2 if retries is None else retries) + 1
+                gw.push(
+                    *[
+                        ErrorReply(503, None, "attempt %s" % (i + 1), headers=REL_FAST)
+                        for i in range(attempts)
+                    ]
+                )
+                gw.push(Reply(200, _rel_completion("one too many")))  # a further retry's answer
+                with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                    if stream:
+                        list(client.stream(REL_MODEL, "hi"))
+                    else:
+                        client.send(REL_MODEL, "hi")
+                self.assertEqual(cm.exception.status, 503)
+                self.assertEqual(cm.exception.message, f"attempt {attempts}")
+                self.assertEqual(len(gw.requests), attempts)
+
+    def test_client_errors_are_never_retried(self):
+        for status in (400, 401, 403):
+            with self.subTest(status=status):
+                gw = self.gateway()
+                client = self.client(gw, max_retries=5)
+                slept = self.fake_sleep(client)
+                gw.push(
+                    ErrorReply(
+                        status,
+                        STATUS_CODES[status],
+                        f"no {status}",
+                        headers={"retry-after-ms": "1", "Retry-After": "0"},
+                    )
+                )
+                with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                    client.send(REL_MODEL, "hi")  # the fake LLM would answer a retry
+                self.assertEqual(
+                    (cm.exception.status, cm.exception.code), (status, STATUS_CODES[status])
+                )
+                gw.push(ErrorReply(status, STATUS_CODES[status], "no", headers=REL_FAST))
+                with self.assertRaises(edgee.EdgeeAPIError):
+                    list(client.stream(REL_MODEL, "hi"))
+                self.assertEqual(len(gw.requests), 2)
+                self.assertEqual(slept, [])
+
+    def test_connection_refused_is_retried_with_growing_backoff(self):
+        client = self.client(f"http://127.0.0.1:{_rel_free_port()}", max_retries=4)
+        slept = self.fake_sleep(client)
+        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+            client.send(REL_MODEL, "hi")
+        self.assertIn("refused", str(cm.exception))
+        self.assertEqual(len(slept), 4)  # 5 attempts: the first and 4 retries
+        for attempt, delay in enumerate(slept):
+            nominal = min(0.5 * 2**attempt, 8.0)
+            self.assertGreaterEqual(delay, 0.75 * nominal - 1e-9)
+            self.assertLessEqual(delay, nominal + 1e-9)
+        self.assertEqual(slept, sorted(slept))
+        self.assertLess(slept[0], slept[-1])
+
+    def test_connection_refused_measured(self):
+        client = self.client(f"http://127.0.0.1:{_rel_free_port()}", max_retries=1)
+        start = time.monotonic()
+        with self.assertRaises(edgee.EdgeeConnectionError):
+            client.send(REL_MODEL, "hi")
+        elapsed = time.monotonic() - start
+        self.assertGreaterEqual(elapsed, 0.3)  # one real backoff of 0.375-0.5 s
+        self.assertLess(elapsed, 2.0)
+
+    def test_dropped_connections_are_retried(self):
+        for then in ("close", "reset"):
+            with self.subTest(then=then):
+                gw = self.gateway()
+                client = self.client(gw)
+                slept = self.fake_sleep(client)
+                gw.push(Raw([], then=then))  # reads the request, answers nothing
+                self.assertEqual(client.send(REL_MODEL, "hi").text, "Echo: hi")
+                self.assertEqual(len(gw.requests), 2)
+                self.assertEqual(len(slept), 1)
+                gw.push(Raw([], then=then), Raw([], then=then))
+                self.assertEqual(_rel_text(client.stream(REL_MODEL, "yo")), "Echo: yo")
+                self.assertEqual(len(gw.requests), 5)
+
+    def _retried_after(self, headers):
+        """The delays slept for one 429 carrying `headers`, then success."""
+        gw = self.gateway()
+        client = self.client(gw)
+        slept = self.fake_sleep(client)
+        gw.push(ErrorReply(429, "usage_limit_exceeded", "slow down", headers=headers))
+        self.assertEqual(client.send(REL_MODEL, "hi").text, "Echo: hi")
+        self.assertEqual(len(gw.requests), 2)
+        return slept
+
+    def test_retry_after_zero(self):
+        self.assertEqual(self._retried_after({"Retry-After": "0"}), [0.0])
+
+    def test_retry_after_seconds(self):
+        self.assertEqual(self._retried_after({"Retry-After": "2"}), [2.0])
+
+    def test_retry_after_http_date(self):
+        date = email.utils.formatdate(time.time() + 3, usegmt=True)
+        slept = self._retried_after({"Retry-After": date})
+        self.assertEqual(len(slept), 1)
+        self.assertGreater(slept[0], 1.0)
+        self.assertLessEqual(slept[0], 3.5)
+        past = email.utils.formatdate(time.time() - 60, usegmt=True)
+        self.assertEqual(self._retried_after({"Retry-After": past}), [0.0])
+
+    def test_retry_after_ms(self):
+        self.assertEqual(self._retried_after({"retry-after-ms": "250"}), [0.25])
+        # the finer header wins over Retry-After
+        self.assertEqual(
+            self._retried_after({"retry-after-ms": "250", "Retry-After": "30"}), [0.25]
+        )
+
+    def test_retry_after_beyond_the_cap_raises_at_once(self):
+        far_date = email.utils.formatdate(time.time() + 3600, usegmt=True)
+        for headers in (
+            {"Retry-After": "120"},
+            {"retry-after-ms": "61000"},
+            {"Retry-After": far_date},
+        ):
+            with self.subTest(headers=headers):
+                gw = self.gateway()
+                client = self.client(gw)
+                slept = self.fake_sleep(client)  # a regression must not hang the suite
+                gw.push(ErrorReply(429, "usage_limit_exceeded", "come back later", headers=headers))
+                start = time.monotonic()
+                with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                    client.send(REL_MODEL, "hi")
+                self.assertLess(time.monotonic() - start, 1.0)
+                self.assertEqual(
+                    (cm.exception.status, cm.exception.message), (429, "come back later")
+                )
+                self.assertEqual((slept, len(gw.requests)), ([], 1))
+                gw.push(ErrorReply(503, None, "later", headers=headers))
+                with self.assertRaises(edgee.EdgeeAPIError):
+                    list(client.stream(REL_MODEL, "hi"))
+                self.assertEqual((slept, len(gw.requests)), ([], 2))
+
+    def test_backoff_delay_is_exponential_capped_and_jittered(self):
+        for attempt in range(10):
+            nominal = min(0.5 * 2**attempt, 8.0)
+            samples = [edgee.backoff_delay(attempt) for _ in range(200)]
+            for delay in samples:
+                self.assertGreaterEqual(delay, 0.75 * nominal - 1e-9)
+                self.assertLessEqual(delay, nominal + 1e-9)
+            self.assertGreater(len(set(samples)), 100)  # jittered, not a fixed value
+            self.assertGreater(max(samples) - min(samples), 0.1 * nominal)
+        self.assertLessEqual(max(edgee.backoff_delay(50) for _ in range(50)), 8.0)
+
+    def test_retry_delay_reads_the_server_headers(self):
+        rd = edgee.retry_delay
+        self.assertEqual(rd(0, {"retry-after": "3"}), 3.0)
+        self.assertEqual(rd(0, {"retry-after": "0"}), 0.0)
+        self.assertEqual(rd(4, {"retry-after-ms": "1500"}), 1.5)
+        self.assertEqual(rd(0, {"retry-after-ms": "250", "retry-after": "30"}), 0.25)
+        self.assertEqual(rd(0, {"retry-after": "60"}), 60.0)
+        self.assertIsNone(rd(0, {"retry-after": "61"}))
+        self.assertIsNone(rd(0, {"retry-after-ms": "60001"}))
+        future = email.utils.formatdate(time.time() + 30, usegmt=True)
+        self.assertTrue(28.0 <= rd(0, {"retry-after": future}) <= 30.5)
+        past = email.utils.formatdate(time.time() - 30, usegmt=True)
+        self.assertEqual(rd(0, {"retry-after": past}), 0.0)
+        for attempt, headers in (
+            (0, None),
+            (1, {}),
+            (2, {"retry-after": "soon"}),
+            (3, {"content-type": "application/json"}),
+        ):
+            nominal = min(0.5 * 2**attempt, 8.0)
+            delay = rd(attempt, headers)
+            self.assertTrue(0.75 * nominal - 1e-9 <= delay <= nominal + 1e-9, (attempt, delay))
+
+    def test_no_retry_once_a_chunk_reached_the_caller(self):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=3)
+        slept = self.fake_sleep(client)
+        first = REL_SSE_HEAD + _rel_frames(_rel_events("Hel", finish=None))
+        gw.push(Raw([first, 0.1], then="reset"), SSE(_rel_events("Hel", "lo")))
+        got = []
+        with self.assertRaises(edgee.EdgeeStreamError) as cm:
+            _rel_drain(client.stream(REL_MODEL, "hi"), got)
+        self.assertIn("cut", str(cm.exception))
+        self.assertEqual(_rel_text(got), "Hel")  # no duplicated text from a second answer
+        self.assertEqual(len(gw.requests), 1)
+        self.assertEqual(slept, [])
+
+
+# ---- every failure is a RuntimeError ----
+
+
+class RelFailureKindsTest(_RelHelpers, unittest.TestCase):
+    """Network failures raise EdgeeConnectionError: a RuntimeError, a URLError, an OSError."""
+
+    def assert_connection_error(self, exc, *words):
+        for kind in (
+            RuntimeError,
+            edgee.EdgeeError,
+            edgee.EdgeeConnectionError,
+            urllib.error.URLError,
+            OSError,
+        ):
+            self.assertIsInstance(exc, kind)
+        message = str(exc)
+        self.assertTrue(message.strip())
+        self.assertIsInstance(exc.reason, str)
+        for word in words:
+            self.assertIn(word.lower(), message.lower())
+        self.assertNotIn(REL_KEY, _rel_everything(exc))
+
+    def test_connection_refused(self):
+        port = _rel_free_port()
+        client = self.client(f"http://127.0.0.1:{port}", max_retries=0)
+        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+            client.send(REL_MODEL, "hi")
+        self.assert_connection_error(cm.exception, "refused", f"127.0.0.1:{port}")
+        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+            list(client.stream(REL_MODEL, "hi"))
+        self.assert_connection_error(cm.exception, "refused")
+
+    def test_unresolvable_host(self):
+        host = "nonexistent.invalid"
+        probe = []
+
+        def resolve():
+            try:
+                socket.getaddrinfo(host, 80)
+            except OSError as exc:
+                probe.append(exc)
+            else:
+                probe.append(None)
+
+        thread = threading.Thread(target=resolve, daemon=True)
+        thread.start()
+        thread.join(3.0)
+        if not probe:
+            self.skipTest(f"resolving {host} hangs on this machine (no answer in 3 s)")
+        if probe[0] is None:
+            self.skipTest(f"this machine's resolver answers for {host}")
+        client = self.client(f"http://{host}", max_retries=0)
+        outcome = []
+
+        def call():
+            try:
+                client.send(REL_MODEL, "hi")
+            except BaseException as exc:
+                outcome.append(exc)
+
+        start = time.monotonic()
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(10.0)
+        self.assertFalse(worker.is_alive(), f"the client hung resolving {host}")
+        self.assertLess(time.monotonic() - start, 5.0)
+        self.assertEqual(len(outcome), 1)
+        self.assertIsInstance(outcome[0], edgee.EdgeeConnectionError)
+        self.assert_connection_error(outcome[0], "resolve", host)
+
+    def test_tls_client_against_plain_http(self):
+        server = _RelPlainHTTP()
+        self.addCleanup(server.close)
+        client = self.client(f"https://127.0.0.1:{server.port}", timeout=3)
+        start = time.monotonic()
+        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+            client.send(REL_MODEL, "hi")
+        self.assertLess(time.monotonic() - start, 2.5)
+        self.assertNotIsInstance(cm.exception, edgee.EdgeeTimeoutError)
+        self.assert_connection_error(cm.exception, "TLS")
+
+    def test_tls_untrusted_certificate(self):
+        gw = self.gateway(tls=True)
+        client = self.client(gw)  # the default context does not trust the test CA
+        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+            client.send(REL_MODEL, "hi")
+        self.assert_connection_error(cm.exception, "certificate")
+        time.sleep(0.05)
+        self.assertEqual(gw.requests, [])  # the key never went over the unverified channel
+        trusted = self.client(gw, ssl_context=client_ssl_context())
+        self.assertEqual(trusted.send(REL_MODEL, "tls").text, "Echo: tls")
+
+    def test_timeout(self):
+        gw = self.gateway()
+        client = self.client(gw, timeout=0.3)
+        gw.push(Raw([REL_SLOW]))
+        exc = self.assert_quick_timeout(lambda: client.send(REL_MODEL, "hi"))
+        self.assert_connection_error(exc, f"127.0.0.1:{gw.port}")
+
+    def test_reset_before_the_answer(self):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=0)
+        gw.push(Raw([], then="reset"))
+        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+            client.send(REL_MODEL, "hi")
+        self.assert_connection_error(cm.exception, f"127.0.0.1:{gw.port}")
+
+    def test_reset_inside_the_answer(self):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=0)
+        gw.push(
+            Raw(
+                [
+                    http_head(200, [("Content-Type", "application/json")], content_length=100),
+                    b'{"id":"chatcmpl',
+                    0.05,
+                ],
+                then="reset",
+            )
+        )
+        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+            client.send(REL_MODEL, "hi")
+        self.assert_connection_error(cm.exception)
+
+    def test_empty_reply(self):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=0)
+        gw.push(Raw([]))  # closes without a byte of answer
+        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+            client.send(REL_MODEL, "hi")
+        self.assert_connection_error(cm.exception, "closed", f"127.0.0.1:{gw.port}")
+
+    def test_garbage_instead_of_http(self):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=0)
+        gw.push(
+            Raw([b"SSH-2.0-OpenSSH_9.2\r\n\r\n"]),
+            Raw([b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n"]),
+        )
+        for _ in range(2):
+            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                client.send(REL_MODEL, "hi")
+            self.assert_connection_error(cm.exception, f"127.0.0.1:{gw.port}")
+
+
+# ---- errors inside a stream ----
+
+
+class RelMidStreamErrorTest(_RelHelpers, unittest.TestCase):
+    """An error sent inside a 200 stream raises EdgeeAPIError after the earlier chunks."""
+
+    def test_data_payload_with_an_error_object(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        error = {
+            "error": {
+                "message": "The upstream provider exploded",
+                "type": "provider_error",
+                "code": "provider_error",
+            }
+        }
+        gw.push(SSE([*_rel_events("Hel", "lo", finish=None), error], done=False))
+        got = []
+        with self.assertRaises(edgee.EdgeeAPIError) as cm:
+            _rel_drain(client.stream(REL_MODEL, "hi"), got)
+        self.assertEqual(_rel_text(got), "Hello")
+        self.assertEqual(len(got), 3)
+        self.assertEqual(cm.exception.message, "The upstream provider exploded")
+        self.assertEqual(cm.exception.code, "provider_error")
+        self.assertEqual(cm.exception.status, 502)  # the status the gateway uses for the code
+        self.assertIn("The upstream provider exploded", str(cm.exception))
+        self.assertEqual(len(gw.requests), 1)  # not retried
+
+    def test_event_error(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        payload = compact_json(
+            {"error": {"message": "Overloaded, try later", "code": "internal_error"}}
+        )
+        gw.push(
+            SSE(
+                [
+                    *_rel_events("Hi", " there", finish=None),
+                    b"event: error\ndata: " + payload + b"\n\n",
+                    completion_chunk(content="never"),
+                ]
+            )
+        )
+        got = []
+        with self.assertRaises(edgee.EdgeeAPIError) as cm:
+            _rel_drain(client.stream(REL_MODEL, "hi"), got)
+        self.assertEqual(_rel_text(got), "Hi there")
+        self.assertEqual(
+            (cm.exception.message, cm.exception.code), ("Overloaded, try later", "internal_error")
+        )
+        self.assertIsInstance(cm.exception, RuntimeError)
+
+    def test_event_error_with_plain_text(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        gw.push(SSE([*_rel_events("Hi", finish=None), b"event: error\ndata: boom happened\n\n"]))
+        got = []
+        with self.assertRaises(edgee.EdgeeAPIError) as cm:
+            _rel_drain(client.stream(REL_MODEL, "hi"), got)
+        self.assertEqual(_rel_text(got), "Hi")
+        self.assertIn("boom happened", str(cm.exception))
+
+
+# ---- truncation ----
+
+
+class RelTruncationTest(_RelHelpers, unittest.TestCase):
+    """A stream cut before [DONE] and before any finish_reason raises EdgeeStreamError."""
+
+    def assert_cut(self, reply, text, count, **options):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=0, **options)
+        gw.push(reply)
+        got = []
+        with self.assertRaises(edgee.EdgeeStreamError) as cm:
+            _rel_drain(client.stream(REL_MODEL, "hi"), got)
+        self.assertIn("cut", str(cm.exception))
+        self.assertIsInstance(cm.exception, RuntimeError)
+        self.assertEqual(_rel_text(got), text)  # everything received before the cut
+        self.assertEqual(len(got), count)
+        return cm.exception
+
+    def test_eof_without_done(self):
+        self.assert_cut(
+            SSE(_rel_events("Hel", "lo", finish=None), done=False, chunked=False), "Hello", 3
+        )
+
+    def test_eof_of_a_complete_chunked_body_without_done(self):
+        self.assert_cut(SSE(_rel_events("Hel", "lo", finish=None), done=False), "Hello", 3)
+
+    def test_reset(self):
+        frames = _rel_frames(_rel_events("Hel", "lo", finish=None))
+        self.assert_cut(Raw([REL_SSE_HEAD + frames, 0.1], then="reset"), "Hello", 3)
+        plain = http_head(200, [("Content-Type", "text/event-stream"), ("Connection", "close")])
+        body = b"".join(sse_bytes(e) for e in _rel_events("Hel", "lo", finish=None))
+        self.assert_cut(Raw([plain + body, 0.1], then="reset"), "Hello", 3)
+
+    def test_chunked_body_cut_at_every_byte(self):
+        events = [
+            b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n',
+            b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n',
+            b'data: {"choices":[{"index":0,"delta":{"content":" \xc3\xa9t\xc3\xa9"}}]}\n\n',
+            b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
+            b"data: [DONE]\n\n",
+        ]
+        texts = ["", "Hi", " \u00e9t\u00e9", ""]
+        body = b"".join(chunk_frame(e) for e in events) + CHUNK_END
+        ends, position = [], 0  # where the last byte of each event's data lies in `body`
+        for event in events:
+            frame = chunk_frame(event)
+            ends.append(position + frame.index(b"\r\n") + 2 + len(event))
+            position += len(frame)
+        finished_at = ends[3]  # from here on the finish_reason chunk has arrived
+        gw = self.gateway()
+        client = self.client(gw, max_retries=0)
+        gw.push(*[Raw([REL_SSE_HEAD + body[:cut]]) for cut in range(len(body) + 1)])
+        problems = []
+        deadline = time.monotonic() + 15.0
+        for cut in range(len(body) + 1):
+            self.assertLess(time.monotonic(), deadline, "the cuts are too slow")
+            whole = sum(1 for end in ends[:4] if end <= cut)
+            expected_text = "".join(texts[:whole])
+            got = []
+            try:
+                _rel_drain(client.stream(REL_MODEL, "hi"), got)
+            except edgee.EdgeeStreamError as exc:
+                if cut >= finished_at:
+                    problems.append(f"cut {cut}: raised {exc!r} after the finish_reason")
+                elif "cut" not in str(exc):
+                    problems.append(f"cut {cut}: message {str(exc)!r}")
+            except Exception as exc:
+                problems.append(f"cut {cut}: {exc!r}")
+            else:
+                if cut < finished_at:
+                    problems.append(f"cut {cut}: no error, {len(got)} chunks")
+            if (len(got), _rel_text(got)) != (whole, expected_text):
+                problems.append(
+                    f"cut {cut}: got {len(got)} chunks {_rel_text(got)!r}, "
+                    f"expected {whole} {expected_text!r}"
+                )
+        self.assertEqual(problems[:10], [])
+        self.assertEqual(len(gw.requests), len(body) + 1)
+
+    def test_body_shorter_than_its_content_length(self):
+        body = b"".join(sse_bytes(e) for e in _rel_events("Hel", "lo"))
+        cut = body.index(b"data:", len(sse_bytes(_rel_events()[0])) + 1)  # after 2 events
+        head = http_head(200, [("Content-Type", "text/event-stream")], content_length=len(body))
+        exc = self.assert_cut(Raw([head + body[:cut]]), "Hel", 2)
+        self.assertIn("missing", str(exc))
+
+    def test_send_body_shorter_than_its_content_length(self):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=0)
+        body = compact_json(_rel_completion("whole"))
+        gw.push(
+            Raw(
+                [
+                    http_head(200, [("Content-Type", "application/json")], content_length=len(body))
+                    + body[:-5]
+                ]
+            )
+        )
+        with self.assertRaises(edgee.EdgeeStreamError) as cm:
+            client.send(REL_MODEL, "hi")
+        self.assertIn("cut", str(cm.exception))
+
+    def test_utf8_character_cut_in_half_at_the_end(self):
+        head = http_head(200, [("Content-Type", "text/event-stream"), ("Connection", "close")])
+        body = (
+            sse_bytes(completion_chunk(role="assistant"))
+            + sse_bytes(completion_chunk(content="caf\u00e9"))
+            + b'data: {"choices":[{"index":0,"delta":{"content":"d\xc3'
+        )
+        self.assert_cut(Raw([head + body]), "caf\u00e9", 2)
+        frames = _rel_frames(_rel_events("caf\u00e9", finish=None)) + chunk_frame(
+            b'data: {"choices":[{"index":0,"delta":{"content":"\xe2\x82'
+        )
+        self.assert_cut(Raw([REL_SSE_HEAD + frames]), "caf\u00e9", 2)
+
+    def test_utf8_character_split_between_reads_is_kept_whole(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        event = sse_bytes(completion_chunk(content="caf\u00e9 \u20ac"))
+        split = event.index(b"\xc3") + 1
+        euro = event.index(b"\xe2") + 2
+        parts = [
+            REL_SSE_HEAD + _rel_frames(_rel_events(finish=None)),
+            chunk_frame(event[:split]),
+            0.02,
+            chunk_frame(event[split:euro]),
+            0.02,
+            chunk_frame(event[euro:]),
+            _rel_frames([completion_chunk(finish_reason="stop"), b"data: [DONE]\n\n"]) + CHUNK_END,
+        ]
+        gw.push(Raw(parts))
+        chunks = list(client.stream(REL_MODEL, "hi"))
+        self.assertEqual(_rel_text(chunks), "caf\u00e9 \u20ac")
+
+    def test_eof_after_finish_reason_ends_cleanly(self):
+        for chunked in (False, True):
+            with self.subTest(chunked=chunked):
+                gw = self.gateway()
+                client = self.client(gw)
+                gw.push(SSE(_rel_events("Hel", "lo"), done=False, chunked=chunked))
+                chunks = list(client.stream(REL_MODEL, "hi"))
+                self.assertEqual(_rel_text(chunks), "Hello")
+                self.assertEqual(chunks[-1].finish_reason, "stop")
+                self.assertEqual(len(gw.requests), 1)
+
+
+# ---- malformed answers ----
+
+
+class RelMalformedTest(_RelHelpers, unittest.TestCase):
+    def test_malformed_json_data_raises(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        gw.push(
+            SSE(
+                [
+                    completion_chunk(role="assistant"),
+                    b"data: {not json\n\n",
+                    completion_chunk(content="never"),
+                    completion_chunk(finish_reason="stop"),
+                ]
+            )
+        )
+        got = []
+        with self.assertRaises(edgee.EdgeeStreamError) as cm:
+            _rel_drain(client.stream(REL_MODEL, "hi"), got)
+        self.assertIn("JSON", str(cm.exception))
+        self.assertEqual(len(got), 1)  # the bad event was not skipped over
+        self.assertEqual(len(gw.requests), 1)
+
+    def test_json_that_is_not_an_object_raises(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        gw.push(
+            SSE(
+                [
+                    completion_chunk(role="assistant"),
+                    b"data: [1, 2]\n\n",
+                    completion_chunk(content="never"),
+                    completion_chunk(finish_reason="stop"),
+                ]
+            )
+        )
+        got = []
+        with self.assertRaises(edgee.EdgeeStreamError):
+            _rel_drain(client.stream(REL_MODEL, "hi"), got)
+        self.assertEqual(len(got), 1)
+
+    def test_json_error_envelope_to_a_stream_request(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        gw.push(
+            Reply(
+                200,
+                {
+                    "error": {
+                        "message": "Usage limit exceeded",
+                        "type": "rate_limit_error",
+                        "code": "usage_limit_exceeded",
+                    }
+                },
+            )
+        )
+        with self.assertRaises(edgee.EdgeeAPIError) as cm:
+            list(client.stream(REL_MODEL, "hi"))
+        self.assertEqual(
+            (cm.exception.message, cm.exception.code),
+            ("Usage limit exceeded", "usage_limit_exceeded"),
+        )
+
+    def test_full_completion_to_a_stream_request(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        gw.push(Reply(200, _rel_completion("The whole answer at once")))
+        chunks = list(client.stream(REL_MODEL, "hi"))
+        self.assertEqual(_rel_text(chunks), "The whole answer at once")
+        self.assertEqual(chunks[-1].finish_reason, "stop")
+        self.assertEqual(chunks[0].role, "assistant")
+        gw.push(Reply(200, _rel_completion("Again")))
+        self.assertEqual(edgee.collect(client.stream(REL_MODEL, "hi")).text, "Again")
+
+
+# ---- bounded memory ----
+
+
+class RelBoundedTest(_RelHelpers, unittest.TestCase):
+    def test_huge_error_body_gives_a_bounded_message(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        sentence = b"The gateway is on fire. "
+        huge = sentence * (10 * 1024 * 1024 // len(sentence))  # 10 MB
+        gw.push(Reply(400, huge, content_type="text/plain"))
+        tracemalloc.start()
+        try:
+            start = time.monotonic()
+            with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                client.send(REL_MODEL, "hi")
+            elapsed = time.monotonic() - start
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        exc = cm.exception
+        self.assertEqual(exc.status, 400)
+        self.assertTrue(exc.message.startswith("The gateway is on fire."), exc.message[:80])
+        self.assertTrue(exc.message.endswith("..."))
+        self.assertLessEqual(len(exc.message), 1003)
+        self.assertLessEqual(len(str(exc)), 1100)
+        self.assertLessEqual(len(exc.body), 70000)  # only the first 64 KiB were read
+        self.assertLess(peak, 5 * 1024 * 1024, "the client buffered the whole error body")
+        self.assertLess(elapsed, 3.0)
+        self.assertTrue(gw.wait_disconnects(1, 3.0), "the connection was not dropped")
+        self.assertEqual(client.send(REL_MODEL, "next").text, "Echo: next")
+        self.assertEqual(gw.connections, 2)  # the half-read connection was not reused
+
+    def test_decoder_refuses_an_oversized_event(self):
+        decoder = edgee.SSEDecoder(max_event_bytes=1000)
+        events = decoder.feed(b"data: " + b"x" * 900 + b"\n\n")
+        self.assertEqual([len(e.data) for e in events], [900])
+        with self.assertRaises(edgee.EdgeeStreamError) as cm:
+            edgee.SSEDecoder(max_event_bytes=1000).feed(b"data: " + b"x" * 2000 + b"\n\n")
+        self.assertIn("1000", str(cm.exception))
+        self.assertIsInstance(cm.exception, RuntimeError)
+
+    def test_decoder_refuses_an_endless_line(self):
+        decoder = edgee.SSEDecoder(max_event_bytes=1000)
+        self.assertEqual(decoder.feed(b"data: " + b"x" * 600), [])
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(10):  # pieces without a line end: bounded by the limit
+                decoder.feed(b"x" * 600)
+        comment = edgee.SSEDecoder(max_event_bytes=1000)
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(10):
+                comment.feed(b": " + b"z" * 600)
+
+    def test_decoder_refuses_an_event_of_many_lines(self):
+        decoder = edgee.SSEDecoder(max_event_bytes=1000)
+        with self.assertRaises(edgee.EdgeeStreamError):
+            decoder.feed((b"data: " + b"y" * 400 + b"\n") * 3)
+
+    def test_two_megabyte_event_over_the_wire(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        big = "y" * (2 * 1024 * 1024)
+        gw.push(
+            SSE(
+                [
+                    completion_chunk(role="assistant"),
+                    completion_chunk(content=big),
+                    completion_chunk(finish_reason="stop"),
+                ]
+            )
+        )
+        chunks = list(client.stream(REL_MODEL, "hi"))
+        self.assertEqual(len(chunks), 3)
+        self.assertEqual(chunks[1].text, big)
+
+
+# ---- resources ----
+
+_REL_CHILD = r"""
+import gc, sys, threading
+sys.path.insert(0, sys.argv[1])
+import edgee
+url, key, model = sys.argv[2], sys.argv[3], "openai/gpt-5.2"
+
+client = edgee.Edgee(api_key=key, base_url=url, max_retries=0)
+for chunk in client.stream(model, "break early please, this is long"):
+    break
+stream = client.stream(model, "close early please, this is long")
+next(stream)
+stream.close()
+stream = client.stream(model, "drop me early, this is long")
+next(stream)
+del stream
+assert "".join(c.text or "" for c in client.stream(model, "whole")) == "Echo: whole"
+assert client.send(model, "pooled").text == "Echo: pooled"
+
+pooled = edgee.Edgee(api_key=key, base_url=url)
+barrier = threading.Barrier(4, timeout=10)
+def work(i):
+    barrier.wait()
+    assert pooled.send(model, "t%d" % i).text == "Echo: t%d" % i
+threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(20)
+del client, pooled  # dropped with connections in their pools
+gc.collect()
+
+kept = edgee.Edgee(api_key=key, base_url=url)  # left for interpreter exit
+assert kept.send(model, "kept").text == "Echo: kept"
+print("child ok")
+"""
+
+
+class RelResourceTest(_RelHelpers, unittest.TestCase):
+    """Leaving a stream early closes its connection at once; nothing leaks."""
+
+    def held_stream(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        head = REL_SSE_HEAD + _rel_frames(_rel_events("Hel", "lo", finish=None))
+        gw.push(Raw([head], then="hold"))  # open until the client closes it
+        return gw, client
+
+    def test_break_closes_the_connection(self):
+        gw, client = self.held_stream()
+        for chunk in client.stream(REL_MODEL, "hi"):
+            self.assertEqual(chunk.role, "assistant")
+            break
+        self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
+        self.assertEqual(client.send(REL_MODEL, "after").text, "Echo: after")
+
+    def test_generator_close_closes_the_connection(self):
+        gw, client = self.held_stream()
+        stream = client.stream(REL_MODEL, "hi")
+        self.assertEqual(next(stream).role, "assistant")
+        self.assertEqual(next(stream).text, "Hel")
+        stream.close()
+        self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
+        self.assertEqual(client.send(REL_MODEL, "after").text, "Echo: after")
+        del stream
+
+    def test_dropping_the_generator_closes_the_connection(self):
+        gw, client = self.held_stream()
+        stream = client.stream(REL_MODEL, "hi")
+        self.assertEqual(next(stream).role, "assistant")
+        del stream
+        self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
+        self.assertEqual(client.send(REL_MODEL, "after").text, "Echo: after")
+
+    def test_no_resource_warning_in_dev_mode(self):
+        gw = self.gateway()
+        here = os.path.dirname(os.path.abspath(edgee.__file__))
+        env = dict(os.environ)
+        env.pop("PYTHONWARNINGS", None)
+        proc = subprocess.run(
+            [sys.executable, "-X", "dev", "-W", "error", "-c", _REL_CHILD, here, gw.url, REL_KEY],
+            capture_output=True,
+            timeout=60,
+            env=env,
+        )
+        stdout = proc.stdout.decode("utf-8", "replace")
+        stderr = proc.stderr.decode("utf-8", "replace")
+        self.assertEqual(proc.returncode, 0, stderr)
+        self.assertIn("child ok", stdout)
+        self.assertNotIn("ResourceWarning", stderr)
+        self.assertNotIn("Exception ignored", stderr)
+        self.assertTrue(gw.wait_disconnects(3, 5.0))  # break, close() and drop
+
+
+# ---- threads ----
+
+
+class RelThreadSafetyTest(_RelHelpers, unittest.TestCase):
+    def test_64_threads_share_one_client(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        count = 64
+        barrier = threading.Barrier(count, timeout=15)
+        results = [None] * count
+        errors = []
+
+        def work(i):
+            try:
+                prompt = f"thread {i:02d} says {chr(ord('a') + i % 26) * (5 + i % 11)}"
+                barrier.wait()
+                streamed = _rel_text(client.stream(REL_MODEL, prompt))
+                sent = client.send(REL_MODEL, prompt + "!").text
+                results[i] = (prompt, streamed, sent)
+            except BaseException as exc:  # reported below
+                errors.append((i, exc))
+
+        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30.0
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.assertFalse(any(t.is_alive() for t in threads), "a thread hung")
+        self.assertEqual(errors, [])
+        for prompt, streamed, sent in results:
+            self.assertEqual(streamed, "Echo: " + prompt)
+            self.assertEqual(sent, "Echo: " + prompt + "!")
+        self.assertEqual(len(gw.requests), 2 * count)
+
+
+# ---- the key ----
+
+
+class RelSecurityTest(_RelHelpers, unittest.TestCase):
+    """The key goes to the configured origin only, and shows up nowhere."""
+
+    def test_cross_origin_redirects_are_refused(self):
+        gw = self.gateway()
+        other = self.gateway()
+        secure = self.gateway(tls=True)
+        client = self.client(gw)
+        targets = [
+            ("other port", other.url + REL_API, f"127.0.0.1:{other.port}"),
+            (
+                "other host name",
+                f"http://localhost:{gw.port}{REL_API}",
+                f"localhost:{gw.port}",
+            ),
+            (
+                "other scheme",
+                f"https://127.0.0.1:{gw.port}{REL_API}",
+                f"https://127.0.0.1:{gw.port}",
+            ),
+            ("https gateway", secure.url + REL_API, f"localhost:{secure.port}"),
+        ]
+        for status in (301, 302, 303, 307, 308):
+            for name, location, origin in targets:
+                for stream in (False, True):
+                    with self.subTest(status=status, target=name, stream=stream):
+                        before = len(gw.requests)
+                        gw.push(Redirect(status, location))
+                        with self.assertRaises(edgee.EdgeeError) as cm:
+                            if stream:
+                                list(client.stream(REL_MODEL, "hi"))
+                            else:
+                                client.send(REL_MODEL, "hi")
+                        message = str(cm.exception)
+                        self.assertIsInstance(cm.exception, RuntimeError)
+                        self.assertIn("redirect", message.lower())
+                        self.assertIn(origin, message)
+                        self.assertNotIn(REL_KEY, _rel_everything(cm.exception))
+                        self.assertEqual(len(gw.requests), before + 1)  # not followed
+        time.sleep(0.05)
+        self.assertEqual((other.requests, other.connections), ([], 0))
+        self.assertEqual((secure.requests, secure.connections), ([], 0))
+
+    def test_same_origin_307_308_keep_method_and_body(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        for status, location in (
+            (307, "/v1/moved/chat/completions"),
+            (308, "/v2/chat/completions"),
+            (307, None),
+            (308, None),
+        ):
+            with self.subTest(status=status, location=location):
+                target = location or gw.url + "/v3/chat/completions"  # absolute, same origin
+                gw.push(Redirect(status, target), Reply(200, _rel_completion(f"moved {status}")))
+                self.assertEqual(client.send(REL_MODEL, "keep me").text, f"moved {status}")
+                first, second = gw.requests[-2:]
+                self.assertEqual((second.method, second.path), ("POST", target.replace(gw.url, "")))
+                self.assertEqual(second.body, first.body)
+                self.assertEqual(second.json["messages"][0]["content"], "keep me")
+                self.assertEqual(second.headers.get("authorization"), "Bearer " + REL_KEY)
+        gw.push(Redirect(308, "/v2/chat/completions"), SSE(_rel_events("str", "eam")))
+        self.assertEqual(_rel_text(client.stream(REL_MODEL, "stream me")), "stream")
+        first, second = gw.requests[-2:]
+        self.assertEqual((second.method, second.body), ("POST", first.body))
+        self.assertIs(second.json["stream"], True)
+
+    def test_key_in_no_repr_or_str(self):
+        gw = self.gateway()
+        config = edgee.EdgeeConfig(api_key=REL_KEY, base_url=gw.url, timeout=5)
+        clients = [
+            self.client(gw),
+            self.client(config),
+            self.client({"api_key": REL_KEY, "base_url": gw.url}),
+        ]
+        for thing in [config, *clients]:
+            for text in (repr(thing), str(thing), "%r" % [thing], f"{thing}"):
+                self.assertNotIn(REL_KEY, text)
+                self.assertNotIn(REL_KEY[8:], text)
+
+    def assert_key_not_echoed(self, cases):
+        for name, reply, call in cases:
+            with self.subTest(case=name):
+                gw = self.gateway()
+                client = self.client(gw, max_retries=0)
+                gw.push(reply)
+                with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                    if call == "send":
+                        client.send(REL_MODEL, "hi")
+                    else:
+                        list(client.stream(REL_MODEL, "hi"))
+                self.assertIn("API key", str(cm.exception))
+                self.assertNotIn(REL_KEY, _rel_everything(cm.exception))
+
+    def test_key_in_no_exception_message_of_an_error_answer(self):
+        echo = f"Invalid API key provided: {REL_KEY}"
+        self.assert_key_not_echoed(
+            [
+                ("401 JSON", ErrorReply(401, "unauthorized", echo), "send"),
+                (
+                    "403 text",
+                    Reply(403, f"API key {REL_KEY} is inactive", content_type="text/plain"),
+                    "send",
+                ),
+                ("400 to a stream", ErrorReply(400, "invalid_request", echo), "stream"),
+            ]
+        )
+        gw = self.gateway()
+        client = self.client(gw)
+        gw.push(*[ErrorReply(500, "internal_error", f"echo {REL_KEY}", headers=REL_FAST)] * 3)
+        with self.assertRaises(edgee.EdgeeAPIError) as cm:  # retried, then raised
+            client.send(REL_MODEL, "hi")
+        self.assertNotIn(REL_KEY, _rel_everything(cm.exception))
+
+    def test_key_in_no_exception_message_of_an_error_inside_a_200_answer(self):
+        envelope = {
+            "error": {
+                "message": f"Invalid API key provided: {REL_KEY}",
+                "type": "authentication_error",
+                "code": "unauthorized",
+            }
+        }
+        self.assert_key_not_echoed(
+            [
+                ("JSON envelope to send", Reply(200, envelope), "send"),
+                ("JSON envelope to stream", Reply(200, envelope), "stream"),
+                (
+                    "error object in a stream",
+                    SSE([*_rel_events("Hi", finish=None), envelope]),
+                    "stream",
+                ),
+                (
+                    "event: error in a stream",
+                    SSE(
+                        [
+                            *_rel_events("Hi", finish=None),
+                            b"event: error\ndata: " + compact_json(envelope) + b"\n\n",
+                        ]
+                    ),
+                    "stream",
+                ),
+            ]
+        )
+
+    def test_key_in_no_log_record(self):
+        records = []
+
+        class Capture(logging.Handler):
+            def emit(self, record):
+                records.append(self.format(record) + " " + repr(record.__dict__))
+
+        handler = Capture(logging.DEBUG)
+        root = logging.getLogger()
+        old_level = root.level
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
+        self.addCleanup(root.setLevel, old_level)
+        self.addCleanup(root.removeHandler, handler)
+        out, err = io.StringIO(), io.StringIO()
+        gw = self.gateway()
+        client = self.client(gw, timeout=0.3)
+        with redirect_stdout(out), redirect_stderr(err):
+            client.send(REL_MODEL, "hello")
+            list(client.stream(REL_MODEL, "hello"))
+            gw.push(ErrorReply(503, None, f"busy {REL_KEY}", headers=REL_FAST))
+            client.send(REL_MODEL, "retried")
+            gw.push(ErrorReply(401, "unauthorized", f"bad key {REL_KEY}"))
+            for call in (
+                lambda: client.send(REL_MODEL, "hi"),
+                lambda: self.client(f"http://127.0.0.1:{_rel_free_port()}", max_retries=0).send(
+                    REL_MODEL, "hi"
+                ),
+            ):
+                try:
+                    call()
+                except edgee.EdgeeError:
+                    logging.getLogger("rel.app").exception("call failed")
+            gw.push(Redirect(307, f"http://localhost:{gw.port}/x"))
+            try:
+                client.send(REL_MODEL, "hi")
+            except edgee.EdgeeError as exc:
+                logging.getLogger("rel.app").error("failed: %s %r", exc, exc)
+        self.assertTrue(records)  # the capture works
+        captured = "\n".join(records) + out.getvalue() + err.getvalue()
+        self.assertNotIn(REL_KEY, captured)
+
+
+# ---- bad input ----
+
+
+class RelBadInputTest(_RelHelpers, unittest.TestCase):
+    """Bad input raises EdgeeInputError (ValueError/TypeError) before any byte is sent."""
+
+    def setUp(self):
+        self.gw = self.gateway()
+
+    def tearDown(self):
+        time.sleep(0.05)  # let the gateway's acceptor see any stray connection
+        self.assertEqual(self.gw.requests, [])
+        self.assertEqual(self.gw.connections, 0)
+
+    def assert_refused(self, call, word):
+        before = (len(self.gw.requests), self.gw.connections)
+        with self.assertRaises((ValueError, TypeError)) as cm:
+            call()
+        exc = cm.exception
+        self.assertIsInstance(exc, edgee.EdgeeInputError)
+        self.assertIsInstance(exc, RuntimeError)
+        self.assertIn(word.lower(), str(exc).lower())
+        self.assertEqual(
+            (len(self.gw.requests), self.gw.connections),
+            before,
+            "bytes were sent before the input was refused",
+        )
+        return exc
+
+    def test_bad_requests(self):
+        client = self.client(self.gw)
+        ok = [{"role": "user", "content": "hi"}]
+
+        def with_tools(*tools):
+            return {"messages": ok, "tools": list(tools)}
+
+        cases = [
+            ("model None", None, "hi", {}, "model"),
+            ("model int", 42, "hi", {}, "model"),
+            ("model empty", "", "hi", {}, "model"),
+            ("model blank", "   ", "hi", {}, "model"),
+            ("input int", REL_MODEL, 42, {}, "input"),
+            ("input None", REL_MODEL, None, {}, "input"),
+            ("input list", REL_MODEL, ok, {}, "input"),
+            ("no messages", REL_MODEL, {}, {}, "messages"),
+            ("messages None", REL_MODEL, {"messages": None}, {}, "messages"),
+            ("messages a string", REL_MODEL, {"messages": "hi"}, {}, "messages"),
+            ("empty messages", REL_MODEL, {"messages": []}, {}, "empty"),
+            ("empty InputObject", REL_MODEL, edgee.InputObject(messages=[]), {}, "empty"),
+            ("message not a dict", REL_MODEL, {"messages": ["hi"]}, {}, "messages[0]"),
+            ("message without role", REL_MODEL, {"messages": [{"content": "hi"}]}, {}, "role"),
+            (
+                "unknown role",
+                REL_MODEL,
+                {"messages": [{"role": "wizard", "content": "hi"}]},
+                {},
+                "wizard",
+            ),
+            (
+                "second message bad",
+                REL_MODEL,
+                {"messages": [*ok, {"role": "robot", "content": "x"}]},
+                {},
+                "messages[1]",
+            ),
+            (
+                "content an object",
+                REL_MODEL,
+                {"messages": [{"role": "user", "content": object()}]},
+                {},
+                "content",
+            ),
+            (
+                "content a number",
+                REL_MODEL,
+                {"messages": [{"role": "user", "content": 5}]},
+                {},
+                "content",
+            ),
+            (
+                "tool without function name",
+                REL_MODEL,
+                with_tools({"type": "function", "function": {"parameters": {}}}),
+                {},
+                "name",
+            ),
+            (
+                "tool with a bad name",
+                REL_MODEL,
+                with_tools({"type": "function", "function": {"name": "get weather!"}}),
+                {},
+                "name",
+            ),
+            (
+                "tool with a bad type",
+                REL_MODEL,
+                with_tools({"type": "retrieval", "function": {"name": "f"}}),
+                {},
+                "type",
+            ),
+            ("tool without function", REL_MODEL, with_tools({"type": "function"}), {}, "function"),
+            ("tool not a dict", REL_MODEL, with_tools("get_weather"), {}, "tools[0]"),
+            ("tools not a list", REL_MODEL, {"messages": ok, "tools": "f"}, {}, "tools"),
+            (
+                "extra field an object",
+                REL_MODEL,
+                {"messages": ok, "metadata": object()},
+                {},
+                "JSON",
+            ),
+            ("NaN", REL_MODEL, {"messages": ok, "temperature": float("nan")}, {}, "JSON"),
+            ("infinity", REL_MODEL, {"messages": ok, "temperature": math.inf}, {}, "JSON"),
+            ("timeout a string", REL_MODEL, "hi", {"timeout": "fast"}, "timeout"),
+            ("timeout negative", REL_MODEL, "hi", {"timeout": -1}, "timeout"),
+            ("timeout zero", REL_MODEL, "hi", {"timeout": 0}, "timeout"),
+            ("timeout NaN", REL_MODEL, "hi", {"timeout": float("nan")}, "timeout"),
+            ("timeout bool", REL_MODEL, "hi", {"timeout": True}, "timeout"),
+        ]
+        for name, model, value, options, word in cases:
+            for mode in ("send", "stream", "send stream=True"):
+                with self.subTest(case=name, mode=mode):
+
+                    def call(model=model, value=value, options=options, mode=mode):
+                        if mode == "send":
+                            return client.send(model, value, **options)
+                        if mode == "stream":
+                            return next(iter(client.stream(model, value, **options)))
+                        return next(iter(client.send(model, value, stream=True, **options)))
+
+                    self.assert_refused(call, word)
+
+    def test_bad_settings(self):
+        url = self.gw.url
+        port = self.gw.port
+        cases = [
+            (
+                "timeout a string",
+                lambda: edgee.Edgee(api_key=REL_KEY, base_url=url, timeout="fast"),
+                "timeout",
+            ),
+            (
+                "timeout in a dict",
+                lambda: edgee.Edgee({"api_key": REL_KEY, "base_url": url, "timeout": "1s"}),
+                "timeout",
+            ),
+            (
+                "timeout in a config",
+                lambda: edgee.Edgee(edgee.EdgeeConfig(api_key=REL_KEY, base_url=url, timeout=[1])),
+                "timeout",
+            ),
+            (
+                "timeout negative",
+                lambda: edgee.Edgee(api_key=REL_KEY, base_url=url, timeout=-5),
+                "timeout",
+            ),
+            (
+                "ftp URL",
+                lambda: edgee.Edgee(api_key=REL_KEY, base_url=f"ftp://127.0.0.1:{port}"),
+                "base_url",
+            ),
+            (
+                "ws URL",
+                lambda: edgee.Edgee(api_key=REL_KEY, base_url=f"ws://127.0.0.1:{port}"),
+                "base_url",
+            ),
+            (
+                "file URL",
+                lambda: edgee.Edgee(api_key=REL_KEY, base_url="file:///etc/passwd"),
+                "base_url",
+            ),
+            (
+                "no scheme",
+                lambda: edgee.Edgee(api_key=REL_KEY, base_url=f"127.0.0.1:{port}"),
+                "base_url",
+            ),
+            ("no host", lambda: edgee.Edgee(api_key=REL_KEY, base_url="http://"), "base_url"),
+            ("URL not a string", lambda: edgee.Edgee(api_key=REL_KEY, base_url=42), "base_url"),
+        ]
+        for name, call, word in cases:
+            with self.subTest(case=name):
+                exc = self.assert_refused(call, word)
+                self.assertNotIn(REL_KEY, str(exc))
+
+
+# ---- tests: the README ----
+
+
+class ReadmeTest(unittest.TestCase):
+    """The README's code runs as written, against the loopback gateway."""
+
+    def readme_block(self, marker):
+        path = os.path.join(HERE, "README.md")
+        if not os.path.exists(path):
+            self.skipTest("README.md is not beside this file")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        found = re.search(marker + r"\n```python\n(.*?)```", text, re.S)
+        self.assertIsNotNone(found, "README has no block after " + marker)
+        return found.group(1)
+
+    def test_tool_round_trip_loop(self):
+        code = self.readme_block("<!-- tool-round-trip -->")
+        gw = Gateway()
+        self.addCleanup(gw.close)
+        saved = {k: os.environ.get(k) for k in ("EDGEE_API_KEY", "EDGEE_BASE_URL")}
+        self.addCleanup(
+            lambda: [
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+                for k, v in saved.items()
+            ]
+        )
+        os.environ.update(EDGEE_API_KEY="readme-key", EDGEE_BASE_URL=gw.url)
+        out = io.StringIO()
+        with redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+        self.assertEqual(
+            out.getvalue(), 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n'
+        )
+        sent = [r.json["messages"] for r in gw.requests]
+        self.assertEqual(len(sent), 2)  # the tool call, then the final answer
+        call = sent[1][1]["tool_calls"][0]
+        self.assertEqual(call["function"], {"name": "get_weather", "arguments": '{"city":"Paris"}'})
+        self.assertEqual(sent[1][2]["tool_call_id"], call["id"])
+
+
+# ---- tests: extras ----
+
+EXT_KEY = "ext-test-key"
+EXT_MODEL = "openai/gpt-5.2"
+EXT_SPEC = os.path.join(SHARED_REFERENCE, "edgee-openapi.json")
+EXT_ASYNC_LIMIT = 10.0  # every async test body runs under asyncio.wait_for(..., this)
+EXT_WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "required": ["city"],
+            "properties": {"city": {"type": "string"}},
+        },
+    },
+}
+
+
+def ext_edgee_path():
+    """edgee.py, beside this file."""
+    return os.path.join(HERE, "edgee.py")
+
+
+def ext_run(coro):
+    """Run a coroutine on a fresh event loop, bounded by EXT_ASYNC_LIMIT seconds."""
+    return asyncio.run(asyncio.wait_for(coro, EXT_ASYNC_LIMIT))
+
+
+def ext_sse_head():
+    """The head of a chunked event-stream answer that keeps the connection alive."""
+    return http_head(
+        200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}, chunked=True
+    )
+
+
+def ext_event(chunk):
+    """One SSE event as one HTTP chunk frame."""
+    return chunk_frame(sse_bytes(chunk))
+
+
+class _ExtBase(unittest.TestCase):
+    """A gateway, clients bound to it, and no proxy variables from the outer environment."""
+
+    def setUp(self):
+        saved = {k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}
+        for name in saved:
+            del os.environ[name]
+
+        def restore():
+            for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
+                del os.environ[name]
+            os.environ.update(saved)
+
+        self.addCleanup(restore)
+        self.gw = self.gateway()
+
+    def gateway(self, tls=False):
+        gw = Gateway(tls=tls)
+        self.addCleanup(gw.close)
+        return gw
+
+    def client(self, gw=None, **options):
+        gw = gw or self.gw
+        options.setdefault("timeout", 5.0)
+        options.setdefault("max_retries", 0)
+        if gw.tls:
+            options.setdefault("ssl_context", client_ssl_context())
+        client = edgee.Edgee(api_key=EXT_KEY, base_url=gw.url, **options)
+        self.addCleanup(client.close)
+        return client
+
+
+# ---------------------------------------------------------------------------
+# The finished answer from a stream equals the non-streamed answer
+# ---------------------------------------------------------------------------
+
+
+class ExtAccumulateTest(_ExtBase):
+    def stream_and_send(self, input, **client_options):
+        client = self.client(**client_options)
+        streamed = edgee.collect(client.stream(EXT_MODEL, input))
+        sent = client.send(EXT_MODEL, input)
+        return streamed, sent
+
+    def test_accumulator_while_printing_equals_send(self):
+        client = self.client()
+        accumulator = edgee.StreamAccumulator()
+        out = io.StringIO()
+        partial = []
+        for chunk in client.stream(EXT_MODEL, "Hello there, gateway"):
+            self.assertIs(accumulator.add(chunk), chunk)
+            print(chunk.text or "", end="", file=out)
+            partial.append(accumulator.text)
+        streamed = accumulator.response()
+        sent = client.send(EXT_MODEL, "Hello there, gateway")
+        self.assertIsInstance(streamed, edgee.SendResponse)
+        self.assertEqual(out.getvalue(), "Echo: Hello there, gateway")
+        self.assertEqual(streamed.text, "Echo: Hello there, gateway")
+        self.assertEqual(partial[-1], "Echo: Hello there, gateway")
+        self.assertTrue(any(0 < len(p) < len(partial[-1]) for p in partial))  # grew bit by bit
+        # Without stream_options.include_usage a stream carries no usage; all else is equal.
+        self.assertIsNone(streamed.usage)
+        self.assertIsNotNone(sent.usage)
+        self.assertEqual(streamed, dataclasses.replace(sent, usage=None))
+        self.assertEqual(
+            streamed.message, {"role": "assistant", "content": "Echo: Hello there, gateway"}
+        )
+        self.assertEqual(
+            (streamed.id, streamed.model, streamed.created), (COMPLETION_ID, EXT_MODEL, CREATED)
+        )
+        self.assertEqual(streamed.finish_reason, "stop")
+
+    def test_plain_text_with_usage(self):
+        input = {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Plain text, héllo €"},
+            ],
+            "stream_options": {"include_usage": True},
+        }
+        streamed, sent = self.stream_and_send(input)
+        self.assertEqual(streamed, sent)
+        self.assertEqual(streamed.text, "Echo: Plain text, héllo €")
+        self.assertIsNotNone(streamed.usage)
+        self.assertEqual(streamed.usage, sent.usage)
+        self.assertEqual(streamed.usage.total_tokens, 11)
+        self.assertIsInstance(streamed.usage, edgee.Usage)
+        self.assertEqual(streamed.usage.input_tokens_details, edgee.InputTokenDetails(0))
+        self.assertEqual(streamed.usage.output_tokens_details, edgee.OutputTokenDetails(0))
+
+    def test_tool_call(self):
+        input = {
+            "messages": [{"role": "user", "content": "Paris"}],
+            "tools": [EXT_WEATHER_TOOL],
+            "stream_options": {"include_usage": True},
+        }
+        streamed, sent = self.stream_and_send(input)
+        self.assertEqual(streamed, sent)
+        self.assertEqual(streamed.finish_reason, "tool_calls")
+        self.assertEqual(
+            streamed.tool_calls,
+            [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        )
+        self.assertIsNone(streamed.text)
+        self.assertEqual(streamed.message["role"], "assistant")
+        self.assertIsNone(streamed.message["content"])
+
+    def test_n_choices(self):
+        input = {
+            "messages": [{"role": "user", "content": "three ways"}],
+            "n": 3,
+            "stream_options": {"include_usage": True},
+        }
+        streamed, sent = self.stream_and_send(input)
+        self.assertEqual(streamed, sent)
+        self.assertEqual([c.index for c in streamed.choices], [0, 1, 2])
+        self.assertEqual(
+            [c.message["content"] for c in streamed.choices],
+            ["Echo: three ways #0", "Echo: three ways #1", "Echo: three ways #2"],
+        )
+        self.assertEqual([c.finish_reason for c in streamed.choices], ["stop"] * 3)
+        self.assertTrue(all(isinstance(c, edgee.Choice) for c in streamed.choices))
+
+    def test_include_usage_only_in_the_stream(self):
+        client = self.client()
+        streamed = edgee.collect(
+            client.stream(
+                EXT_MODEL,
+                {
+                    "messages": [{"role": "user", "content": "count these words"}],
+                    "stream_options": {"include_usage": True},
+                },
+            )
+        )
+        sent = client.send(EXT_MODEL, "count these words")
+        self.assertEqual(streamed, sent)
+        self.assertEqual(streamed.usage, sent.usage)
+        self.assertEqual((streamed.usage.prompt_tokens, streamed.usage.completion_tokens), (3, 4))
+        self.assertTrue(self.gw.requests[0].json["stream"])
+        self.assertEqual(self.gw.requests[0].json["stream_options"], {"include_usage": True})
+
+    def test_compression(self):
+        input = edgee.InputObject(
+            messages=[{"role": "user", "content": "squeeze me"}],
+            compression_model="claude",
+            extra_body={"stream_options": {"include_usage": True}},
+        )
+        streamed, sent = self.stream_and_send(input)
+        self.assertEqual(streamed, sent)
+        self.assertEqual(streamed.compression, edgee.Compression(450, 27000, 48.99, 12))
+        self.assertEqual(sent.compression, streamed.compression)
+
+    def test_tool_round_trip(self):
+        client = self.client()
+        messages = [{"role": "user", "content": "Lyon"}]
+        first = edgee.collect(
+            client.stream(EXT_MODEL, {"messages": messages, "tools": [EXT_WEATHER_TOOL]})
+        )
+        self.assertEqual(first.finish_reason, "tool_calls")
+        calls = first.tool_calls
+        self.assertEqual(len(calls), 1)
+        call = calls[0]
+        self.assertEqual(call["function"]["name"], "get_weather")
+
+        def get_weather(city):  # the tool, run locally
+            return "Sunny in " + city
+
+        result = get_weather(**json.loads(call["function"]["arguments"]))
+        messages.append(first.message)
+        messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
+        final = client.send(EXT_MODEL, {"messages": messages, "tools": [EXT_WEATHER_TOOL]})
+        self.assertEqual(final.text, "Tool said: Sunny in Lyon")
+        self.assertEqual(final.finish_reason, "stop")
+        sent_messages = self.gw.requests[-1].json["messages"]
+        self.assertEqual(
+            sent_messages[1],
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Lyon"}'},
+                    }
+                ],
+            },
+        )
+        self.assertEqual(
+            sent_messages[2], {"role": "tool", "tool_call_id": "call_1", "content": "Sunny in Lyon"}
+        )
+        # The streamed final answer is the same.
+        again = edgee.collect(
+            client.stream(EXT_MODEL, {"messages": messages, "tools": [EXT_WEATHER_TOOL]})
+        )
+        self.assertEqual(again.text, "Tool said: Sunny in Lyon")
+
+
+# ---------------------------------------------------------------------------
+# Tool-call assembly from scripted deltas
+# ---------------------------------------------------------------------------
+
+
+def ext_call(id, name, arguments):
+    return {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+class ExtToolAssemblyTest(_ExtBase):
+    def assemble(self, fragment_groups, finish_reason="tool_calls"):
+        """Stream one chunk per group of fragments; returns the collected SendResponse."""
+        events = [completion_chunk(role="assistant")]
+        events += [completion_chunk(tool_calls=group) for group in fragment_groups]
+        events.append(completion_chunk(finish_reason=finish_reason))
+        self.gw.push(SSE(events))
+        response = edgee.collect(self.client().stream(EXT_MODEL, "call tools"))
+        self.assertEqual(response.finish_reason, finish_reason)
+        self.assertEqual(response.message["role"], "assistant")
+        self.assertIsNone(response.message["content"])
+        return response
+
+    def assert_shape(self, calls):
+        for call in calls:
+            self.assertEqual(set(call), {"id", "type", "function"})
+            self.assertEqual(set(call["function"]), {"name", "arguments"})
+            self.assertIsInstance(call["function"]["arguments"], str)
+            self.assertEqual(call["type"], "function")
+
+    def test_arguments_in_many_fragments(self):
+        arguments = '{"city":"Saint-Étienne","days":[1,2,3],"unit":"celsius"}'
+        pieces = [arguments[i : i + 2] for i in range(0, len(arguments), 2)]
+        groups = [
+            [
+                {
+                    "index": 0,
+                    "id": "call_x",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        ]
+        groups += [[{"index": 0, "function": {"arguments": p}}] for p in pieces]
+        response = self.assemble(groups)
+        self.assertEqual(response.tool_calls, [ext_call("call_x", "get_weather", arguments)])
+        self.assert_shape(response.tool_calls)
+        self.assertEqual(
+            json.loads(response.tool_calls[0]["function"]["arguments"]),
+            {"city": "Saint-Étienne", "days": [1, 2, 3], "unit": "celsius"},
+        )
+
+    def test_id_name_type_from_any_fragment(self):
+        groups = [
+            [{"index": 0, "function": {"arguments": '{"ci'}}],
+            [{"index": 0, "id": "call_late"}],
+            [{"index": 0, "function": {"arguments": 'ty":'}}],
+            [{"index": 0, "type": "function", "function": {"name": "get_weather"}}],
+            [{"index": 0, "function": {"arguments": '"Oslo"}'}}],
+        ]
+        response = self.assemble(groups)
+        self.assertEqual(
+            response.tool_calls, [ext_call("call_late", "get_weather", '{"city":"Oslo"}')]
+        )
+        self.assert_shape(response.tool_calls)
+
+    def test_fragments_without_index(self):
+        groups = [
+            [{"id": "call_a", "type": "function", "function": {"name": "fa", "arguments": ""}}],
+            [{"function": {"arguments": '{"x":'}}],  # no index, no id: the last open call
+            [
+                {
+                    "id": "call_b",
+                    "type": "function",
+                    "function": {"name": "fb", "arguments": '{"y":'},
+                }
+            ],
+            [{"function": {"arguments": "2}"}}],  # the last open call is now call_b
+            [{"id": "call_a", "function": {"arguments": "1}"}}],  # routed by id
+        ]
+        response = self.assemble(groups)
+        self.assertEqual(
+            response.tool_calls,
+            [ext_call("call_a", "fa", '{"x":1}'), ext_call("call_b", "fb", '{"y":2}')],
+        )
+        self.assert_shape(response.tool_calls)
+
+    def test_many_fragments_in_one_chunk(self):
+        groups = [
+            [
+                {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a"'},
+                },
+                {"index": 0, "function": {"arguments": ":1,"}},
+                {"index": 0, "function": {"arguments": '"b":2}'}},
+            ]
+        ]
+        response = self.assemble(groups)
+        self.assertEqual(response.tool_calls, [ext_call("call_1", "add", '{"a":1,"b":2}')])
+
+    def test_indexes_out_of_order(self):
+        groups = [
+            [
+                {
+                    "index": 1,
+                    "id": "call_second",
+                    "type": "function",
+                    "function": {"name": "second", "arguments": '{"n":'},
+                }
+            ],
+            [
+                {
+                    "index": 0,
+                    "id": "call_first",
+                    "type": "function",
+                    "function": {"name": "first", "arguments": '{"n":'},
+                }
+            ],
+            [{"index": 1, "function": {"arguments": "2}"}}],
+            [{"index": 0, "function": {"arguments": "1}"}}],
+        ]
+        response = self.assemble(groups)
+        self.assertEqual(
+            response.tool_calls,
+            [
+                ext_call("call_first", "first", '{"n":1}'),
+                ext_call("call_second", "second", '{"n":2}'),
+            ],
+        )
+
+    def test_two_parallel_calls_interleaved(self):
+        paris, tokyo = '{"city":"Paris"}', '{"city":"Tokyo"}'
+        groups = [
+            [
+                {
+                    "index": 0,
+                    "id": "call_p",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ],
+            [
+                {
+                    "index": 1,
+                    "id": "call_t",
+                    "type": "function",
+                    "function": {"name": "get_time", "arguments": ""},
+                }
+            ],
+        ]
+        for i in range(0, len(paris), 3):
+            groups.append([{"index": 0, "function": {"arguments": paris[i : i + 3]}}])
+            groups.append([{"index": 1, "function": {"arguments": tokyo[i : i + 3]}}])
+        groups.append(
+            [
+                {"index": 1, "function": {"arguments": ""}},
+                {"index": 0, "function": {"arguments": ""}},
+            ]
+        )
+        response = self.assemble(groups)
+        self.assertEqual(
+            response.tool_calls,
+            [ext_call("call_p", "get_weather", paris), ext_call("call_t", "get_time", tokyo)],
+        )
+        self.assert_shape(response.tool_calls)
+
+    def test_reused_index_with_new_id_is_a_new_call(self):
+        groups = [
+            [
+                {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "first", "arguments": '{"a":1}'},
+                }
+            ],
+            [
+                {
+                    "index": 0,
+                    "id": "call_2",
+                    "type": "function",
+                    "function": {"name": "second", "arguments": '{"b":2}'},
+                }
+            ],
+        ]
+        response = self.assemble(groups)
+        self.assertEqual(
+            response.tool_calls,
+            [ext_call("call_1", "first", '{"a":1}'), ext_call("call_2", "second", '{"b":2}')],
+        )
+
+    def test_reused_index_continuations_go_to_the_newest_call(self):
+        # Providers that number every call 0 send each call's head (with a new id)
+        # and then its argument pieces, still under index 0 and without an id.
+        groups = [
+            [
+                {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "first", "arguments": ""},
+                }
+            ],
+            [{"index": 0, "function": {"arguments": '{"a":'}}],
+            [{"index": 0, "function": {"arguments": "1}"}}],
+            [
+                {
+                    "index": 0,
+                    "id": "call_2",
+                    "type": "function",
+                    "function": {"name": "second", "arguments": ""},
+                }
+            ],
+            [{"index": 0, "function": {"arguments": '{"b":'}}],
+            [{"index": 0, "function": {"arguments": "2}"}}],
+        ]
+        response = self.assemble(groups)
+        self.assertEqual(
+            response.tool_calls,
+            [ext_call("call_1", "first", '{"a":1}'), ext_call("call_2", "second", '{"b":2}')],
+        )
+
+    def test_shape_matches_send(self):
+        arguments = '{"city":"Rome"}'
+        self.gw.push(
+            Reply(
+                200,
+                {
+                    "id": COMPLETION_ID,
+                    "object": "chat.completion",
+                    "created": CREATED,
+                    "model": EXT_MODEL,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "tool_calls",
+                            "message": {
+                                "role": "assistant",
+                                "content": None,
+                                "tool_calls": [ext_call("call_r", "get_weather", arguments)],
+                            },
+                        }
+                    ],
+                },
+            )
+        )
+        sent = self.client().send(EXT_MODEL, "Rome")
+        groups = [
+            [
+                {
+                    "index": 0,
+                    "id": "call_r",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": arguments[:5]},
+                }
+            ],
+            [{"index": 0, "function": {"arguments": arguments[5:]}}],
+        ]
+        streamed = self.assemble(groups)
+        self.assertEqual(streamed.tool_calls, sent.tool_calls)
+        self.assertEqual(streamed.message, sent.message)
+        self.assertEqual(streamed.choices, sent.choices)
+
+
+# ---------------------------------------------------------------------------
+# asyncio
+# ---------------------------------------------------------------------------
+
+
+class ExtAsyncTest(_ExtBase):
+    def slow_stream_reply(self, words, pause=0.2):
+        """Raw chunked event stream: one event per word with `pause` seconds between."""
+        parts = [ext_sse_head(), ext_event(completion_chunk(role="assistant"))]
+        for word in words:
+            parts += [pause, ext_event(completion_chunk(content=word))]
+        parts += [
+            ext_event(completion_chunk(finish_reason="stop")),
+            chunk_frame(b"data: [DONE]\n\n"),
+            CHUNK_END,
+        ]
+        return Raw(parts)
+
+    def test_asend_astream_amodels_acollect(self):
+        client = self.client()
+
+        async def body():
+            sent = await client.asend(EXT_MODEL, "async hello")
+            chunks = []
+            async for chunk in client.astream(EXT_MODEL, "async hello"):
+                chunks.append(chunk)
+            models = await client.amodels()
+            collected = await edgee.acollect(
+                client.astream(
+                    EXT_MODEL,
+                    {
+                        "messages": [{"role": "user", "content": "async hello"}],
+                        "stream_options": {"include_usage": True},
+                    },
+                )
+            )
+            return sent, chunks, models, collected
+
+        sent, chunks, models, collected = ext_run(body())
+        self.assertEqual(sent, client.send(EXT_MODEL, "async hello"))
+        self.assertEqual(sent.text, "Echo: async hello")
+        self.assertTrue(all(isinstance(c, edgee.StreamChunk) for c in chunks))
+        self.assertEqual(chunks, list(client.stream(EXT_MODEL, "async hello")))
+        self.assertEqual("".join(c.text or "" for c in chunks), "Echo: async hello")
+        self.assertEqual(models, client.models())
+        self.assertEqual([m.id for m in models], ["openai/gpt-5.2", "anthropic/claude-opus-4-6"])
+        self.assertEqual(collected, sent)
+
+    def test_async_errors_match_sync(self):
+        client = self.client()
+        replies = [
+            ErrorReply(400, "model_not_found", "Model 'openai/gpt-1' not found", param="model")
+            for _ in range(3)
+        ]
+        self.gw.push(*replies)
+        with self.assertRaises(edgee.EdgeeAPIError) as sync_error:
+            client.send(EXT_MODEL, "hi")
+
+        async def body():
+            errors = []
+            try:
+                async for _ in client.astream(EXT_MODEL, "hi"):
+                    pass
+            except edgee.EdgeeAPIError as exc:
+                errors.append(exc)
+            try:
+                await client.asend(EXT_MODEL, "hi")
+            except edgee.EdgeeAPIError as exc:
+                errors.append(exc)
+            return errors
+
+        errors = ext_run(body())
+        self.assertEqual(len(errors), 2)
+        expected = sync_error.exception
+        self.assertEqual(expected.status, 400)
+        for error in errors:
+            self.assertEqual(
+                (error.status, error.code, error.type, error.param, error.message),
+                (expected.status, expected.code, expected.type, expected.param, expected.message),
+            )
+            self.assertEqual(str(error), "API error 400: Model 'openai/gpt-1' not found")
+
+    def test_async_stream_error_in_stream(self):
+        client = self.client()
+        self.gw.push(
+            SSE(
+                [
+                    completion_chunk(role="assistant"),
+                    completion_chunk(content="par"),
+                    {
+                        "error": {
+                            "message": "upstream died",
+                            "type": "provider_error",
+                            "code": "provider_error",
+                        }
+                    },
+                ],
+                done=False,
+            )
+        )
+
+        async def body():
+            got = []
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                async for chunk in client.astream(EXT_MODEL, "hi"):
+                    got.append(chunk.text)
+            return got, caught.exception
+
+        got, error = ext_run(body())
+        self.assertEqual(got, [None, "par"])
+        self.assertEqual((error.status, error.code), (502, "provider_error"))
+
+    def test_concurrent_streams_slow_and_fast(self):
+        client = self.client()
+        self.gw.push(self.slow_stream_reply(["one ", "two ", "three ", "four"]))
+
+        async def body():
+            first_slow = asyncio.Event()
+            ends = {}
+
+            async def slow():
+                text = []
+                async for chunk in client.astream(EXT_MODEL, "slow"):
+                    first_slow.set()
+                    text.append(chunk.text or "")
+                ends["slow"] = time.monotonic()
+                return "".join(text)
+
+            async def fast():
+                await first_slow.wait()  # the slow stream is under way
+                response = await edgee.acollect(client.astream(EXT_MODEL, "fast"))
+                ends["fast"] = time.monotonic()
+                return response.text
+
+            start = time.monotonic()
+            slow_text, fast_text = await asyncio.gather(slow(), fast())
+            return start, ends, slow_text, fast_text
+
+        start, ends, slow_text, fast_text = ext_run(body())
+        self.assertEqual(slow_text, "one two three four")
+        self.assertEqual(fast_text, "Echo: fast")
+        self.assertLess(ends["fast"], ends["slow"])
+        self.assertGreater(ends["slow"] - ends["fast"], 0.4)
+        self.assertLess(ends["fast"] - start, 0.5)
+        self.assertGreater(ends["slow"] - start, 0.7)
+
+    def test_event_loop_never_blocked(self):
+        client = self.client()
+        self.gw.push(self.slow_stream_reply(["a", "b", "c", "d"]))
+
+        async def body():
+            ticks = []
+            stop = asyncio.Event()
+
+            async def ticker():
+                while not stop.is_set() and len(ticks) < 2000:
+                    ticks.append(time.monotonic())
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.ensure_future(ticker())
+            await asyncio.sleep(0)
+            start = time.monotonic()
+            response = await edgee.acollect(client.astream(EXT_MODEL, "slow"))
+            end = time.monotonic()
+            stop.set()
+            await task
+            return response, start, end, ticks
+
+        response, start, end, ticks = ext_run(body())
+        self.assertEqual(response.text, "abcd")
+        self.assertGreater(end - start, 0.7)
+        during = [t for t in ticks if start <= t <= end]
+        self.assertGreaterEqual(len(during), 20)  # about 80 expected
+        gaps = [b - a for a, b in zip(during, during[1:])]
+        self.assertLess(max(gaps), 0.15)  # a blocking read would stall the loop for 0.2 s
+
+    def test_cancel_stream_task_closes_connection(self):
+        client = self.client()
+        self.gw.push(
+            Raw(
+                [
+                    ext_sse_head(),
+                    ext_event(completion_chunk(role="assistant")),
+                    ext_event(completion_chunk(content="partial")),
+                ],
+                then="hold",
+            )
+        )
+
+        async def body():
+            got = asyncio.Event()
+            chunks = []
+
+            async def consume():
+                async for chunk in client.astream(EXT_MODEL, "hold me"):
+                    chunks.append(chunk)
+                    if len(chunks) == 2:
+                        got.set()
+
+            task = asyncio.ensure_future(consume())
+            await got.wait()
+            task.cancel()
+            cancelled_at = time.monotonic()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            loop = asyncio.get_running_loop()
+            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
+            return closed, time.monotonic() - cancelled_at, chunks
+
+        closed, elapsed, chunks = ext_run(body())
+        self.assertEqual([c.text for c in chunks], [None, "partial"])
+        self.assertTrue(closed, "the connection stayed open after the task was cancelled")
+        self.assertLess(elapsed, 1.5)
+
+    def test_break_and_aclose_closes_connection(self):
+        client = self.client()
+        self.gw.push(
+            Raw(
+                [
+                    ext_sse_head(),
+                    ext_event(completion_chunk(role="assistant")),
+                    ext_event(completion_chunk(content="more to come")),
+                ],
+                then="hold",
+            )
+        )
+
+        async def body():
+            stream = client.astream(EXT_MODEL, "leave early")
+            async for chunk in stream:
+                if chunk.text:
+                    break
+            await stream.aclose()
+            left_at = time.monotonic()
+            loop = asyncio.get_running_loop()
+            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
+            return closed, time.monotonic() - left_at
+
+        closed, elapsed = ext_run(body())
+        self.assertTrue(closed, "the connection stayed open after aclose()")
+        self.assertLess(elapsed, 1.5)
+
+    def test_break_without_aclose_closes_connection(self):
+        client = self.client()
+        self.gw.push(
+            Raw(
+                [
+                    ext_sse_head(),
+                    ext_event(completion_chunk(role="assistant")),
+                    ext_event(completion_chunk(content="more to come")),
+                ],
+                then="hold",
+            )
+        )
+
+        async def body():
+            async for chunk in client.astream(EXT_MODEL, "leave early"):
+                if chunk.text:
+                    break  # the generator is dropped; asyncio finalizes it
+            left_at = time.monotonic()
+            loop = asyncio.get_running_loop()
+            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
+            return closed, time.monotonic() - left_at
+
+        closed, elapsed = ext_run(body())
+        self.assertTrue(closed, "the connection stayed open after leaving async for")
+        self.assertLess(elapsed, 1.5)
+
+    def test_cancel_asend_closes_connection(self):
+        client = self.client()
+        self.gw.push(Raw([], then="hold"))  # reads the request, then never answers
+
+        async def body():
+            task = asyncio.ensure_future(client.asend(EXT_MODEL, "stall"))
+            loop = asyncio.get_running_loop()
+            arrived = await loop.run_in_executor(None, self.gw.wait_requests, 1, 3.0)
+            self.assertTrue(arrived)
+            task.cancel()
+            cancelled_at = time.monotonic()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
+            return closed, time.monotonic() - cancelled_at
+
+        closed, elapsed = ext_run(body())
+        self.assertTrue(closed, "the connection stayed open after asend() was cancelled")
+        self.assertLess(elapsed, 1.5)
+
+
+# ---------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------
+
+
+class ExtModelsTest(_ExtBase):
+    def spec_example(self):
+        if not os.path.exists(EXT_SPEC):
+            self.skipTest("the OpenAPI spec is not beside this checkout")
+        with open(EXT_SPEC, encoding="utf-8") as f:
+            spec = json.load(f)
+        answer = spec["paths"]["/v1/models"]["get"]["responses"]["200"]["content"]
+        return answer["application/json"]["example"]
+
+    def test_models_match_spec_example(self):
+        example = self.spec_example()
+        self.gw.push(Reply(200, example))
+        models = self.client().models()
+        self.assertEqual(
+            models,
+            [
+                edgee.Model(m["id"], m["object"], m["created"], m["owned_by"])
+                for m in example["data"]
+            ],
+        )
+        self.assertTrue(
+            all(dataclasses.is_dataclass(m) and isinstance(m, edgee.Model) for m in models)
+        )
+        self.assertEqual(models[0].id, "openai/gpt-5.2")
+        self.assertEqual(models[0].object, "model")
+        self.assertEqual(models[0].created, 1677610602)
+        self.assertEqual(models[0].owned_by, "openai")
+        self.assertEqual(models[1].owned_by, "anthropic")
+        request = self.gw.requests[0]
+        self.assertEqual((request.method, request.path), ("GET", "/v1/models"))
+        self.assertEqual(request.headers["authorization"], "Bearer " + EXT_KEY)
+        self.assertEqual(request.body, b"")
+
+    def test_models_default_gateway(self):
+        models = self.client().models()
+        self.assertEqual(
+            [(m.id, m.owned_by) for m in models],
+            [("openai/gpt-5.2", "openai"), ("anthropic/claude-opus-4-6", "anthropic")],
+        )
+
+    def test_models_error(self):
+        self.gw.push(
+            ErrorReply(401, "unauthorized", "Invalid API key"),
+            ErrorReply(500, "internal_error", "An internal error occurred."),
+        )
+        client = self.client()
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            client.models()
+        self.assertEqual((caught.exception.status, caught.exception.code), (401, "unauthorized"))
+        self.assertEqual(caught.exception.message, "Invalid API key")
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            client.models()
+        self.assertEqual(caught.exception.status, 500)
+
+    def test_cli_list_models(self):
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env.update(EDGEE_API_KEY=EXT_KEY, EDGEE_BASE_URL=self.gw.url, PYTHONIOENCODING="utf-8")
+        result = subprocess.run(
+            [sys.executable, ext_edgee_path(), "--list-models"],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            timeout=10,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(
+            result.stdout.decode("utf-8").splitlines(),
+            ["openai/gpt-5.2", "anthropic/claude-opus-4-6"],
+        )
+        request = self.gw.requests[0]
+        self.assertEqual((request.method, request.path), ("GET", "/v1/models"))
+        self.assertEqual(request.headers["authorization"], "Bearer " + EXT_KEY)
+
+    def test_cli_list_models_error(self):
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env.update(EDGEE_API_KEY=EXT_KEY, EDGEE_BASE_URL=self.gw.url)
+        self.gw.push(ErrorReply(403, "forbidden", "API key is inactive"))
+        result = subprocess.run(
+            [sys.executable, ext_edgee_path(), "--list-models"],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            timeout=10,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, b"")
+        self.assertIn(b"API error 403: API key is inactive", result.stderr)
+
+
+# ---------------------------------------------------------------------------
+# Connection reuse
+# ---------------------------------------------------------------------------
+
+
+class ExtConnectionReuseTest(_ExtBase):
+    def many_calls(self, client):
+        self.assertEqual(client.send(EXT_MODEL, "one").text, "Echo: one")
+        self.assertEqual(edgee.collect(client.stream(EXT_MODEL, "two")).text, "Echo: two")
+        self.assertEqual(client.send(EXT_MODEL, "three").text, "Echo: three")
+        self.assertEqual(len(client.models()), 2)
+        self.assertEqual(
+            "".join(c.text or "" for c in client.stream(EXT_MODEL, "four")), "Echo: four"
+        )
+        self.assertEqual(client.send(EXT_MODEL, "five").text, "Echo: five")
+
+    def test_one_connection_plain_http(self):
+        client = self.client()
+        self.many_calls(client)
+        self.assertEqual(len(self.gw.requests), 6)
+        self.assertEqual(self.gw.connections, 1)
+
+    def test_one_connection_with_async_calls(self):
+        client = self.client()
+        self.assertEqual(client.send(EXT_MODEL, "sync").text, "Echo: sync")
+
+        async def body():
+            first = await client.asend(EXT_MODEL, "a")
+            second = await edgee.acollect(client.astream(EXT_MODEL, "b"))
+            models = await client.amodels()
+            return first.text, second.text, len(models)
+
+        self.assertEqual(ext_run(body()), ("Echo: a", "Echo: b", 2))
+        self.assertEqual(client.send(EXT_MODEL, "sync again").text, "Echo: sync again")
+        self.assertEqual(len(self.gw.requests), 5)
+        self.assertEqual(self.gw.connections, 1)
+
+    def test_one_connection_tls(self):
+        gw = self.gateway(tls=True)
+        self.assertTrue(gw.url.startswith("https://localhost:"))
+        client = edgee.Edgee(
+            api_key=EXT_KEY,
+            base_url=gw.url,
+            ssl_context=client_ssl_context(),
+            timeout=5.0,
+            max_retries=0,
+        )
+        self.addCleanup(client.close)
+        self.many_calls(client)
+        self.assertEqual(len(gw.requests), 6)
+        self.assertEqual(gw.connections, 1)
+
+    def test_finished_stream_reused_when_last_chunk_arrives_late(self):
+        # Servers often write the terminating 0-size chunk separately after [DONE]:
+        # the finished stream must still give its connection back to the pool.
+        client = self.client()
+        self.gw.push(
+            SSE(
+                [
+                    completion_chunk(role="assistant"),
+                    completion_chunk(content="done"),
+                    completion_chunk(finish_reason="stop"),
+                    b"data: [DONE]\n\n",
+                    0.05,
+                ],
+                done=False,
+            )
+        )
+        self.assertEqual(edgee.collect(client.stream(EXT_MODEL, "x")).text, "done")
+        self.assertEqual(client.send(EXT_MODEL, "y").text, "Echo: y")
+        self.assertEqual(len(self.gw.requests), 2)
+        self.assertEqual(self.gw.connections, 1)
+
+    def test_stream_left_early_is_not_pooled(self):
+        client = self.client()
+        self.gw.push(
+            SSE(
+                [
+                    completion_chunk(role="assistant"),
+                    completion_chunk(content="first"),
+                    0.3,
+                    completion_chunk(content=" second"),
+                    completion_chunk(finish_reason="stop"),
+                ]
+            )
+        )
+        stream = client.stream(EXT_MODEL, "leave early")
+        for chunk in stream:
+            if chunk.text:
+                break
+        stream.close()
+        self.assertEqual(client.send(EXT_MODEL, "next").text, "Echo: next")
+        self.assertEqual(self.gw.connections, 2)
+        self.assertTrue(self.gw.wait_disconnects(1, 3.0))
+
+    def test_connection_close_answer_not_reused(self):
+        client = self.client()
+        body = {
+            "id": COMPLETION_ID,
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": EXT_MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "closing"},
+                }
+            ],
+        }
+        self.gw.push(Reply(200, body, headers={"Connection": "close"}))
+        self.assertEqual(client.send(EXT_MODEL, "x").text, "closing")
+        self.assertEqual(client.send(EXT_MODEL, "y").text, "Echo: y")
+        self.assertEqual(client.send(EXT_MODEL, "z").text, "Echo: z")
+        self.assertEqual(len(self.gw.requests), 3)
+        self.assertEqual(self.gw.connections, 2)
+
+    def server_closes_after(self, text):
+        body = json.dumps(
+            {
+                "id": COMPLETION_ID,
+                "object": "chat.completion",
+                "created": CREATED,
+                "model": EXT_MODEL,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": text},
+                    }
+                ],
+            }
+        ).encode("utf-8")
+        # Looks keep-alive (no Connection: close), but the server closes right after.
+        return Raw(
+            [http_head(200, {"Content-Type": "application/json"}, content_length=len(body)), body],
+            then="close",
+        )
+
+    def test_pooled_connection_closed_by_server(self):
+        client = self.client()  # max_retries=0: no retry may hide a dead pooled socket
+        self.gw.push(self.server_closes_after("bye"))
+        self.assertEqual(client.send(EXT_MODEL, "x").text, "bye")
+        time.sleep(0.2)  # the server's FIN reaches the idle pooled socket
+        self.assertEqual(client.send(EXT_MODEL, "y").text, "Echo: y")
+        self.assertEqual(self.gw.connections, 2)
+        self.assertEqual(len(self.gw.requests), 2)
+
+    def test_pooled_connection_closed_by_server_stream(self):
+        client = self.client()
+        self.gw.push(self.server_closes_after("bye"))
+        self.assertEqual(client.send(EXT_MODEL, "x").text, "bye")
+        time.sleep(0.2)
+        self.assertEqual(edgee.collect(client.stream(EXT_MODEL, "y")).text, "Echo: y")
+        self.assertEqual(client.send(EXT_MODEL, "z").text, "Echo: z")
+        self.assertEqual(self.gw.connections, 2)
+
+    def test_threads_get_their_own_connections(self):
+        client = self.client()
+        count = 4
+        barrier = threading.Barrier(count, timeout=5.0)
+        results = {}
+        failures = []
+        open_at_once = []
+
+        def worker(i):
+            try:
+                stream = client.stream(EXT_MODEL, f"thread {i}")
+                accumulator = edgee.StreamAccumulator()
+                accumulator.add(next(stream))
+                barrier.wait()  # every thread has a stream open at once
+                open_at_once.append(self.gw.connections)
+                barrier.wait()  # nobody goes on before everyone has looked
+                for chunk in stream:
+                    accumulator.add(chunk)
+                texts = [accumulator.response().text]
+                for j in range(5):
+                    texts.append(client.send(EXT_MODEL, f"thread {i} call {j}").text)
+                results[i] = texts
+            except BaseException as exc:  # reported below
+                failures.append(exc)
+                barrier.abort()
+
+        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10.0)
+        self.assertFalse(any(t.is_alive() for t in threads))
+        self.assertEqual(failures, [])
+        for i in range(count):
+            self.assertEqual(
+                results[i],
+                [f"Echo: thread {i}"] + [f"Echo: thread {i} call {j}" for j in range(5)],
+            )
+        # Four streams open at the same moment: four connections, none shared.
+        self.assertEqual(open_at_once, [count] * count)
+        self.assertEqual(len(self.gw.requests), count * 6)
+        # The later calls reuse those four pooled connections.
+        self.assertEqual(self.gw.connections, count)
+        self.assertEqual(self.gw.errors, [])
+
+
+# ---------------------------------------------------------------------------
+# Proxy from the environment
+# ---------------------------------------------------------------------------
+
+
+class ExtProxyTest(_ExtBase):
+    def set_env(self, **values):
+        for name, value in values.items():
+            os.environ[name] = value  # restored by _ExtBase's cleanup (a *_proxy name)
+
+    def test_http_proxy_gets_absolute_uri(self):
+        proxy = self.gateway()
+        proxy.push(
+            Reply(
+                200,
+                {
+                    "id": COMPLETION_ID,
+                    "object": "chat.completion",
+                    "created": CREATED,
+                    "model": EXT_MODEL,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "via proxy"},
+                        }
+                    ],
+                },
+            )
+        )
+        self.set_env(HTTP_PROXY=f"http://127.0.0.1:{proxy.port}")
+        client = edgee.Edgee(
+            api_key=EXT_KEY, base_url="http://example.invalid", timeout=5.0, max_retries=0
+        )
+        self.addCleanup(client.close)
+        self.assertEqual(client.send(EXT_MODEL, "hi").text, "via proxy")
+        self.assertEqual(len(proxy.requests), 1)
+        request = proxy.requests[0]
+        self.assertTrue(
+            request.path.startswith("http://example.invalid/v1/chat/completions"), request.path
+        )
+        self.assertTrue(
+            request.raw_head.startswith(
+                b"POST http://example.invalid/v1/chat/completions HTTP/1.1\r\n"
+            ),
+            request.raw_head,
+        )
+        self.assertEqual(request.headers["host"], "example.invalid")
+        self.assertEqual(request.json["messages"], [{"role": "user", "content": "hi"}])
+        self.assertEqual(self.gw.requests, [])
+
+    def test_no_proxy_bypasses_proxy(self):
+        proxy = self.gateway()
+        self.set_env(HTTP_PROXY=f"http://127.0.0.1:{proxy.port}", NO_PROXY="127.0.0.1")
+        client = self.client()
+        self.assertEqual(client.send(EXT_MODEL, "direct").text, "Echo: direct")
+        self.assertEqual(len(self.gw.requests), 1)
+        self.assertEqual(self.gw.requests[0].path, "/v1/chat/completions")
+        self.assertEqual(proxy.requests, [])
+        self.assertEqual(proxy.connections, 0)
 
 
 # ---- serve on its own ----
+
 
 def serve(argv: List[str]) -> None:
     """python test_edgee.py --serve [PORT]: run the gateway until Ctrl-C."""
     port = int(argv[0]) if argv else 8787
     gw = Gateway(port=port)
-    print("Edgee loopback gateway on http://127.0.0.1:%d" % gw.port, flush=True)
+    print(f"Edgee loopback gateway on http://127.0.0.1:{gw.port}", flush=True)
     try:
         while gw.serving():  # until Ctrl-C
             time.sleep(0.5)
