@@ -2182,16 +2182,7 @@ class ApiResultsTest(ApiTestBase):
             with self.subTest(finish_reason=reason):
                 middle = completion_chunk("partial")
                 if reason == "tool_calls":
-                    middle = completion_chunk(
-                        tool_calls=[
-                            {
-                                "index": 0,
-                                "id": "call_9",
-                                "type": "function",
-                                "function": {"name": "f", "arguments": "{}"},
-                            }
-                        ]
-                    )
+                    middle = completion_chunk(tool_calls=[ext_head(0, "call_9", "f", "{}")])
                 self.gw.push(
                     SSE(
                         [
@@ -5749,6 +5740,16 @@ def ext_sse_head():
     )
 
 
+def ext_head(index, call_id, name, arguments):
+    """The first fragment of a streamed tool call."""
+    return {
+        "index": index,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+
+
 def ext_event(chunk):
     """One SSE event as one HTTP chunk frame."""
     return chunk_frame(sse_bytes(chunk))
@@ -5990,16 +5991,7 @@ class ExtToolAssemblyTest(_ExtBase):
     def test_arguments_in_many_fragments(self):
         arguments = '{"city":"Saint-Étienne","days":[1,2,3],"unit":"celsius"}'
         pieces = [arguments[i : i + 2] for i in range(0, len(arguments), 2)]
-        groups = [
-            [
-                {
-                    "index": 0,
-                    "id": "call_x",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": ""},
-                }
-            ]
-        ]
+        groups = [[ext_head(0, "call_x", "get_weather", "")]]
         groups += [[{"index": 0, "function": {"arguments": p}}] for p in pieces]
         response = self.assemble(groups)
         self.assertEqual(response.tool_calls, [ext_call("call_x", "get_weather", arguments)])
@@ -6047,12 +6039,7 @@ class ExtToolAssemblyTest(_ExtBase):
     def test_many_fragments_in_one_chunk(self):
         groups = [
             [
-                {
-                    "index": 0,
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "add", "arguments": '{"a"'},
-                },
+                ext_head(0, "call_1", "add", '{"a"'),
                 {"index": 0, "function": {"arguments": ":1,"}},
                 {"index": 0, "function": {"arguments": '"b":2}'}},
             ]
@@ -6062,22 +6049,8 @@ class ExtToolAssemblyTest(_ExtBase):
 
     def test_indexes_out_of_order(self):
         groups = [
-            [
-                {
-                    "index": 1,
-                    "id": "call_second",
-                    "type": "function",
-                    "function": {"name": "second", "arguments": '{"n":'},
-                }
-            ],
-            [
-                {
-                    "index": 0,
-                    "id": "call_first",
-                    "type": "function",
-                    "function": {"name": "first", "arguments": '{"n":'},
-                }
-            ],
+            [ext_head(1, "call_second", "second", '{"n":')],
+            [ext_head(0, "call_first", "first", '{"n":')],
             [{"index": 1, "function": {"arguments": "2}"}}],
             [{"index": 0, "function": {"arguments": "1}"}}],
         ]
@@ -6093,22 +6066,8 @@ class ExtToolAssemblyTest(_ExtBase):
     def test_two_parallel_calls_interleaved(self):
         paris, tokyo = '{"city":"Paris"}', '{"city":"Tokyo"}'
         groups = [
-            [
-                {
-                    "index": 0,
-                    "id": "call_p",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": ""},
-                }
-            ],
-            [
-                {
-                    "index": 1,
-                    "id": "call_t",
-                    "type": "function",
-                    "function": {"name": "get_time", "arguments": ""},
-                }
-            ],
+            [ext_head(0, "call_p", "get_weather", "")],
+            [ext_head(1, "call_t", "get_time", "")],
         ]
         for i in range(0, len(paris), 3):
             groups.append([{"index": 0, "function": {"arguments": paris[i : i + 3]}}])
@@ -6128,22 +6087,8 @@ class ExtToolAssemblyTest(_ExtBase):
 
     def test_reused_index_with_new_id_is_a_new_call(self):
         groups = [
-            [
-                {
-                    "index": 0,
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "first", "arguments": '{"a":1}'},
-                }
-            ],
-            [
-                {
-                    "index": 0,
-                    "id": "call_2",
-                    "type": "function",
-                    "function": {"name": "second", "arguments": '{"b":2}'},
-                }
-            ],
+            [ext_head(0, "call_1", "first", '{"a":1}')],
+            [ext_head(0, "call_2", "second", '{"b":2}')],
         ]
         response = self.assemble(groups)
         self.assertEqual(
@@ -6155,24 +6100,10 @@ class ExtToolAssemblyTest(_ExtBase):
         # Providers that number every call 0 send each call's head (with a new id)
         # and then its argument pieces, still under index 0 and without an id.
         groups = [
-            [
-                {
-                    "index": 0,
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "first", "arguments": ""},
-                }
-            ],
+            [ext_head(0, "call_1", "first", "")],
             [{"index": 0, "function": {"arguments": '{"a":'}}],
             [{"index": 0, "function": {"arguments": "1}"}}],
-            [
-                {
-                    "index": 0,
-                    "id": "call_2",
-                    "type": "function",
-                    "function": {"name": "second", "arguments": ""},
-                }
-            ],
+            [ext_head(0, "call_2", "second", "")],
             [{"index": 0, "function": {"arguments": '{"b":'}}],
             [{"index": 0, "function": {"arguments": "2}"}}],
         ]
@@ -6230,6 +6161,15 @@ class ExtToolAssemblyTest(_ExtBase):
 
 
 class ExtAsyncTest(_ExtBase):
+    def push_held_stream(self, text):
+        """A stream that sends a role chunk and `text`, then holds the connection open."""
+        parts = [
+            ext_sse_head(),
+            ext_event(completion_chunk(role="assistant")),
+            ext_event(completion_chunk(content=text)),
+        ]
+        self.gw.push(Raw(parts, then="hold"))
+
     def slow_stream_reply(self, words, pause=0.2):
         """Raw chunked event stream: one event per word with `pause` seconds between."""
         parts = [ext_sse_head(), ext_event(completion_chunk(role="assistant"))]
@@ -6402,16 +6342,7 @@ class ExtAsyncTest(_ExtBase):
 
     def test_cancel_stream_task_closes_connection(self):
         client = self.client()
-        self.gw.push(
-            Raw(
-                [
-                    ext_sse_head(),
-                    ext_event(completion_chunk(role="assistant")),
-                    ext_event(completion_chunk(content="partial")),
-                ],
-                then="hold",
-            )
-        )
+        self.push_held_stream("partial")
 
         async def body():
             got = asyncio.Event()
@@ -6440,16 +6371,7 @@ class ExtAsyncTest(_ExtBase):
 
     def test_break_and_aclose_closes_connection(self):
         client = self.client()
-        self.gw.push(
-            Raw(
-                [
-                    ext_sse_head(),
-                    ext_event(completion_chunk(role="assistant")),
-                    ext_event(completion_chunk(content="more to come")),
-                ],
-                then="hold",
-            )
-        )
+        self.push_held_stream("more to come")
 
         async def body():
             stream = client.astream(EXT_MODEL, "leave early")
@@ -6468,16 +6390,7 @@ class ExtAsyncTest(_ExtBase):
 
     def test_break_without_aclose_closes_connection(self):
         client = self.client()
-        self.gw.push(
-            Raw(
-                [
-                    ext_sse_head(),
-                    ext_event(completion_chunk(role="assistant")),
-                    ext_event(completion_chunk(content="more to come")),
-                ],
-                then="hold",
-            )
-        )
+        self.push_held_stream("more to come")
 
         async def body():
             async for chunk in client.astream(EXT_MODEL, "leave early"):
