@@ -5010,14 +5010,15 @@ class RelTruncationTest(_RelHelpers, unittest.TestCase):
 
 
 class RelMalformedTest(_RelHelpers, unittest.TestCase):
-    def test_malformed_json_data_raises(self):
+    def bad_event_between_good_ones(self, bad_event):
+        """Stream a good chunk, `bad_event`, then more: the error comes after the first chunk."""
         gw = self.gateway()
         client = self.client(gw)
         gw.push(
             SSE(
                 [
                     completion_chunk(role="assistant"),
-                    b"data: {not json\n\n",
+                    bad_event,
                     completion_chunk(content="never"),
                     completion_chunk(finish_reason="stop"),
                 ]
@@ -5026,27 +5027,17 @@ class RelMalformedTest(_RelHelpers, unittest.TestCase):
         got = []
         with self.assertRaises(edgee.EdgeeStreamError) as cm:
             _rel_drain(client.stream(REL_MODEL, "hi"), got)
-        self.assertIn("JSON", str(cm.exception))
         self.assertEqual(len(got), 1)  # the bad event was not skipped over
         self.assertEqual(len(gw.requests), 1)
+        return cm.exception
+
+    def test_malformed_json_data_raises(self):
+        error = self.bad_event_between_good_ones(b"data: {not json\n\n")
+        self.assertIn("JSON", str(error))
 
     def test_json_that_is_not_an_object_raises(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    b"data: [1, 2]\n\n",
-                    completion_chunk(content="never"),
-                    completion_chunk(finish_reason="stop"),
-                ]
-            )
-        )
-        got = []
-        with self.assertRaises(edgee.EdgeeStreamError):
-            _rel_drain(client.stream(REL_MODEL, "hi"), got)
-        self.assertEqual(len(got), 1)
+        error = self.bad_event_between_good_ones(b"data: [1, 2]\n\n")
+        self.assertIn("not a JSON object", str(error))
 
     def test_json_error_envelope_to_a_stream_request(self):
         gw = self.gateway()
