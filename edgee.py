@@ -978,9 +978,8 @@ def api_error(status: int, body: bytes, headers: dict[str, str], reason: str = "
         if isinstance(error, dict):
             message, code = error.get("message"), error.get("code")
             kind, param = error.get("type"), error.get("param")
-        elif isinstance(
-            parsed.get("message"), str
-        ):  # the console API's {"error": ..., "message": ...}
+        elif isinstance(parsed.get("message"), str):
+            # The console API's shape: {"error": "<code>", "message": "..."}.
             message = parsed["message"]
             code = error if isinstance(error, str) else None
         elif isinstance(error, str):
@@ -2004,6 +2003,9 @@ class _ToolCallAssembler:
             return None  # a new index, or a new id under a used one: a new call
         return None if call_id else self._last
 
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
     def calls(self) -> list[dict[str, Any]]:
         """The assembled calls, in index order, shaped as `send()` returns them."""
         return [
@@ -2021,7 +2023,6 @@ class _ChoiceAssembler:
         self.role: str | None = None
         self.text: list[str] = []
         self.tool_calls = _ToolCallAssembler()
-        self.has_tool_calls = False
         self.finish_reason: str | None = None
 
     def add(self, choice: StreamChoice) -> None:
@@ -2031,7 +2032,6 @@ class _ChoiceAssembler:
         if delta.content:
             self.text.append(delta.content)
         for fragment in delta.tool_calls or ():
-            self.has_tool_calls = True
             self.tool_calls.add(fragment)
         if choice.finish_reason:
             self.finish_reason = choice.finish_reason
@@ -2041,7 +2041,7 @@ class _ChoiceAssembler:
             "role": self.role or "assistant",
             "content": "".join(self.text) if self.text else None,
         }
-        if self.has_tool_calls:
+        if self.tool_calls:
             message["tool_calls"] = self.tool_calls.calls()
         return message
 
