@@ -1090,6 +1090,161 @@ class GatewaySelfTest(unittest.TestCase):
 # Client tests for edgee.py. The reference files (contract, OpenAPI spec) are read
 # from ../shared/reference when present; tests that need them skip otherwise.
 
+# ---- client test base: one test body drives the sync and the async API ----
+
+ASYNC_LIMIT = 20.0  # seconds; every async call a test makes is bounded by this
+
+
+def isolate_env(test: unittest.TestCase) -> None:
+    """Remove EDGEE_* and *_proxy variables for the test; restore them afterwards."""
+
+    def ours(name: str) -> bool:
+        return name.startswith("EDGEE_") or name.lower().endswith("_proxy")
+
+    saved = {k: v for k, v in os.environ.items() if ours(k)}
+    for k in saved:
+        del os.environ[k]
+
+    def restore() -> None:
+        for k in [k for k in os.environ if ours(k)]:
+            del os.environ[k]
+        os.environ.update(saved)
+
+    test.addCleanup(restore)
+
+
+class Api:
+    """One client driven through the sync or the async API, with the same calls.
+
+    `kind` is "sync" or "async". Async calls run on one event loop per Api
+    (so its connection pool lives across calls), each bounded by ASYNC_LIMIT.
+    Streams are consumed here: `stream()` returns the list of chunks, or
+    raises what the iteration raised; `first()` leaves the loop after n chunks.
+    """
+
+    def __init__(self, kind: str, client: edgee.Edgee, gw: Optional["Gateway"]) -> None:
+        self.kind = kind
+        self.client = client
+        self.gw = gw
+        self._loop = asyncio.new_event_loop() if kind == "async" else None
+
+    @property
+    def is_async(self) -> bool:
+        return self._loop is not None
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on this Api's loop, bounded by ASYNC_LIMIT."""
+        assert self._loop is not None
+        return self._loop.run_until_complete(asyncio.wait_for(coro, ASYNC_LIMIT))
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """`client.<name>(...)`, or for async `await client.a<name>(...)`."""
+        if self._loop is None:
+            return getattr(self.client, name)(*args, **kwargs)
+        return self.run(getattr(self.client, "a" + name)(*args, **kwargs))
+
+    def send(self, model: str, input: Any, **kwargs: Any) -> Any:
+        return self.call("send", model, input, **kwargs)
+
+    def models(self, **kwargs: Any) -> Any:
+        return self.call("models", **kwargs)
+
+    def stream(self, model: str, input: Any, **kwargs: Any) -> List[Any]:
+        return self.first(None, model, input, **kwargs)
+
+    def first(self, n: Optional[int], model: str, input: Any, **kwargs: Any) -> List[Any]:
+        """The first n chunks (all when n is None), then the loop is left."""
+        if self._loop is None:
+            chunks = []
+            for chunk in self.client.stream(model, input, **kwargs):
+                chunks.append(chunk)
+                if n is not None and len(chunks) >= n:
+                    break
+            return chunks
+
+        async def consume() -> List[Any]:
+            chunks = []
+            stream = self.client.astream(model, input, **kwargs)
+            try:
+                async for chunk in stream:
+                    chunks.append(chunk)
+                    if n is not None and len(chunks) >= n:
+                        break
+            finally:
+                await stream.aclose()
+            return chunks
+
+        return self.run(consume())
+
+    def collect(self, model: str, input: Any, **kwargs: Any) -> Any:
+        if self._loop is None:
+            return edgee.collect(self.client.stream(model, input, **kwargs))
+        return self.run(edgee.acollect(self.client.astream(model, input, **kwargs)))
+
+    def fake_sleep(self) -> List[float]:
+        """Record retry pauses instead of sleeping; returns the list of delays."""
+        slept: List[float] = []
+        transport = self.client._transport
+        transport.sleep = slept.append
+
+        async def asleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        transport.asleep = asleep
+        return slept
+
+
+class ClientTestCase(unittest.TestCase):
+    """Isolated environment; gateways, clients and Apis closed at cleanup.
+
+    `both(body)` runs `body(api)` once through the sync API and once through
+    the async API, each with a fresh gateway (unless one is given) and client.
+    """
+
+    key = "sk-test-SECRET-0123456789abcdef"  # >= 8 characters: echoes of it are redacted
+
+    def setUp(self) -> None:
+        isolate_env(self)
+
+    def gateway(self, tls: bool = False) -> "Gateway":
+        gw = Gateway(tls=tls)
+        self.addCleanup(gw.close)
+        return gw
+
+    def client(self, where: Any = None, **options: Any) -> edgee.Edgee:
+        """A client of a Gateway or a URL (timeout 5 s, no retries unless given)."""
+        if isinstance(where, Gateway):
+            options.setdefault("base_url", where.url)
+            if where.tls:
+                options.setdefault("ssl_context", client_ssl_context())
+        elif isinstance(where, str):
+            options.setdefault("base_url", where)
+        options.setdefault("api_key", self.key)
+        options.setdefault("timeout", 5.0)
+        options.setdefault("max_retries", 0)
+        client = edgee.Edgee(**options)
+        self.addCleanup(client.close)
+        return client
+
+    def api(self, kind: str, where: Any = None, **options: Any) -> Api:
+        gw = where if isinstance(where, Gateway) or where is not None else self.gateway()
+        api = Api(kind, self.client(gw, **options), gw if isinstance(gw, Gateway) else None)
+        self.addCleanup(api.close)
+        return api
+
+    def both(self, body: Any, where: Any = None, tls: bool = False, **options: Any) -> None:
+        """Run `body(api)` through the sync API, then through the async API."""
+        for kind in ("sync", "async"):
+            with self.subTest(api=kind):
+                target = where if where is not None else self.gateway(tls=tls)
+                body(self.api(kind, target, **options))
+
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_REFERENCE = os.path.join(HERE, os.pardir, "shared", "reference")
 
