@@ -15,7 +15,6 @@ Run `python edgee.py --help` for the command line.
 from __future__ import annotations
 
 import _thread
-import http.client
 import json
 import os
 import select
@@ -29,13 +28,28 @@ import urllib.parse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # `typing` costs import time, so only the type checker loads it
-    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+    from collections.abc import (
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Generator,
+        Iterable,
+        Iterator,
+        Mapping,
+    )
     from dataclasses import dataclass
-    from typing import Any, TypeVar, Union
+    from typing import Any, Union
 
     JSONDict = dict[str, Any]
     InputLike = Union[str, "InputObject", Mapping[str, Any]]
-    T = TypeVar("T")
+    Plan = Generator[Any, Any, Any]  # a call's protocol steps; see DELIVER
+    from asyncio import Protocol as _AsyncProtocol
+
+    _StreamBase = Generator[Any, Any, None]
+else:
+    from _collections_abc import Generator as _StreamBase  # loaded at startup: free
+
+    _AsyncProtocol = object  # asyncio loads only when an async call is made
 
 __all__ = [
     "Choice",
@@ -97,9 +111,13 @@ MAX_ERROR_MESSAGE = 1000  # characters of server text quoted in an exception
 MAX_BODY = 64 * 1024 * 1024  # a non-streamed answer larger than this is refused
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one server-sent event (or line) larger than this is refused
 MAX_CHUNK_LINE = 4096  # a chunk-size or trailer line of a chunked body
+MAX_HEAD_BYTES = 65536  # an answer's status line and headers; trailers likewise
+MAX_HEADERS = 256  # header lines in one head
+MAX_INTERIM = 32  # 1xx answers before the final one (102 Processing, 103 Early Hints)
 MAX_IDLE_CONNECTIONS = 16
-DRAIN_WAIT = 0.1  # seconds a reused connection waits for the bytes after a stream's [DONE]
-ASYNC_WINDOW = 64  # chunks a stream's worker thread may read ahead of an async consumer
+DRAIN_WAIT = 0.1  # seconds a stream waits after [DONE] for its body's end, to reuse the connection
+EARLY_ANSWER_WAIT = 2.0  # seconds to read an answer the server sent before taking the whole request
+ASYNC_BUFFER = 262144  # bytes an async connection buffers before it stops reading the socket
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 COMPRESSION_MODELS = ("claude", "codex", "opencode", "cursor")
@@ -451,12 +469,13 @@ class EdgeeConfig:
     timeout: float | None = None
     max_retries: int | None = None
     ssl_context: ssl.SSLContext | None = None
+    deadline: float | None = None  # seconds for a whole call; None: no bound
 
     def __repr__(self) -> str:  # never shows the key
         return (
             f"EdgeeConfig(api_key={'***' if self.api_key else None}, "
             f"base_url={self.base_url!r}, timeout={self.timeout!r}, "
-            f"max_retries={self.max_retries!r})"
+            f"max_retries={self.max_retries!r}, deadline={self.deadline!r})"
         )
 
 
@@ -659,6 +678,11 @@ def _number(value: object, name: str) -> float:
 def _normalize_base_url(url: object) -> str:
     _require_type(isinstance(url, str), f"base_url must be a string, not {_type_name(url)}")
     assert isinstance(url, str)
+    url = url.strip()
+    _require(
+        all(" " < c < "\x7f" for c in url),
+        "base_url must not contain spaces or control characters",
+    )
     parts = urllib.parse.urlsplit(url.strip())
     _require(
         parts.scheme in ("http", "https") and bool(parts.hostname),
@@ -673,7 +697,7 @@ def _normalize_base_url(url: object) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
-_OPTIONS = ("api_key", "base_url", "timeout", "max_retries", "ssl_context")
+_OPTIONS = ("api_key", "base_url", "timeout", "max_retries", "ssl_context", "deadline")
 _INPUT_FIELDS = (
     "messages",
     "tools",
@@ -711,11 +735,12 @@ def resolve_config(config: object, options: dict[str, Any]) -> EdgeeConfig:
     _require_type(isinstance(api_key, str), "api_key must be a string")
     _require(bool(api_key), "EDGEE_API_KEY is not set")
     _require(
-        api_key.isprintable() and " " not in api_key,
-        "api_key contains spaces or control characters",
+        all("!" <= c <= "~" for c in api_key),
+        "api_key must be printable ASCII without spaces (it goes in an HTTP header)",
     )
     base_url = settings.get("base_url") or os.environ.get("EDGEE_BASE_URL") or DEFAULT_BASE_URL
     timeout = settings.get("timeout")
+    deadline = settings.get("deadline")
     max_retries = settings.get("max_retries")
     if max_retries is not None:
         _require_type(
@@ -727,8 +752,9 @@ def resolve_config(config: object, options: dict[str, Any]) -> EdgeeConfig:
     if context is not None:
         _require_type(isinstance(context, ssl.SSLContext), "ssl_context must be an ssl.SSLContext")
         _require(
-            context.verify_mode == ssl.CERT_REQUIRED,
-            "ssl_context must verify certificates (verify_mode CERT_REQUIRED)",
+            context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname,
+            "ssl_context must verify certificates and host names "
+            "(verify_mode CERT_REQUIRED, check_hostname True)",
         )
     return EdgeeConfig(
         api_key=api_key,
@@ -736,6 +762,7 @@ def resolve_config(config: object, options: dict[str, Any]) -> EdgeeConfig:
         timeout=DEFAULT_TIMEOUT if timeout is None else _number(timeout, "timeout"),
         max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
         ssl_context=context,
+        deadline=None if deadline is None else _number(deadline, "deadline"),
     )
 
 
@@ -958,6 +985,15 @@ def chunk_from_response(response: SendResponse) -> StreamChunk:
     )
 
 
+def _seconds(value: str | None) -> float | None:
+    """A finite, non-negative number of seconds, else None (nan, inf, -5 and junk are ignored)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if 0.0 <= number < float("inf") else None
+
+
 def _shorten(text: str) -> str:
     text = " ".join(text.split())
     if len(text) > MAX_ERROR_MESSAGE:
@@ -1035,20 +1071,16 @@ def backoff_delay(attempt: int) -> float:
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return max(0.0, float(milliseconds) / 1000.0)
-        except ValueError:
-            pass
+    milliseconds = _seconds(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000.0
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    import email.utils  # http.client has already imported it
+    seconds = _seconds(value)
+    if seconds is not None or not value.strip()[:1].isalpha():
+        return seconds  # an HTTP date starts with the day's name
+    import email.utils
 
     date = email.utils.parsedate_tz(value)
     if date is None:
@@ -1057,7 +1089,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 # ---------------------------------------------------------------------------
-# Transport: pooled HTTP/1.1 connections, our own body framing, retries
+# The protocol core: HTTP/1.1 and event streams as bytes in, values out; no I/O
 # ---------------------------------------------------------------------------
 
 
@@ -1077,6 +1109,7 @@ class ChunkedDecoder:
         self._buffer = b""
         self._state = self._SIZE
         self._remaining = 0
+        self._trailer_bytes = 0
 
     def feed(self, piece: bytes) -> bytes:
         buffer = self._buffer + piece if self._buffer else piece
@@ -1115,6 +1148,9 @@ class ChunkedDecoder:
                     if not line:
                         self.done = True
                         break
+                    self._trailer_bytes += len(line)
+                    if self._trailer_bytes > MAX_HEAD_BYTES:
+                        raise EdgeeStreamError("malformed chunked body: endless trailers")
                     continue
                 remaining = _chunk_size(line)
                 state = self._DATA if remaining else self._TRAILER
@@ -1128,450 +1164,262 @@ class ChunkedDecoder:
 
 def _chunk_size(line: bytes) -> int:
     size = line.split(b";", 1)[0].strip()
-    if not size or size.strip(_HEX_DIGITS):
+    if not size or size.strip(_HEX_DIGITS) or len(size) > 16:
         raise EdgeeStreamError(f"malformed chunked body: bad chunk size {line[:40]!r}")
     return int(size, 16)
 
 
-def _socket_dropped(sock: socket.socket) -> bool:
-    """True if an idle keep-alive socket was closed by the server (or has stray bytes)."""
-    try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
+class ResponseHead:
+    """The status line and headers of an answer; header names are lower-case."""
+
+    __slots__ = ("headers", "keep_alive", "reason", "status")
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str], keep_alive: bool):
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.keep_alive = keep_alive
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").lower()
 
 
-class _Abort:
-    """Lets another thread cut a call short (used by async cancellation)."""
-
-    def __init__(self) -> None:
-        self.aborted = False
-        self._sock: socket.socket | None = None
-        self._lock = _thread.allocate_lock()
-
-    def watch(self, sock: socket.socket | None) -> None:
-        with self._lock:
-            self._sock = sock
-            if self.aborted and sock is not None:
-                _shutdown(sock)
-
-    def abort(self) -> None:
-        with self._lock:
-            self.aborted = True
-            if self._sock is not None:
-                _shutdown(self._sock)
+def _invalid(what: str) -> EdgeeConnectionError:
+    return EdgeeConnectionError(f"sent an invalid HTTP answer ({what})")
 
 
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # already closed
-        pass
+def parse_head(block: bytes) -> ResponseHead:
+    """A ResponseHead from the bytes of a status line and header lines (RFC 9112, 4-5).
+
+    Raises EdgeeConnectionError for anything that is not an HTTP/1.x head.
+    """
+    lines = block.decode("latin-1").split("\n")
+    version, _, rest = lines[0].rstrip("\r").partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise _invalid(f"status line {_shorten(lines[0][:40])!r}")
+    headers: dict[str, str] = {}
+    name = ""
+    for line in lines[1:]:
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        if line[0] in " \t":  # obs-fold: a continuation of the previous value (RFC 9112, 5.2)
+            if not name:
+                raise _invalid("a folded line before any header")
+            headers[name] += " " + line.strip()
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip() or not _is_token(name):
+            raise _invalid(f"header line {_shorten(line[:40])!r}")
+        name = name.lower()
+        value = value.strip()
+        headers[name] = headers[name] + ", " + value if name in headers else value
+    if len(lines) > MAX_HEADERS:
+        raise _invalid(f"more than {MAX_HEADERS} header lines")
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+    return ResponseHead(int(code), reason.strip(), headers, keep_alive)
 
 
-class _Response:
-    """An answer being read: the status, the headers, and a body reader that sees truncation."""
-
-    def __init__(
-        self,
-        transport: Transport,
-        conn: http.client.HTTPConnection,
-        raw: http.client.HTTPResponse,
-        timeout: float,
-        abort: _Abort | None,
-    ) -> None:
-        self.status = raw.status
-        self.reason = raw.reason
-        self.headers = {name.lower(): value for name, value in raw.getheaders()}
-        self.content_type = self.headers.get("content-type", "").lower()
-        self.done = raw.length == 0 or raw.status in (204, 304)
-        self._transport = transport
-        self._conn: http.client.HTTPConnection | None = conn
-        self._raw = raw
-        self._fp = raw.fp
-        self._timeout = timeout
-        self._abort = abort
-        self._chunked = ChunkedDecoder() if raw.chunked else None
-        self._remaining = None if raw.chunked else raw.length
-        self._reusable = not raw.will_close and (raw.chunked or raw.length is not None)
-        self.ended = False  # the stream said [DONE]: only the body's framing may be left
-
-    def redact(self, text: bytes) -> bytes:
-        """`text` without the API key (see Transport.redact)."""
-        return self._transport.redact(text)
-
-    def read_block(self) -> bytes:
-        """The next piece of the body, b"" at its end.
-
-        Raises EdgeeStreamError if the body is cut short and EdgeeTimeoutError
-        if no byte arrives within the timeout.
-        """
-        while not self.done:
-            remaining = self._remaining
-            try:
-                piece = self._fp.read1(
-                    READ_SIZE if remaining is None else min(READ_SIZE, remaining)
-                )
-            except socket.timeout:
-                raise EdgeeTimeoutError(
-                    f"no data from {self._transport.origin} for {self._timeout:g} s: "
-                    "the answer stalled"
-                ) from None
-            except (OSError, ValueError, AttributeError) as exc:
-                raise EdgeeStreamError(
-                    f"stream was cut: the connection to {self._transport.origin} broke "
-                    f"({exc.__class__.__name__})"
-                ) from exc
-            if self._chunked is not None:
-                if not piece:
-                    raise EdgeeStreamError(
-                        "stream was cut: the connection closed inside the chunked body"
-                    )
-                data = self._chunked.feed(piece)
-                if self._chunked.done:
-                    self.done = True
-                    self._reusable = self._reusable and not self._chunked.extra
-                if data:
-                    return data
-            elif remaining is not None:
-                if not piece:
-                    raise EdgeeStreamError(
-                        f"stream was cut: the connection closed with {remaining} bytes "
-                        "of the body missing"
-                    )
-                self._remaining = remaining - len(piece)
-                self.done = self._remaining == 0
-                return piece
-            else:  # no length: the body ends when the server closes the connection
-                if not piece:
-                    self.done = True
-                return piece
-        return b""
-
-    def read_all(self, limit: int, truncate: bool = False) -> bytes:
-        """The whole (rest of the) body.
-
-        Beyond `limit` bytes: the first `limit` bytes if `truncate`, else
-        EdgeeStreamError (the rest is never read, so memory stays bounded).
-        """
-        pieces: list[bytes] = []
-        size = 0
-        while True:
-            piece = self.read_block()
-            if not piece:
-                return b"".join(pieces)
-            pieces.append(piece)
-            size += len(piece)
-            if size > limit:
-                if truncate:
-                    return b"".join(pieces)[:limit]
-                raise EdgeeStreamError(f"the answer is larger than {limit} bytes")
-
-    def close(self) -> None:
-        """Give the connection back for reuse if the body was read whole, else close it.
-
-        After [DONE] the body's last bytes may still be on their way: the pool
-        reads them when it next hands the connection out, so nobody waits now.
-        """
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if self._abort is not None:
-            self._abort.watch(None)
-        if self._reusable and conn.sock is not None and (self.done or self.ended):
-            if self.done:
-                self._raw.close()
-                self._transport.release(conn)
-            else:
-                self._transport.release(conn, self)
-            return
-        self._raw.close()
-        conn.close()
-
-    def finish(self, conn: http.client.HTTPConnection) -> bool:
-        """Read the rest of a body that ended with [DONE]; True if the connection is clean."""
-        assert conn.sock is not None
-        try:
-            conn.sock.settimeout(DRAIN_WAIT)
-            for _ in range(8):  # only framing is left: a few small reads at most
-                if self.done or not self.read_block():
-                    break
-        except EdgeeConnectionError:
-            return False
-        finally:
-            self._raw.close()
-        return self.done and self._reusable
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
 
-class Transport:
-    """HTTP/1.1 to one origin: a thread-safe pool of kept-alive connections,
-    proxies from the environment, retries with backoff, and redirects that
-    never carry the API key to another origin.
+def _is_token(name: str) -> bool:
+    return all(c in _TOKEN_CHARS for c in name)
+
+
+def _head_end(buffer: bytes) -> int:
+    """The offset just past the blank line that ends a head, or -1."""
+    crlf, lf = buffer.find(b"\n\r\n"), buffer.find(b"\n\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 3
+    return lf + 2 if lf >= 0 else -1
+
+
+class ResponseParser:
+    """One answer on a connection, parsed from the bytes that arrive (RFC 9112); no I/O.
+
+    `feed_head(data)` returns the final head once it is whole (interim 1xx
+    answers are read and skipped); then `feed_body(data)` returns body bytes
+    and `feed_eof()` tells that the connection ended. `done` is True once the
+    body ended; `reusable` says whether the connection may carry another request.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        ssl_context: ssl.SSLContext | None = None,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        secret: str = "",
-    ) -> None:
+    def __init__(self, method: str) -> None:
+        self._method = method
+        self._buffer = b""
+        self._interim = 0
+        self._chunked: ChunkedDecoder | None = None
+        self._remaining: int | None = None  # bytes still due of a Content-Length body
+        self._keep_alive = False
+        self._extra = False
+        self.head: ResponseHead | None = None
+        self.done = False
+
+    @property
+    def reusable(self) -> bool:
+        """True when the answer was read exactly to its end and the server keeps the connection."""
+        return self.done and self._keep_alive and not self._extra and not self._buffer
+
+    def forbid_reuse(self) -> None:
+        self._keep_alive = False
+
+    @property
+    def started(self) -> bool:
+        return bool(self._buffer) or self._interim > 0
+
+    def feed_head(self, data: bytes) -> ResponseHead | None:
+        """The final head, once the bytes fed so far hold it; else None."""
+        buffer = self._buffer + data if self._buffer else data
+        while True:
+            if not self._interim and buffer[:1] in (b"\r", b"\n"):
+                buffer = buffer.lstrip(b"\r\n")  # stray line ends before the status line
+            end = _head_end(buffer)
+            if end < 0 or end > MAX_HEAD_BYTES:
+                if len(buffer) > MAX_HEAD_BYTES:
+                    raise _invalid(f"a head larger than {MAX_HEAD_BYTES} bytes")
+                if buffer and not b"HTTP/1."[: len(buffer)] == buffer[:7]:
+                    raise _invalid(f"it starts with {_shorten(repr(buffer[:20]))}")
+                self._buffer = buffer
+                return None
+            head = parse_head(buffer[:end])
+            buffer = buffer[end:]
+            if head.status >= 200:
+                break
+            if head.status == 101 or head.status < 100:
+                raise _invalid(f"status {head.status} without an upgrade asked for")
+            self._interim += 1  # 100 Continue, 102 Processing, 103 Early Hints: not the answer
+            if self._interim > MAX_INTERIM:
+                raise _invalid(f"more than {MAX_INTERIM} interim answers")
+        self.head = head
+        self._buffer = buffer
+        self._frame(head)
+        return head
+
+    def _frame(self, head: ResponseHead) -> None:
+        """Decide how the body ends (RFC 9112, 6.3)."""
+        headers = head.headers
+        self._keep_alive = head.keep_alive
+        if (
+            self._method == "HEAD"
+            or head.status in (204, 304)
+            or (self._method == "CONNECT" and head.status < 300)
+        ):
+            self.done = True
+        elif "transfer-encoding" in headers:
+            codings = [c.strip().lower() for c in headers["transfer-encoding"].split(",")]
+            if codings != ["chunked"]:
+                raise _invalid(f"transfer coding {headers['transfer-encoding']!r}")
+            self._chunked = ChunkedDecoder()
+            if "content-length" in headers:  # a smuggling-shaped answer: never reuse it
+                self._keep_alive = False
+        elif "content-length" in headers:
+            values = {v.strip() for v in headers["content-length"].split(",")}
+            value = values.pop() if len(values) == 1 else ""
+            if not value.isdigit() or len(value) > 18:
+                raise _invalid(f"Content-Length {headers['content-length']!r}")
+            self._remaining = int(value)
+            self.done = self._remaining == 0
+        else:  # the body ends when the server closes the connection
+            self._keep_alive = False
+
+    def feed_body(self, data: bytes) -> bytes:
+        """The body bytes in `data` (and in what came with the head)."""
+        if self._buffer:
+            data, self._buffer = self._buffer + data, b""
+        if self.done:
+            self._extra = self._extra or bool(data)
+            return b""
+        chunked = self._chunked
+        if chunked is not None:
+            payload = chunked.feed(data)
+            if chunked.done:
+                self.done = True
+                self._extra = bool(chunked.extra)
+            return payload
+        remaining = self._remaining
+        if remaining is None:
+            return data
+        if len(data) < remaining:
+            self._remaining = remaining - len(data)
+            return data
+        self._remaining = 0
+        self.done = True
+        self._extra = len(data) > remaining
+        return data[:remaining] if self._extra else data
+
+    def feed_eof(self) -> bytes:
+        """The connection ended: b"" if that ends the body, else EdgeeStreamError."""
+        self._keep_alive = False
+        if self.done:
+            return b""
+        if self._chunked is not None:
+            raise EdgeeStreamError("stream was cut: the connection closed inside the chunked body")
+        if self._remaining is not None:
+            raise EdgeeStreamError(
+                f"stream was cut: the connection closed with {self._remaining} bytes "
+                "of the body missing"
+            )
+        self.done = True
+        return b""
+
+
+class Route:
+    """Where requests go: the origin, and the proxy in between (from the environment)."""
+
+    def __init__(self, base_url: str) -> None:
         parts = urllib.parse.urlsplit(base_url)
         self.scheme = parts.scheme
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if self.scheme == "https" else 80)
+        self.netloc = parts.netloc
         self.prefix = parts.path
         self.origin = f"{self.scheme}://{parts.netloc}"
-        self.max_retries = max_retries
-        self.sleep: Callable[[float], None] = time.sleep
-        self._secret = secret
-        self._ssl_context = ssl_context
-        # Idle connections; with the answer whose last bytes (after [DONE]) are unread.
-        self._idle: list[tuple[http.client.HTTPConnection, _Response | None]] = []
-        self._lock = _thread.allocate_lock()
-        self._proxy, self._proxy_headers = _find_proxy(self.scheme, parts.netloc)
+        self.proxy, self.proxy_headers = find_proxy(self.scheme, parts.netloc)
+        self.tunnel = self.proxy is not None and self.scheme == "https"
+        self.where = self.origin + (" through the proxy" if self.proxy else "")
 
-    # -- connections ---------------------------------------------------------
-
-    def _context(self) -> ssl.SSLContext:
-        if self._ssl_context is None:  # built once, on first use, and shared by all threads
-            self._ssl_context = ssl.create_default_context()
-        return self._ssl_context
-
-    def _new_connection(self, timeout: float) -> http.client.HTTPConnection:
-        host, port = self._proxy or (self.host, self.port)
-        conn: http.client.HTTPConnection
-        if self.scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._context())
-            if self._proxy:
-                conn.set_tunnel(self.host, self.port, headers=self._proxy_headers)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        return conn
-
-    def _checkout(self) -> tuple[http.client.HTTPConnection | None, bool]:
-        """An idle connection that still looks alive, or (None, False)."""
-        while True:
-            with self._lock:
-                if not self._idle:
-                    return None, False
-                conn, unfinished = self._idle.pop()
-            if unfinished is not None and not unfinished.finish(conn):
-                conn.close()
-                continue
-            if conn.sock is not None and not _socket_dropped(conn.sock):
-                return conn, True
-            conn.close()
-
-    def release(
-        self, conn: http.client.HTTPConnection, unfinished: _Response | None = None
-    ) -> None:
-        """Put a connection back in the pool once its answer was read (or ended with [DONE])."""
-        with self._lock:
-            if len(self._idle) < MAX_IDLE_CONNECTIONS:
-                self._idle.append((conn, unfinished))
-                return
-        conn.close()
-
-    def close(self) -> None:
-        """Close every idle connection (the client stays usable)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            conn.close()
-
-    # -- one exchange ----------------------------------------------------------
-
-    def _connect(self, conn: http.client.HTTPConnection, timeout: float) -> None:
-        conn.timeout = min(timeout, CONNECT_TIMEOUT)
-        try:
-            conn.connect()
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, (OSError, http.client.HTTPException)):
-                raise self._connect_error(exc, conn.timeout) from exc
-            raise
-        assert conn.sock is not None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _connect_error(self, exc: BaseException, timeout: float) -> EdgeeConnectionError:
-        where = self.origin + (" through the proxy" if self._proxy else "")
-        if isinstance(exc, socket.timeout):
-            return EdgeeTimeoutError(f"timed out after {timeout:g} s connecting to {where}", True)
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return EdgeeConnectionError(
-                f"TLS certificate verification failed for {self.origin}: "
-                f"{exc.verify_message or exc.reason}"
-            )
-        if isinstance(exc, ssl.SSLError):
-            return EdgeeConnectionError(f"TLS handshake with {self.origin} failed: {exc}")
-        if isinstance(exc, socket.gaierror):
-            return EdgeeConnectionError(
-                f"cannot resolve the host of {where}: {exc.strerror or exc}",
-                exc.errno == getattr(socket, "EAI_AGAIN", None),
-            )
-        if isinstance(exc, ConnectionRefusedError):
-            return EdgeeConnectionError(f"connection refused by {where}", True)
-        return EdgeeConnectionError(f"cannot connect to {where}: {exc}", True)
-
-    def _exchange_error(self, exc: BaseException, timeout: float) -> EdgeeConnectionError:
-        if isinstance(exc, socket.timeout):
-            return EdgeeTimeoutError(f"no answer from {self.origin} within {timeout:g} s")
-        if isinstance(exc, http.client.RemoteDisconnected):
-            return EdgeeConnectionError(
-                f"{self.origin} closed the connection without answering", True
-            )
-        if isinstance(exc, (ConnectionError, http.client.IncompleteRead)):
-            return EdgeeConnectionError(
-                f"the connection to {self.origin} broke before an answer "
-                f"({exc.__class__.__name__})",
-                True,
-            )
-        if isinstance(exc, http.client.HTTPException):
-            return EdgeeConnectionError(
-                f"{self.origin} sent an invalid HTTP answer ({exc.__class__.__name__})"
-            )
-        return EdgeeConnectionError(f"request to {self.origin} failed: {exc}", True)
-
-    def _exchange(
-        self,
-        method: str,
-        target: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        timeout: float,
-        abort: _Abort | None,
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Send one request and read the head of its answer, on a pooled or new connection."""
-        for _ in range(MAX_IDLE_CONNECTIONS + 1):  # stale pooled connections are skipped
-            conn, reused = self._checkout()
-            if conn is None:
-                conn = self._new_connection(timeout)
-                self._connect(conn, timeout)
-            assert conn.sock is not None
-            if abort is not None:
-                abort.watch(conn.sock)
-            try:
-                conn.sock.settimeout(timeout)
-                conn.request(method, target, body, headers)
-                return conn, conn.getresponse()
-            except BaseException as exc:
-                conn.close()
-                if not isinstance(exc, (OSError, http.client.HTTPException)):
-                    raise
-                error = self._exchange_error(exc, timeout)
-                # A kept-alive connection the server closed meanwhile: try a fresh one.
-                if reused and error.retryable and not isinstance(exc, socket.timeout):
-                    continue
-                raise error from exc
-        raise EdgeeConnectionError(f"could not get a working connection to {self.origin}", True)
-
-    # -- requests with retries and redirects -----------------------------------------
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        timeout: float,
-        abort: _Abort | None = None,
-    ) -> _Response:
-        """Send a request and return the successful answer, its body still unread.
-
-        Retries connection failures and 408/409/429/5xx answers up to
-        `max_retries` times; raises EdgeeAPIError for an error answer and
-        EdgeeConnectionError (or EdgeeTimeoutError) for a network failure.
-        """
-        target = self._target(self.prefix + path)
-        attempt = redirects = 0
-        while True:
-            if abort is not None and abort.aborted:
-                raise EdgeeConnectionError("the call was cancelled")
-            try:
-                conn, raw = self._exchange(method, target, body, headers, timeout, abort)
-            except EdgeeConnectionError as failure:
-                if not failure.retryable or attempt >= self.max_retries:
-                    raise
-                delay = backoff_delay(attempt)
-            else:
-                response = _Response(self, conn, raw, timeout, abort)
-                if 200 <= response.status < 300:
-                    return response
-                if response.status in REDIRECT_STATUSES and "location" in response.headers:
-                    redirects += 1
-                    method, target, body = self._redirect(response, method, target, body, redirects)
-                    continue
-                error = self._error_from(response)
-                if response.status not in RETRY_STATUSES or attempt >= self.max_retries:
-                    raise error
-                asked = retry_delay(attempt, response.headers)
-                if asked is None:  # the server wants a longer pause than we are willing to take
-                    raise error
-                delay = asked
-            attempt += 1
-            self.sleep(delay)
-
-    def _target(self, path: str) -> str:
-        """The request target: a path, or an absolute URL for a plain-HTTP proxy."""
-        if self._proxy and self.scheme == "http":
-            return self.origin + path
-        return path
-
-    def _error_from(self, response: _Response) -> EdgeeAPIError:
-        try:
-            body = response.read_all(MAX_ERROR_BODY, truncate=True)
-        except EdgeeConnectionError:  # a broken error body still gives its status
-            body = b""
-        finally:
-            response.close()
-        return api_error(response.status, self.redact(body), response.headers, response.reason)
-
-    def redact(self, text: bytes) -> bytes:
-        """`text` without the API key: a server echoing it must not put it in our errors."""
-        if len(self._secret) >= 8:  # a shorter test key would garble ordinary words
-            return text.replace(self._secret.encode("utf-8", "replace"), b"[redacted]")
-        return text
-
-    def _redirect(
-        self, response: _Response, method: str, target: str, body: bytes | None, count: int
-    ) -> tuple[str, str, bytes | None]:
-        """The next (method, target, body) after a redirect; same origin only."""
-        try:  # read the small body so the connection can be reused
-            response.read_all(MAX_ERROR_BODY)
-        except EdgeeConnectionError:
-            pass
-        response.close()
-        status = response.status
-        current = target if target.startswith(("http://", "https://")) else self.origin + target
-        location = urllib.parse.urljoin(current, response.headers["location"])
-        parts = urllib.parse.urlsplit(location)
-        port = parts.port if parts.port else (443 if parts.scheme == "https" else 80)
-        if (parts.scheme, (parts.hostname or "").lower(), port) != (
+    def same_origin(self, url: str) -> bool:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return (parts.scheme, (parts.hostname or "").lower(), port) == (
             self.scheme,
             self.host.lower(),
             self.port,
-        ):
-            raise EdgeeAPIError(
-                status,
-                f"redirect to {parts.scheme}://{parts.netloc} refused: "
-                f"the API key is only sent to {self.origin} "
-                "(set base_url to the new address if you trust it)",
-                headers=response.headers,
-            )
-        if count > MAX_REDIRECTS:
-            raise EdgeeAPIError(status, f"more than {MAX_REDIRECTS} redirects")
-        if status == 303 or (status in (301, 302) and method == "POST"):
-            method, body = "GET", None
-        path = parts.path + ("?" + parts.query if parts.query else "")
-        return method, self._target(path or "/"), body
+        )
+
+    def target(self, path: str) -> str:
+        """The request target: the path, or an absolute URL for a plain-HTTP proxy."""
+        return self.origin + path if self.proxy and not self.tunnel else path
+
+    def request_bytes(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> bytes:
+        """The bytes of a request: head, then body (RFC 9112, 3)."""
+        lines = [f"{method} {target} HTTP/1.1", "Host: " + self.netloc]
+        lines.extend(name + ": " + value for name, value in headers.items())
+        if self.proxy and not self.tunnel:  # only a forwarding proxy reads this header
+            lines.extend(name + ": " + value for name, value in self.proxy_headers.items())
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head + body if body else head
+
+    def connect_bytes(self) -> bytes:
+        """The CONNECT request that opens a tunnel through the proxy (RFC 9110, 9.3.6)."""
+        authority = (
+            f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
+        )
+        lines = [f"CONNECT {authority} HTTP/1.1", "Host: " + authority]
+        lines.extend(name + ": " + value for name, value in self.proxy_headers.items())
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _find_proxy(scheme: str, netloc: str) -> tuple[tuple[str, int] | None, dict[str, str]]:
+def find_proxy(scheme: str, netloc: str) -> tuple[tuple[str, int] | None, dict[str, str]]:
     """The proxy (host, port) for this origin from the environment, and its auth headers."""
     if sys.platform not in ("darwin", "win32") and not any(
         name.lower().endswith("_proxy") and name.lower() != "no_proxy" for name in os.environ
@@ -1595,29 +1443,940 @@ def _find_proxy(scheme: str, netloc: str) -> tuple[tuple[str, int] | None, dict[
     return (parts.hostname or "", parts.port or 80), headers
 
 
+class Redactor:
+    """Removes the API key from server text, in every form JSON may spell it."""
+
+    def __init__(self, secret: str) -> None:
+        self._pattern: Any = None
+        if len(secret) >= 8:  # a shorter test key would garble ordinary words
+            import re
+
+            # Each character literally or as a \\uXXXX escape; "/" also as "\\/".
+            parts = []
+            for char in secret:
+                forms = [re.escape(char), f"\\\\u(?i:{ord(char):04x})"]
+                if char in '/"\\':
+                    forms.append(re.escape("\\" + char))
+                parts.append("(?:" + "|".join(forms) + ")")
+            self._pattern = re.compile("".join(parts))
+
+    def text(self, text: str) -> str:
+        """`text` without the key."""
+        if self._pattern is None:
+            return text
+        redacted: str = self._pattern.sub("[redacted]", text)
+        return redacted
+
+    def headers(self, headers: dict[str, str]) -> dict[str, str]:
+        return {name: self.text(value) for name, value in headers.items()}
+
+
+def _json(text: str | bytes, what: str, redactor: Redactor) -> Any:
+    """The decoded JSON, or EdgeeStreamError quoting a short redacted excerpt."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        if isinstance(text, bytes):
+            text = text[:200].decode("utf-8", "replace")
+        raise EdgeeStreamError(
+            f"{what} is not valid JSON: {redactor.text(_shorten(text[:200]))}"
+        ) from None
+
+
+class Call:
+    """One API call across its attempts: the request, the retry budget, the clock."""
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: float,
+        deadline: float | None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.body = body
+        self.headers = headers
+        self.timeout = timeout
+        self.deadline = deadline
+        self.expires = None if deadline is None else time.monotonic() + deadline
+        self.retries = 0
+
+    def wait(self) -> float:
+        """Seconds the next wait may take: the silence timeout, capped by the deadline."""
+        if self.expires is None:
+            return self.timeout
+        left = self.expires - time.monotonic()
+        if left <= 0:
+            raise self.deadline_error()
+        return min(self.timeout, left)
+
+    def deadline_error(self) -> EdgeeTimeoutError:
+        return EdgeeTimeoutError(f"the call took longer than its deadline of {self.deadline:g} s")
+
+    def timed_out(self, origin: str, doing: str) -> EdgeeTimeoutError:
+        """The error for a wait that ran out: the deadline's, or `timeout` seconds of silence."""
+        if self.expires is not None and time.monotonic() >= self.expires - 0.001:
+            return self.deadline_error()
+        return EdgeeTimeoutError(f"no data from {origin} for {self.timeout:g} s {doing}")
+
+    def retry(
+        self,
+        error: EdgeeError,
+        retryable: bool,
+        max_retries: int,
+        headers: Mapping[str, str] | None,
+    ) -> float:
+        """Seconds to wait before sending again; raises `error` when the budget is spent."""
+        if not retryable or self.retries >= max_retries:
+            raise error
+        delay = retry_delay(self.retries, headers)
+        if delay is None:  # the server wants a longer pause than we are willing to take
+            raise error
+        if self.expires is not None and time.monotonic() + delay >= self.expires:
+            raise error
+        self.retries += 1
+        return delay
+
+    def redirect(self, route: Route, head: ResponseHead, redirects: int) -> None:
+        """Follow a redirect within the origin, or raise EdgeeAPIError."""
+        status = head.status
+        location = urllib.parse.urljoin(route.origin + self.path, head.headers["location"])
+        parts = urllib.parse.urlsplit(location)
+        if not route.same_origin(location):
+            raise EdgeeAPIError(
+                status,
+                f"redirect to {parts.scheme}://{parts.netloc} refused: "
+                f"the API key is only sent to {route.origin} "
+                "(set base_url to the new address if you trust it)",
+                headers=head.headers,
+            )
+        if redirects > MAX_REDIRECTS:
+            raise EdgeeAPIError(status, f"more than {MAX_REDIRECTS} redirects")
+        if status == 303 or (status in (301, 302) and self.method == "POST"):
+            self.method, self.body = "GET", None
+            self.headers = {k: v for k, v in self.headers.items() if k != "Content-Type"}
+        self.path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+
+
+class ChunkReader:
+    """Turns the body of a chat-completion event stream into StreamChunks.
+
+    Raises EdgeeAPIError for an error event, EdgeeStreamError for malformed
+    data; `end()` raises if the stream stopped before `[DONE]` and before any
+    finish_reason.
+    """
+
+    def __init__(self, status: int, redactor: Redactor) -> None:
+        self._decoder = SSEDecoder()
+        self._status = status
+        self._redactor = redactor
+        self.done = False  # [DONE] arrived
+        self.finished = False  # a finish_reason arrived
+        self.count = 0
+
+    def feed(self, payload: bytes) -> Iterator[StreamChunk]:
+        for event in self._decoder.feed(payload):
+            data = event.data
+            if data == "[DONE]":
+                self.done = True
+                return
+            if event.event == "error":
+                raise self._error(data)
+            if not data:
+                continue
+            number = self.count + 1
+            decoded = _json(data, f"stream event {number}", self._redactor)
+            if type(decoded) is not dict:
+                raise EdgeeStreamError(f"stream event {number} is not a JSON object")
+            if decoded.get("error"):
+                raise self._error(data)
+            try:
+                chunk = chunk_from_json(decoded)
+            except (AttributeError, TypeError, ValueError):
+                raise EdgeeStreamError(
+                    f"stream event {number} is not a chat.completion.chunk"
+                ) from None
+            if not self.finished:
+                for choice in chunk.choices:
+                    if choice.finish_reason:
+                        self.finished = True
+            self.count = number
+            yield chunk
+
+    def _error(self, data: str) -> EdgeeAPIError:
+        return stream_error(self._redactor.text(data).encode("utf-8"), self._status)
+
+    def whole(self, body: bytes) -> Iterator[StreamChunk]:
+        """A gateway that answered a stream request with one JSON completion."""
+        data = _json(body, "the gateway's answer", self._redactor)
+        if not isinstance(data, dict):
+            raise EdgeeStreamError("the gateway's answer is not a JSON object")
+        if data.get("error"):
+            raise self._error(body.decode("utf-8", "replace"))
+        self.done = True
+        yield chunk_from_response(response_from_json(data))
+
+    def end(self) -> None:
+        if not self.done and not self.finished:
+            count = self.count
+            raise EdgeeStreamError(
+                f"stream was cut: the gateway ended it after {count} "
+                f"chunk{'' if count == 1 else 's'}, before [DONE] and before any finish_reason"
+            )
+
+
+class Pool:
+    """Idle kept-alive connections of one driver; thread-safe."""
+
+    def __init__(self) -> None:
+        self._idle: list[Any] = []
+        self._lock = _thread.allocate_lock()
+
+    def checkout(self) -> Any:
+        """An idle connection with nothing waiting on it, or None."""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn = self._idle.pop()
+            if conn.is_clean():
+                conn.reused = True
+                return conn
+            conn.close()
+
+    def checkin(self, conn: Any) -> None:
+        with self._lock:
+            if len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def release(pool: Pool, conn: Any, parser: ResponseParser) -> None:
+    """The pool rule, the one place it lives: a connection goes back to the pool only
+    when its answer was read exactly to its end and nothing else waits on it (in the
+    parser, in the TLS layer, on the socket); anything else closes it."""
+    if parser.reusable and conn.is_clean():
+        pool.checkin(conn)
+    else:
+        conn.close()
+
+
+# The operations a plan asks its driver to carry out. A plan is a generator that
+# yields them and gets back the result (or has the driver's OSError thrown in).
+CONNECT = "connect"  # (CONNECT, host, port, tls_server_name or None, timeout) -> connection
+TLS = "tls"  # (TLS, connection, server_name, timeout): start TLS on the connection
+SEND = "send"  # (SEND, connection, bytes, timeout)
+RECV = "recv"  # (RECV, connection, timeout) -> bytes, b"" at the end
+SLEEP = "sleep"  # (SLEEP, seconds)
+DELIVER = "deliver"  # (DELIVER, item): hand an item to the caller; resumes when it asks for more
+
+
+class _Unsent(Exception):
+    """A reused connection failed before the request left whole."""
+
+
+class Transport:
+    """HTTP/1.1 to one origin as plans: retries, redirects, the pool rule.
+
+    Plans are generators of operations (see DELIVER); the sync and the async
+    driver carry them out, so every rule lives here once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        ssl_context: ssl.SSLContext | None,
+        max_retries: int,
+        secret: str,
+    ) -> None:
+        self.route = Route(base_url)
+        self.origin = self.route.origin
+        self.max_retries = max_retries
+        self.redactor = Redactor(secret)
+        self.sleep: Callable[[float], Any] = time.sleep
+        self.asleep: Callable[[float], Awaitable[Any]] | None = None  # None: asyncio.sleep
+        self.pool = Pool()
+        self._async_pools: Any = None  # event loop -> Pool, made on first async use
+        self._ssl_context = ssl_context
+
+    def context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:  # built once, on first use, and shared by all threads
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    def async_pool(self, loop: Any) -> Pool:
+        if self._async_pools is None:
+            import weakref
+
+            self._async_pools = weakref.WeakKeyDictionary()
+        pool: Pool | None = self._async_pools.get(loop)
+        if pool is None:
+            pool = self._async_pools[loop] = Pool()
+        return pool
+
+    def close(self) -> None:
+        """Close every idle connection (the client stays usable)."""
+        self.pool.close()
+        for loop, pool in list((self._async_pools or {}).items()):
+            if loop.is_closed():  # its transports can no longer be closed; let them go
+                del self._async_pools[loop]
+            else:
+                pool.close()
+
+    # -- connecting ----------------------------------------------------------------
+
+    def _connect(self, call: Call) -> Plan:
+        """A new connection to the origin: direct, through a proxy, or tunnelled."""
+        route = self.route
+        timeout = min(call.wait(), CONNECT_TIMEOUT)
+        try:
+            if route.proxy is None:
+                tls_name = route.host if route.scheme == "https" else None
+                return (yield (CONNECT, route.host, route.port, tls_name, timeout))
+            conn = yield (CONNECT, route.proxy[0], route.proxy[1], None, timeout)
+        except (OSError, EdgeeError) as exc:
+            raise self._connect_error(exc, timeout) from exc
+        if not route.tunnel:
+            return conn
+        try:
+            yield (SEND, conn, route.connect_bytes(), timeout)
+            parser = ResponseParser("CONNECT")
+            head = yield from self._read_head(conn, parser, call)
+            if head.status != 200:
+                raise EdgeeConnectionError(
+                    f"the proxy refused the tunnel to {route.origin}: {head.status} {head.reason}"
+                    + (" (check the proxy credentials)" if head.status == 407 else "")
+                )
+            if not parser.reusable:
+                raise _invalid("bytes after the proxy's answer to CONNECT")
+            yield (TLS, conn, route.host, timeout)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, OSError):
+                raise self._connect_error(exc, timeout) from exc
+            raise
+        return conn
+
+    def _connect_error(self, exc: BaseException, timeout: float) -> EdgeeError:
+        where = self.route.where
+        if isinstance(exc, EdgeeError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return EdgeeTimeoutError(f"timed out after {timeout:g} s connecting to {where}", True)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return EdgeeConnectionError(
+                f"TLS certificate verification failed for {self.origin}: "
+                f"{exc.verify_message or exc.reason}"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return EdgeeConnectionError(f"TLS handshake with {self.origin} failed: {exc}")
+        if isinstance(exc, socket.gaierror):
+            return EdgeeConnectionError(
+                f"cannot resolve the host of {where}: {exc.strerror or exc}",
+                exc.errno == getattr(socket, "EAI_AGAIN", None),
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return EdgeeConnectionError(f"connection refused by {where}", True)
+        return EdgeeConnectionError(f"cannot connect to {where}: {exc}", True)
+
+    # -- one exchange ----------------------------------------------------------------
+
+    def _recv(self, conn: Any, call: Call, in_body: bool) -> Plan:
+        """The next bytes (b"" at the end); a timeout or a broken connection raises."""
+        wait = call.wait()
+        try:
+            return (yield (RECV, conn, wait))
+        except TimeoutError:
+            doing = "while reading the answer" if in_body else "waiting for an answer"
+            raise call.timed_out(self.origin, doing) from None
+        except OSError as exc:
+            name = exc.__class__.__name__
+            if in_body:
+                raise EdgeeStreamError(
+                    f"stream was cut: the connection to {self.origin} broke ({name})"
+                ) from exc
+            raise EdgeeConnectionError(
+                f"the connection to {self.origin} broke before an answer ({name})", True
+            ) from exc
+
+    def _read_head(self, conn: Any, parser: ResponseParser, call: Call) -> Plan:
+        """The final head of the answer (1xx skipped); EdgeeConnectionError if none comes."""
+        while True:
+            data = yield from self._recv(conn, call, False)
+            if not data:
+                if parser.started:
+                    raise EdgeeConnectionError(
+                        f"{self.origin} closed the connection in the middle of an answer", True
+                    )
+                raise EdgeeConnectionError(
+                    f"{self.origin} closed the connection without answering", True
+                )
+            try:
+                head = parser.feed_head(data)
+            except EdgeeConnectionError as exc:
+                raise EdgeeConnectionError(f"{self.origin} {exc}") from None
+            if head is not None:
+                return head
+
+    def _exchange(self, conn: Any, parser: ResponseParser, call: Call) -> Plan:
+        """Send the request and read the head of its answer."""
+        data = self.route.request_bytes(
+            call.method, self.route.target(call.path), call.headers, call.body
+        )
+        wait = call.wait()
+        try:
+            yield (SEND, conn, data, wait)
+        except OSError as exc:
+            # The server may have answered before reading everything (413, 401): read it.
+            head = yield from self._early_answer(conn, parser, call)
+            if head is not None:
+                return head
+            if conn.reused and not isinstance(exc, TimeoutError):
+                raise _Unsent() from exc
+            if isinstance(exc, TimeoutError):
+                raise call.timed_out(self.origin, "sending the request") from None
+            raise EdgeeConnectionError(
+                f"the connection to {self.origin} broke while sending ({exc.__class__.__name__})",
+                True,
+            ) from exc
+        return (yield from self._read_head(conn, parser, call))
+
+    def _early_answer(self, conn: Any, parser: ResponseParser, call: Call) -> Plan:
+        parser.forbid_reuse()
+        try:
+            while True:
+                data = yield (RECV, conn, min(call.wait(), EARLY_ANSWER_WAIT))
+                if not data:
+                    return None
+                head = parser.feed_head(data)
+                if head is not None:
+                    return head
+        except (OSError, EdgeeError):
+            return None
+
+    def open(self, call: Call, pool: Pool) -> Plan:
+        """Send the request, retrying and following redirects, until a 2xx head arrives.
+
+        Returns (connection, parser, head). The request goes on the wire at most
+        1 + max_retries times; the one free resend is a reused connection that
+        broke before the request left whole.
+        """
+        redirects = 0
+        while True:
+            conn = pool.checkout()
+            try:
+                if conn is None:
+                    conn = yield from self._connect(call)
+                parser = ResponseParser(call.method)
+                head = yield from self._exchange(conn, parser, call)
+            except _Unsent:
+                conn.close()
+                continue
+            except EdgeeConnectionError as failure:
+                if conn is not None:
+                    conn.close()
+                yield (SLEEP, call.retry(failure, failure.retryable, self.max_retries, None))
+                continue
+            except BaseException:
+                if conn is not None:
+                    conn.close()
+                raise
+            if head.status < 300:
+                return conn, parser, head
+            # Not a success: read a bounded part of the body, then decide.
+            body = yield from self.read_all(conn, parser, call, pool, MAX_ERROR_BODY, head)
+            if head.status in REDIRECT_STATUSES and "location" in head.headers:
+                redirects += 1
+                call.redirect(self.route, head, redirects)
+                continue
+            error = self.api_error(head, body)
+            retryable = head.status in RETRY_STATUSES
+            yield (SLEEP, call.retry(error, retryable, self.max_retries, head.headers))
+
+    def read_all(
+        self,
+        conn: Any,
+        parser: ResponseParser,
+        call: Call,
+        pool: Pool,
+        limit: int,
+        head: ResponseHead,
+    ) -> Plan:
+        """The body, then the connection is released. An error answer's body is cut at
+        `limit` (its connection then closes); a success larger than `limit` raises."""
+        pieces = []
+        size = 0
+        try:
+            piece = parser.feed_body(b"")
+            while True:
+                if piece:
+                    pieces.append(piece)
+                    size += len(piece)
+                    if size > limit:
+                        if head.status < 300:
+                            raise EdgeeStreamError(f"the answer is larger than {limit} bytes")
+                        return b"".join(pieces)[:limit]
+                if parser.done:
+                    break
+                data = yield from self._recv(conn, call, True)
+                piece = parser.feed_body(data) if data else parser.feed_eof()
+        except EdgeeConnectionError:
+            if head.status < 300:
+                raise
+        finally:
+            release(pool, conn, parser)
+        return b"".join(pieces)
+
+    def _check_encoding(self, head: ResponseHead) -> None:
+        encoding = head.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", ""):
+            raise EdgeeStreamError(
+                f"{self.origin} sent a body with Content-Encoding: {_shorten(encoding[:40])}, "
+                "which edgee.py did not ask for and cannot read"
+            )
+
+    def api_error(self, head: ResponseHead, body: bytes) -> EdgeeAPIError:
+        """The EdgeeAPIError of an error answer, with the key redacted everywhere."""
+        headers = self.redactor.headers(head.headers)
+        encoding = head.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", ""):
+            return EdgeeAPIError(
+                head.status,
+                f"{head.reason or 'error'} (the body has Content-Encoding: "
+                f"{_shorten(encoding[:40])}, which edgee.py did not ask for)",
+                headers=headers,
+            )
+        text = self.redactor.text(body.decode("utf-8", "replace"))
+        return api_error(head.status, text.encode("utf-8"), headers, head.reason)
+
+    # -- plans ---------------------------------------------------------------------
+
+    def json_plan(self, call: Call, pool: Pool) -> Plan:
+        """A whole JSON answer: delivers (head, decoded object)."""
+        conn, parser, head = yield from self.open(call, pool)
+        body = yield from self.read_all(conn, parser, call, pool, MAX_BODY, head)
+        self._check_encoding(head)
+        data = _json(body, "the gateway's answer", self.redactor)
+        if isinstance(data, dict) and data.get("error"):
+            raise self.api_error(head, body)
+        yield (DELIVER, (head, data))
+
+    def stream_plan(self, call: Call, pool: Pool, make_reader: Any) -> Plan:
+        """An event-stream answer: delivers the head, then each item the reader makes
+        (`make_reader(status, redactor)`: ChunkReader for chat completions)."""
+        conn, parser, head = yield from self.open(call, pool)
+        try:
+            reader = make_reader(head.status, self.redactor)
+            self._check_encoding(head)
+            yield (DELIVER, head)
+            if "text/event-stream" not in head.content_type and "json" in head.content_type:
+                body = yield from self.read_all(conn, parser, call, pool, MAX_BODY, head)
+                for item in reader.whole(body):
+                    yield (DELIVER, item)
+                return
+            piece = parser.feed_body(b"")
+            while True:
+                if piece:
+                    for item in reader.feed(piece):
+                        yield (DELIVER, item)
+                    if reader.done:
+                        yield from self._drain(conn, parser)
+                        return
+                if parser.done:
+                    break
+                try:
+                    data = yield from self._recv(conn, call, True)
+                    piece = parser.feed_body(data) if data else parser.feed_eof()
+                except EdgeeConnectionError:
+                    if reader.finished:  # the answer is whole; only the closing [DONE] is missing
+                        return
+                    raise
+            reader.end()
+        finally:
+            release(pool, conn, parser)
+
+    def _drain(self, conn: Any, parser: ResponseParser) -> Plan:
+        """After [DONE], read the body's last framing bytes, briefly, so the connection
+        can be reused; a server that does not end the body loses the connection."""
+        stop = time.monotonic() + DRAIN_WAIT
+        try:
+            while not parser.done:
+                left = stop - time.monotonic()
+                if left <= 0:
+                    return
+                data = yield (RECV, conn, left)
+                if data:
+                    parser.feed_body(data)
+                else:
+                    parser.feed_eof()
+        except (OSError, EdgeeError):
+            pass
+
+
+# ---------------------------------------------------------------------------
+# Drivers: they carry out a plan's operations, the sync one with blocking
+# sockets, the async one on the running asyncio event loop
+# ---------------------------------------------------------------------------
+
+
+def _readable(sock: socket.socket) -> bool:
+    """True if the socket has bytes or an end waiting (for an idle connection: trouble)."""
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+class SocketConnection:
+    """A connection of the sync driver: a socket, plain or TLS."""
+
+    __slots__ = ("_timeout", "reused", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reused = False
+        self._timeout = -1.0
+
+    def settimeout(self, timeout: float) -> None:
+        if timeout != self._timeout:  # each change is a system call
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+
+    def is_clean(self) -> bool:
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        return not _readable(sock)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def sync_step(plan: Plan, transport: Transport) -> Any:
+    """Carry out `plan` with blocking sockets until it delivers an item; returns the item.
+
+    Raises StopIteration when the plan ends, and whatever the plan raises.
+    """
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        op = plan.throw(error) if error is not None else plan.send(value)
+        kind = op[0]
+        if kind is DELIVER:
+            return op[1]
+        value = error = None
+        try:
+            if kind is RECV:
+                conn = op[1]
+                conn.settimeout(op[2])
+                value = conn.sock.recv(READ_SIZE)
+            elif kind is SEND:
+                conn = op[1]
+                conn.settimeout(op[3])
+                conn.sock.sendall(op[2])
+            elif kind is CONNECT:
+                value = _sync_connect(transport, op[1], op[2], op[3], op[4])
+            elif kind is TLS:
+                conn = op[1]
+                conn.sock = _sync_tls(transport, conn.sock, op[2], op[3])
+            else:
+                transport.sleep(op[1])
+        except socket.timeout:
+            error = TimeoutError("timed out")
+        except OSError as exc:
+            error = exc
+        except BaseException:
+            plan.close()
+            raise
+
+
+def _sync_connect(
+    transport: Transport, host: str, port: int, tls_name: str | None, timeout: float
+) -> SocketConnection:
+    sock = socket.create_connection((host, port), timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls_name is not None:
+            sock = _sync_tls(transport, sock, tls_name, timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return SocketConnection(sock)
+
+
+def _sync_tls(transport: Transport, sock: socket.socket, name: str, timeout: float) -> Any:
+    sock.settimeout(timeout)
+    return transport.context().wrap_socket(sock, server_hostname=name)
+
+
+class StreamConnection(_AsyncProtocol):
+    """A connection of the async driver: an asyncio protocol whose received bytes
+    wait here until the plan asks for them."""
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.transport: Any = None
+        self.reused = False
+        self._buffer: list[bytes] = []
+        self._size = 0
+        self._ended = False
+        self._lost: BaseException | None = None
+        self._waiter: Any = None
+        self._drain: Any = None
+        self._reading_paused = False
+
+    # asyncio.Protocol callbacks
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._size += len(data)
+        if self._size > ASYNC_BUFFER and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake(self._waiter)
+
+    def eof_received(self) -> bool:
+        self._ended = True
+        self._wake(self._waiter)
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._ended = True
+        self._lost = exc
+        self._wake(self._waiter)
+        self._wake(self._drain)
+
+    def pause_writing(self) -> None:
+        self._drain = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        self._wake(self._drain)
+        self._drain = None
+
+    @staticmethod
+    def _wake(waiter: Any) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # what the driver uses
+    async def recv(self, timeout: float) -> bytes:
+        if not self._buffer and not self._ended:
+            waiter = self._waiter = self.loop.create_future()
+            await self._wait(waiter, timeout)
+            self._waiter = None
+        if self._buffer:
+            data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
+            self._buffer = []
+            self._size = 0
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            return data
+        if self._lost is not None:
+            raise self._lost
+        return b""
+
+    async def send(self, data: bytes, timeout: float) -> None:
+        if self.transport.is_closing():
+            raise self._lost or ConnectionResetError("the connection is closed")
+        self.transport.write(data)
+        if self._drain is not None:
+            await self._wait(self._drain, timeout)
+            if self.transport.is_closing():
+                raise self._lost or ConnectionResetError("the connection closed while sending")
+
+    async def _wait(self, waiter: Any, timeout: float) -> None:
+        timer = self.loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+
+    def is_clean(self) -> bool:
+        return not (self._buffer or self._ended or self.transport.is_closing())
+
+    def close(self) -> None:
+        if self.transport is not None and not self.loop.is_closed():
+            self.transport.abort()
+
+
+def _expire(waiter: Any) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("timed out"))
+
+
+async def async_step(plan: Plan, transport: Transport) -> Any:
+    """Carry out `plan` on the running event loop until it delivers an item; returns it.
+
+    Raises StopAsyncIteration when the plan ends, and whatever the plan raises;
+    cancelling closes the plan's connection at once.
+    """
+    import asyncio
+
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = plan.throw(error) if error is not None else plan.send(value)
+        except StopIteration:
+            raise StopAsyncIteration from None
+        kind = op[0]
+        if kind is DELIVER:
+            return op[1]
+        value = error = None
+        try:
+            if kind is RECV:
+                value = await op[1].recv(op[2])
+            elif kind is SEND:
+                await op[1].send(op[2], op[3])
+            elif kind is CONNECT:
+                value = await _async_connect(transport, op[1], op[2], op[3], op[4])
+            elif kind is TLS:
+                await _async_tls(transport, op[1], op[2], op[3])
+            elif transport.asleep is not None:
+                await transport.asleep(op[1])
+            else:
+                await asyncio.sleep(op[1])
+        except asyncio.TimeoutError:
+            error = TimeoutError("timed out")
+        except OSError as exc:
+            error = exc
+        except BaseException:
+            plan.close()
+            raise
+
+
+async def _async_connect(
+    transport: Transport, host: str, port: int, tls_name: str | None, timeout: float
+) -> StreamConnection:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    conn = StreamConnection(loop)
+    tls: dict[str, Any] = {}
+    if tls_name is not None:
+        tls = {"ssl": transport.context(), "server_hostname": tls_name}
+        tls["ssl_handshake_timeout"] = timeout
+    await asyncio.wait_for(loop.create_connection(lambda: conn, host, port, **tls), timeout)
+    return conn
+
+
+async def _async_tls(
+    transport: Transport, conn: StreamConnection, name: str, timeout: float
+) -> None:
+    import asyncio
+
+    conn.transport = await asyncio.wait_for(
+        conn.loop.start_tls(
+            conn.transport,
+            conn,
+            transport.context(),
+            server_hostname=name,
+            ssl_handshake_timeout=timeout,
+        ),
+        timeout,
+    )
+
+
 # ---------------------------------------------------------------------------
 # The client
 # ---------------------------------------------------------------------------
 
 
-class _Prepared:
-    """A checked request, ready to send (and to send again on a retry)."""
+class Stream(_StreamBase):
+    """The chunks of a streamed answer, each as soon as it arrives.
 
-    __slots__ = ("body", "headers", "timeout")
+    A generator for existing code; `headers` (lower-case names), `provider`
+    and `fallback_used` are set once the first chunk was yielded. Leaving the
+    loop early, `close()` or dropping it closes the connection.
+    """
 
-    def __init__(self, body: bytes, headers: dict[str, str], timeout: float) -> None:
-        self.body = body
-        self.headers = headers
-        self.timeout = timeout
+    def __init__(self, plan: Plan, transport: Transport) -> None:
+        self._plan = plan
+        self._transport = transport
+        self.headers: dict[str, str] = {}
+
+    def __next__(self) -> Any:
+        item = sync_step(self._plan, self._transport)
+        if type(item) is ResponseHead:
+            self.headers = item.headers
+            item = sync_step(self._plan, self._transport)
+        return item
+
+    def send(self, value: Any) -> Any:
+        return self.__next__()
+
+    def throw(self, *exc_info: Any) -> Any:
+        self._plan.close()
+        return super().throw(*exc_info)
+
+    def close(self) -> None:
+        self._plan.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncStream:
+    """`Stream` for asyncio: `async for chunk in client.astream(...)`."""
+
+    def __init__(self, start: Callable[[Pool], Plan], transport: Transport) -> None:
+        self._start = start
+        self._plan: Plan | None = None
+        self._transport = transport
+        self.headers: dict[str, str] = {}
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._plan is None:
+            import asyncio
+
+            self._plan = self._start(self._transport.async_pool(asyncio.get_running_loop()))
+        item = await async_step(self._plan, self._transport)
+        if type(item) is ResponseHead:
+            self.headers = item.headers
+            item = await async_step(self._plan, self._transport)
+        return item
+
+    async def aclose(self) -> None:
+        if self._plan is not None:
+            self._plan.close()
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 class Edgee:
-    """A client of the Edgee AI Gateway; safe to share between threads.
+    """A client of the Edgee AI Gateway; safe to share between threads and event loops.
 
     `config` is the API key, a dict or an EdgeeConfig; keyword options
-    (api_key, base_url, timeout, max_retries, ssl_context) override it. Unset
-    values come from EDGEE_API_KEY and EDGEE_BASE_URL, then the defaults.
-    Raises EdgeeInputError ("EDGEE_API_KEY is not set", ...) on bad settings.
+    (api_key, base_url, timeout, deadline, max_retries, ssl_context) override
+    it. Unset values come from EDGEE_API_KEY and EDGEE_BASE_URL, then the
+    defaults. Raises EdgeeInputError ("EDGEE_API_KEY is not set", ...) on bad settings.
     """
 
     def __init__(self, config: str | EdgeeConfig | dict[str, Any] | None = None, **options: Any):
@@ -1627,15 +2386,12 @@ class Edgee:
         self.api_key = settings.api_key
         self.base_url = settings.base_url
         self.timeout = settings.timeout
+        self.deadline = settings.deadline
         self.max_retries = settings.max_retries
         self._transport = Transport(
             self.base_url, settings.ssl_context, settings.max_retries or 0, self.api_key
         )
-        self._headers = {
-            "Authorization": "Bearer " + self.api_key,
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+        self._headers = {"Authorization": "Bearer " + self.api_key, "User-Agent": USER_AGENT}
         import weakref
 
         # Idle pooled sockets are closed when the client goes, without a ResourceWarning.
@@ -1650,18 +2406,75 @@ class Edgee:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> Edgee:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Close idle pooled connections (the client can still be used)."""
+        """Close idle pooled connections, sync and async (the client can still be used)."""
         self._transport.close()
+
+    async def aclose(self) -> None:
+        """`close()` for asyncio: also closes this event loop's idle connections."""
+        self.close()
 
     # -- requests -------------------------------------------------------------------
 
-    def _prepare(self, model: object, input: object, stream: bool, timeout: object) -> _Prepared:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        timeout: object,
+        deadline: object,
+        accept: str = "application/json",
+        extra: dict[str, str] | None = None,
+    ) -> Call:
+        headers = dict(self._headers, Accept=accept)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if extra:
+            headers.update(extra)
+        return Call(
+            method,
+            self._transport.route.prefix + path,
+            body,
+            headers,
+            self.timeout if timeout is None else _number(timeout, "timeout"),
+            self.deadline if deadline is None else _number(deadline, "deadline"),
+        )
+
+    def _chat(
+        self, model: object, input: object, stream: bool, timeout: object, deadline: object
+    ) -> Call:
         body, extra = build_request(model, input, stream)
-        headers = dict(self._headers, Accept="text/event-stream" if stream else "application/json")
-        headers.update(extra)
-        seconds = self.timeout if timeout is None else _number(timeout, "timeout")
-        return _Prepared(body, headers, seconds)
+        accept = "text/event-stream" if stream else "application/json"
+        return self._call("POST", API_ENDPOINT, body, timeout, deadline, accept, extra)
+
+    def _stream_plan(self, call: Call) -> Callable[[Pool], Plan]:
+        transport = self._transport
+        return lambda pool: transport.stream_plan(call, pool, ChunkReader)
+
+    def _run(self, call: Call) -> tuple[ResponseHead, Any]:
+        plan = self._transport.json_plan(call, self._transport.pool)
+        try:
+            result: tuple[ResponseHead, Any] = sync_step(plan, self._transport)
+        finally:
+            plan.close()
+        return result
+
+    async def _arun(self, call: Call) -> tuple[ResponseHead, Any]:
+        import asyncio
+
+        pool = self._transport.async_pool(asyncio.get_running_loop())
+        plan = self._transport.json_plan(call, pool)
+        try:
+            result: tuple[ResponseHead, Any] = await async_step(plan, self._transport)
+        finally:
+            plan.close()
+        return result
 
     def send(
         self,
@@ -1670,281 +2483,90 @@ class Edgee:
         stream: bool = False,
         *,
         timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Any:
         """Send a chat completion request.
 
-        Returns a SendResponse, or with `stream=True` the generator `stream()`
-        returns. Raises EdgeeInputError before sending if the arguments are
-        wrong, EdgeeAPIError ("API error <status>: <message>") when the gateway
-        refuses, and EdgeeConnectionError when the network fails.
+        Returns a SendResponse, or with `stream=True` what `stream()` returns.
+        Raises EdgeeInputError before sending if the arguments are wrong,
+        EdgeeAPIError ("API error <status>: <message>") when the gateway
+        refuses, EdgeeConnectionError when the network fails and
+        EdgeeTimeoutError when `timeout` (silence) or `deadline` (the whole call) run out.
         """
-        request = self._prepare(model, input, stream, timeout)
         if stream:
-            return self._stream(request)
-        return self._send(request)
+            return self.stream(model, input, timeout=timeout, deadline=deadline)
+        _, data = self._run(self._chat(model, input, False, timeout, deadline))
+        return response_from_json(data)
 
     def stream(
-        self, model: str, input: InputLike, *, timeout: float | None = None
-    ) -> Iterator[StreamChunk]:
-        """A generator of StreamChunk objects, each yielded as soon as it arrives.
+        self,
+        model: str,
+        input: InputLike,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Stream:
+        """A Stream of StreamChunk objects, each yielded as soon as it arrives.
 
         The arguments are checked now; the request is sent when iteration
         starts. Raises as `send()` does, and EdgeeStreamError if the stream
         breaks off before it finished.
         """
-        return self._stream(self._prepare(model, input, True, timeout))
+        call = self._chat(model, input, True, timeout, deadline)
+        return Stream(self._stream_plan(call)(self._transport.pool), self._transport)
 
-    def models(self, *, timeout: float | None = None) -> list[Model]:
+    def models(self, *, timeout: float | None = None, deadline: float | None = None) -> list[Model]:
         """The models the gateway offers (GET /v1/models)."""
-        seconds = self.timeout if timeout is None else _number(timeout, "timeout")
-        return self._models(seconds)
-
-    def _send(self, request: _Prepared, abort: _Abort | None = None) -> SendResponse:
-        data = self._request_json("POST", API_ENDPOINT, request, abort)
-        return response_from_json(data)
-
-    def _models(self, timeout: float, abort: _Abort | None = None) -> list[Model]:
-        request = _Prepared(b"", dict(self._headers, Accept="application/json"), timeout)
-        del request.headers["Content-Type"]
-        data = self._request_json("GET", MODELS_ENDPOINT, request, abort)
-        models = data.get("data")
-        if not isinstance(models, list):
-            raise EdgeeStreamError("the models answer has no data list")
-        return [
-            Model(
-                m.get("id", ""),
-                m.get("object", "model"),
-                m.get("created", 0),
-                m.get("owned_by", ""),
-            )
-            for m in models
-            if isinstance(m, dict)
-        ]
-
-    def _request_json(
-        self, method: str, path: str, request: _Prepared, abort: _Abort | None
-    ) -> JSONDict:
-        body = request.body if method == "POST" else None
-        response = self._transport.request(
-            method, path, body, request.headers, request.timeout, abort
-        )
-        try:
-            raw = response.read_all(MAX_BODY)
-        finally:
-            response.close()
-        return _decode_json_answer(raw, response)
-
-    def _stream(self, request: _Prepared, abort: _Abort | None = None) -> Iterator[StreamChunk]:
-        response = self._transport.request(
-            "POST", API_ENDPOINT, request.body, request.headers, request.timeout, abort
-        )
-        try:
-            if "json" in response.content_type:  # a gateway that did not stream
-                data = _decode_json_answer(response.read_all(MAX_BODY), response)
-                yield chunk_from_response(response_from_json(data))
-                return
-            yield from _read_event_stream(response)
-        finally:
-            response.close()
+        _, data = self._run(self._call("GET", MODELS_ENDPOINT, None, timeout, deadline))
+        return models_from_json(data)
 
     # -- asyncio ---------------------------------------------------------------------
 
     async def asend(
-        self, model: str, input: InputLike, *, timeout: float | None = None
+        self,
+        model: str,
+        input: InputLike,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> SendResponse:
-        """`send()` for asyncio: runs in a worker thread; cancelling closes the connection."""
-        request = self._prepare(model, input, False, timeout)
-        return await _call_in_thread(lambda abort: self._send(request, abort))
+        """`send()` for asyncio; cancelling closes the connection at once."""
+        _, data = await self._arun(self._chat(model, input, False, timeout, deadline))
+        return response_from_json(data)
 
     def astream(
-        self, model: str, input: InputLike, *, timeout: float | None = None
-    ) -> AsyncIterator[StreamChunk]:
+        self,
+        model: str,
+        input: InputLike,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> AsyncStream:
         """`stream()` for asyncio: `async for chunk in client.astream(...)`.
 
-        Chunks are read by a worker thread, so the event loop never blocks;
-        leaving the loop early or cancelling the task closes the connection.
+        Leaving the loop early, `aclose()` or cancelling the task closes the connection.
         """
-        request = self._prepare(model, input, True, timeout)
-        return _stream_in_thread(lambda abort: self._stream(request, abort))
+        call = self._chat(model, input, True, timeout, deadline)
+        return AsyncStream(self._stream_plan(call), self._transport)
 
-    async def amodels(self, *, timeout: float | None = None) -> list[Model]:
+    async def amodels(
+        self, *, timeout: float | None = None, deadline: float | None = None
+    ) -> list[Model]:
         """`models()` for asyncio."""
-        seconds = self.timeout if timeout is None else _number(timeout, "timeout")
-        return await _call_in_thread(lambda abort: self._models(seconds, abort))
+        _, data = await self._arun(self._call("GET", MODELS_ENDPOINT, None, timeout, deadline))
+        return models_from_json(data)
 
 
-def _decode_json_answer(raw: bytes, response: _Response) -> JSONDict:
-    """The JSON object of a 2xx answer; an error envelope in it raises EdgeeAPIError."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise EdgeeStreamError(
-            "the gateway's answer is not valid JSON: "
-            + _shorten(raw[:200].decode("utf-8", "replace"))
-        ) from None
-    if not isinstance(data, dict):
-        raise EdgeeStreamError("the gateway's answer is not a JSON object")
-    if data.get("error"):
-        raw = response.redact(raw)
-        raise api_error(response.status, raw, response.headers, response.reason)
-    return data
-
-
-def _read_event_stream(response: _Response) -> Iterator[StreamChunk]:
-    """The chunks of an event-stream answer, until `[DONE]` or the end of the body.
-
-    Raises EdgeeAPIError for an error event, EdgeeStreamError for malformed
-    data or for a stream that ends before `[DONE]` and before any finish_reason.
-    """
-    decoder = SSEDecoder()
-    feed, read, loads = decoder.feed, response.read_block, json.loads
-    finished = False
-    count = 0
-    while True:
-        try:
-            piece = read()
-        except EdgeeConnectionError:
-            if finished:  # the answer is complete; only the closing [DONE] is missing
-                return
-            raise
-        if not piece:
-            break
-        for event in feed(piece):
-            data = event.data
-            if data == "[DONE]":
-                response.ended = True
-                return
-            if event.event == "error":
-                raise stream_error(response.redact(data.encode("utf-8")), response.status)
-            if not data:
-                continue
-            try:
-                payload = loads(data)
-            except ValueError:
-                raise EdgeeStreamError(
-                    f"malformed JSON in stream event {count + 1}: {_shorten(data[:200])}"
-                ) from None
-            if type(payload) is not dict:
-                raise EdgeeStreamError(f"stream event {count + 1} is not a JSON object")
-            if payload.get("error"):
-                raise stream_error(response.redact(data.encode("utf-8")), response.status)
-            try:
-                chunk = chunk_from_json(payload)
-            except (AttributeError, TypeError, ValueError):
-                raise EdgeeStreamError(
-                    f"stream event {count + 1} is not a chat.completion.chunk"
-                ) from None
-            if not finished:
-                for choice in chunk.choices:
-                    if choice.finish_reason:
-                        finished = True
-            count += 1
-            yield chunk
-    if not finished:
-        raise EdgeeStreamError(
-            f"stream was cut: the gateway ended it after {count} chunk{'' if count == 1 else 's'}, "
-            "before [DONE] and before any finish_reason"
-        )
-
-
-# ---------------------------------------------------------------------------
-# asyncio: each call runs in its own worker thread
-# ---------------------------------------------------------------------------
-
-
-async def _call_in_thread(call: Callable[[_Abort], T]) -> T:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-    abort = _Abort()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
-
-    def work() -> None:
-        try:
-            result = call(abort)
-        except BaseException as exc:  # handed to the awaiting task
-            error = exc
-            deliver: Callable[[], None] = lambda: future.set_exception(error)  # noqa: E731
-        else:
-            deliver = lambda: future.set_result(result)  # noqa: E731
-        try:
-            loop.call_soon_threadsafe(settle, deliver)
-        except RuntimeError:  # the loop has closed: nobody is waiting
-            pass
-
-    import threading
-
-    threading.Thread(target=work, name="edgee-call", daemon=True).start()
-    try:
-        return await future
-    except asyncio.CancelledError:  # cut the worker's call short: close its connection
-        abort.abort()
-        raise
-
-
-async def _stream_in_thread(
-    start: Callable[[_Abort], Iterator[StreamChunk]],
-) -> AsyncIterator[StreamChunk]:
-    import asyncio
-    import queue
-    import threading
-
-    loop = asyncio.get_running_loop()
-    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(ASYNC_WINDOW)
-    wake = asyncio.Event()
-    abort = _Abort()
-
-    def notify() -> None:
-        try:
-            loop.call_soon_threadsafe(wake.set)
-        except RuntimeError:  # the loop has closed
-            abort.abort()
-
-    def hand_over(item: tuple[str, Any]) -> bool:
-        while not abort.aborted:
-            try:
-                handoff.put(item, timeout=0.05)
-            except queue.Full:
-                continue
-            notify()
-            return True
-        return False
-
-    def work() -> None:
-        try:
-            for chunk in start(abort):
-                if not hand_over(("chunk", chunk)):
-                    return
-            hand_over(("end", None))
-        except BaseException as exc:  # handed to the consumer
-            hand_over(("error", exc))
-
-    threading.Thread(target=work, name="edgee-stream", daemon=True).start()
-    ended = False
-    try:
-        while True:
-            try:
-                kind, value = handoff.get_nowait()
-            except queue.Empty:
-                wake.clear()
-                if handoff.empty():
-                    await wake.wait()
-                continue
-            if kind == "chunk":
-                yield value
-            elif kind == "error":
-                ended = True
-                raise value
-            else:
-                ended = True
-                return
-    finally:
-        if not ended:
-            abort.abort()
+def models_from_json(data: JSONDict) -> list[Model]:
+    """The Model list of a GET /v1/models answer."""
+    models = data.get("data")
+    if not isinstance(models, list):
+        raise EdgeeStreamError("the models answer has no data list")
+    return [
+        Model(m.get("id", ""), m.get("object", "model"), m.get("created", 0), m.get("owned_by", ""))
+        for m in models
+        if isinstance(m, dict)
+    ]
 
 
 # ---------------------------------------------------------------------------
