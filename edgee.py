@@ -1006,7 +1006,7 @@ def api_error(status: int, body: bytes, headers: dict[str, str], reason: str = "
     text = body.decode("utf-8", "replace")
     try:
         parsed: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         parsed = None
     message = code = kind = param = None
     if isinstance(parsed, dict):
@@ -1540,26 +1540,6 @@ class Call:
         self.retries += 1
         return delay
 
-    def redirect(self, route: Route, head: ResponseHead, redirects: int) -> None:
-        """Follow a redirect within the origin, or raise EdgeeAPIError."""
-        status = head.status
-        location = urllib.parse.urljoin(route.origin + self.path, head.headers["location"])
-        parts = urllib.parse.urlsplit(location)
-        if not route.same_origin(location):
-            raise EdgeeAPIError(
-                status,
-                f"redirect to {parts.scheme}://{parts.netloc} refused: "
-                f"the API key is only sent to {route.origin} "
-                "(set base_url to the new address if you trust it)",
-                headers=head.headers,
-            )
-        if redirects > MAX_REDIRECTS:
-            raise EdgeeAPIError(status, f"more than {MAX_REDIRECTS} redirects")
-        if status == 303 or (status in (301, 302) and self.method == "POST"):
-            self.method, self.body = "GET", None
-            self.headers = {k: v for k, v in self.headers.items() if k != "Content-Type"}
-        self.path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-
 
 class ChunkReader:
     """Turns the body of a chat-completion event stream into StreamChunks.
@@ -1754,7 +1734,8 @@ class Transport:
             head = yield from self._read_head(conn, parser, call)
             if head.status != 200:
                 raise EdgeeConnectionError(
-                    f"the proxy refused the tunnel to {route.origin}: {head.status} {head.reason}"
+                    f"the proxy refused the tunnel to {route.origin}: {head.status} "
+                    + self.redactor.text(_shorten(head.reason))
                     + (" (check the proxy credentials)" if head.status == 407 else "")
                 )
             if not parser.reusable:
@@ -1824,7 +1805,9 @@ class Transport:
             try:
                 head = parser.feed_head(data)
             except EdgeeConnectionError as exc:
-                raise EdgeeConnectionError(f"{self.origin} {exc}") from None
+                raise EdgeeConnectionError(
+                    f"{self.origin} {self.redactor.text(str(exc))}"
+                ) from None
             if head is not None:
                 return head
 
@@ -1897,7 +1880,7 @@ class Transport:
             body = yield from self.read_all(conn, parser, call, pool, MAX_ERROR_BODY, head)
             if head.status in REDIRECT_STATUSES and "location" in head.headers:
                 redirects += 1
-                call.redirect(self.route, head, redirects)
+                self._redirect(call, head, redirects)
                 continue
             error = self.api_error(head, body)
             retryable = head.status in RETRY_STATUSES
@@ -1936,6 +1919,31 @@ class Transport:
         finally:
             release(pool, conn, parser)
         return b"".join(pieces)
+
+    def _redirect(self, call: Call, head: ResponseHead, redirects: int) -> None:
+        """Follow a redirect within the origin; any other raises EdgeeAPIError."""
+        status = head.status
+        route = self.route
+        location = urllib.parse.urljoin(route.origin + call.path, head.headers["location"])
+        parts = urllib.parse.urlsplit(location)
+        try:
+            same = route.same_origin(location)
+        except ValueError:  # a bad port
+            same = False
+        if not same:
+            where = self.redactor.text(_shorten(parts.scheme + "://" + parts.netloc.rpartition("@")[2]))
+            raise EdgeeAPIError(
+                status,
+                f"redirect to {where} refused: the API key is only sent to {route.origin} "
+                "(set base_url to the new address if you trust it)",
+                headers=self.redactor.headers(head.headers),
+            )
+        if redirects > MAX_REDIRECTS:
+            raise EdgeeAPIError(status, f"more than {MAX_REDIRECTS} redirects")
+        if status == 303 or (status in (301, 302) and call.method == "POST"):
+            call.method, call.body = "GET", None
+            call.headers = {k: v for k, v in call.headers.items() if k != "Content-Type"}
+        call.path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
 
     def _check_encoding(self, head: ResponseHead) -> None:
         encoding = head.headers.get("content-encoding", "identity").strip().lower()
