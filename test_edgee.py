@@ -7386,7 +7386,7 @@ class FaultPoolTest(_FaultCase):
             self.assertEqual(fault_echoes(api, 4, 4), fault_prompts(4, 4))
             self.assertEqual(api.gw.errors, [])
 
-        self.both(body, tls=True, timeout=2.0)
+        self.both(body, tls=True, timeout=1.0)
 
     def test_interim_answers_are_skipped(self):
         def body(api):
@@ -7398,7 +7398,7 @@ class FaultPoolTest(_FaultCase):
             self.assertEqual(fault_echoes(api, 4, 4), fault_prompts(4, 4))
             self.assertEqual(api.gw.errors, [])
 
-        self.both(body, timeout=2.0)
+        self.both(body, timeout=1.0)
 
     def test_answer_not_read_whole_closes_its_connection(self):
         unread = dict(error_body(400, "invalid_request", "too long"), padding="." * 300000)
