@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import collections
 import collections.abc
 import contextlib
 import copy
 import dataclasses
 import email.utils
+import functools
+import gzip
 import http.client
 import io
 import json
@@ -37,6 +40,7 @@ import traceback
 import tracemalloc
 import unittest
 import urllib.error
+import urllib.parse
 from contextlib import redirect_stderr, redirect_stdout
 from http import HTTPStatus
 from typing import Any, ClassVar, List, Optional
@@ -6929,6 +6933,816 @@ class ExtProxyTest(_ExtBase):
         self.assertEqual(self.gw.requests[0].path, "/v1/chat/completions")
         self.assertEqual(proxy.requests, [])
         self.assertEqual(proxy.connections, 0)
+
+
+# ---- faults: hostile and unusual servers ----
+# Regression tests of issue 10 ("Trust under faults"), each through the sync and the async API
+# (but for the checks made at construction, which both APIs share).
+# Expected to fail against the edgee.py of today (before the issue-10 rewrite):
+#   FaultPoolTest.test_bytes_after_a_tls_answer_never_answer_another_call   next call gets "POISON"
+#   FaultPoolTest.test_interim_answers_are_skipped                          API error 103
+#   FaultRetryBudgetTest.test_post_to_a_closing_server_is_sent_once         arrives 4 times
+#   FaultRetryBudgetTest.test_post_to_a_closing_server_is_sent_1_plus_max_retries_times  6 times
+#   FaultRetryBudgetTest.test_early_answer_is_raised_and_not_retried        broken pipe, 3 uploads
+#   FaultProxyTest.test_plain_http_through_an_authenticated_proxy          API error 407
+#   FaultDecodeTest.test_deep_json_raises_an_edgee_error                   RecursionError
+#   FaultDecodeTest.test_unrequested_content_encoding_is_named             binary junk, no "gzip"
+#   FaultKeyTest.test_key_echoed_by_the_server_is_in_no_exception_text     key in the message
+#   FaultKeyTest.test_api_key_must_be_printable_ascii                      non-ASCII key accepted
+#   FaultSettingsTest.test_ssl_context_must_check_hostnames               accepted
+#   FaultSettingsTest.test_base_url_with_control_characters_or_spaces_is_refused  accepted
+#   FaultTimeTest.test_client_deadline_bounds_the_wait_and_the_stream      no `deadline` option
+#   FaultTimeTest.test_call_deadline_bounds_the_body_and_the_stream        no `deadline` argument
+#   FaultTimeTest.test_retry_after_that_is_not_a_finite_non_negative_number_is_ignored  no backoff
+
+FAULT_KEY = "sk-live/ABCDEF0123456789xyz"  # a "/" that servers may JSON-escape as \/ or \u002f
+FAULT_BIG = 8 * 1024 * 1024  # a prompt larger than loopback socket buffers hold unread
+FAULT_DRIBBLE = 0.2  # seconds between the bytes (or events) of a dribbling server
+FAULT_DEADLINE = 0.6  # seconds; the whole-call deadline the dribbling tests use
+FAULT_LIMIT = 10.0  # seconds any server thread or worker thread of these tests may take
+FAULT_DEEP = b'{"a":' * 100000 + b"1" + b"}" * 100000  # JSON nested 100,000 levels deep
+FAULT_INTERIM = [  # 1xx interim answers a server may send before the final one
+    b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n",
+    b"HTTP/1.1 102 Processing\r\n\r\n"
+    b"HTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\nLink: </b.js>; rel=preload\r\n\r\n"
+    b"HTTP/1.1 103 Early Hints\r\nX-Edgee-Hint: 1\r\n\r\n",
+]
+
+
+def _fault_answer(text: str, **extra: Any) -> bytes:
+    """A whole keep-alive JSON completion answer (head and body)."""
+    body = compact_json(dict(_rel_completion(text), **extra))
+    return http_head(200, {"Content-Type": "application/json"}, content_length=len(body)) + body
+
+
+FAULT_POISON = _fault_answer("POISON")  # a second whole answer nobody asked for
+
+
+def _fault_early(status: int, message: str) -> bytes:
+    """An error answer that closes the connection."""
+    body = compact_json(error_body(status, None, message))
+    head = {"Content-Type": "application/json", "Connection": "close"}
+    return http_head(status, head, content_length=len(body)) + body
+
+
+def _fault_dribble(data: bytes, count: int = 15) -> list:
+    """Raw parts: the first `count` bytes of `data`, one every FAULT_DRIBBLE seconds."""
+    parts = []  # type: list
+    for i in range(min(count, len(data))):
+        parts += [FAULT_DRIBBLE, data[i : i + 1]]
+    return parts
+
+
+def _fault_texts(exc: BaseException) -> str:
+    """Every text an exception shows: str, repr, args, message, body and the traceback."""
+    return "\n".join([_rel_everything(exc), repr(exc.args), str(getattr(exc, "message", ""))])
+
+
+class _Echo:
+    """`before` (e.g. 1xx interim answers), then the fake LLM's answer to the gateway's
+    request number `index` followed by `after`, in one write; waits first (up to 2 s)
+    until `together` requests have arrived, so that many calls hold a connection at once."""
+
+    def __init__(self, index: int, before: bytes = b"", after: bytes = b"", together: int = 0):
+        self.index, self.before, self.after, self.together = index, before, after, together
+
+    def send(self, conn: _Conn) -> bool:
+        conn.gw.wait_requests(self.together, 2.0)
+        if self.before:
+            conn.send(self.before)
+        written = []  # type: List[bytes]
+        conn.send = written.append  # one write, so `after` shares the answer's TLS record
+        try:
+            keep = fake_llm(conn, conn.gw.requests[self.index])
+        finally:
+            del conn.send
+        conn.send(b"".join(written) + self.after)
+        return keep
+
+
+def push_echoes(
+    gw: Gateway, count: int, befores: Any = (b"",), after: bytes = b"", together: int = 0
+) -> None:
+    """Queue _Echo replies for the gateway's next `count` requests (nothing else may be
+    queued or in flight); reply i sends `befores[i % len(befores)]` first."""
+    first = len(gw.requests)
+    gw.push(
+        *[
+            _Echo(first + i, befores[i % len(befores)], after, first + together if together else 0)
+            for i in range(count)
+        ]
+    )
+
+
+def fault_prompts(workers: int, calls: int) -> dict:
+    """{prompt: the fake LLM's answer} for the calls fault_echoes makes."""
+    return {
+        f"worker {w} call {c}": f"Echo: worker {w} call {c}"
+        for w in range(workers)
+        for c in range(calls)
+    }
+
+
+def fault_echoes(api: Api, workers: int, calls: int) -> dict:
+    """`workers` threads (sync) or tasks on the Api's loop (async) sharing its client, each
+    making `calls` calls in turn (send, stream, send, ...); {prompt: answer text or the
+    repr of what the call raised}, without the calls that did not end in time."""
+    results = {}  # type: dict
+    client = api.client
+
+    def call(prompt: str, stream: bool) -> Any:
+        if stream:
+            return edgee.collect(client.stream(DEFAULT_MODEL, prompt)).text
+        return client.send(DEFAULT_MODEL, prompt).text
+
+    def work(w: int) -> None:
+        for c in range(calls):
+            prompt = f"worker {w} call {c}"
+            try:
+                results[prompt] = call(prompt, c % 2 == 1)
+            except Exception as exc:  # compared with the expected answer by the test
+                results[prompt] = repr(exc)
+
+    async def acall(prompt: str, stream: bool) -> Any:
+        if stream:
+            return (await edgee.acollect(client.astream(DEFAULT_MODEL, prompt))).text
+        return (await client.asend(DEFAULT_MODEL, prompt)).text
+
+    async def awork(w: int) -> None:
+        for c in range(calls):
+            prompt = f"worker {w} call {c}"
+            try:
+                results[prompt] = await acall(prompt, c % 2 == 1)
+            except Exception as exc:  # compared with the expected answer by the test
+                results[prompt] = repr(exc)
+
+    if api.is_async:
+
+        async def everyone() -> None:
+            await asyncio.gather(*[awork(w) for w in range(workers)])
+
+        try:
+            api.run(asyncio.wait_for(everyone(), FAULT_LIMIT))
+        except asyncio.TimeoutError:  # the calls still running are missing from the results
+            pass
+        return dict(results)
+    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(workers)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + FAULT_LIMIT
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return dict(results)
+
+
+def _fault_read_head(sock: socket.socket, buf: bytes = b"") -> Any:
+    """(head, the bytes after it) of the next request on `sock`, or None at its end."""
+    while b"\r\n\r\n" not in buf:
+        if len(buf) > MAX_LINE:
+            return None
+        data = sock.recv(65536)
+        if not data:
+            return None
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _fault_header(head: bytes, name: str) -> Optional[str]:
+    """The value of header `name` in a request head, or None."""
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return None
+
+
+def _fault_read_body(sock: socket.socket, head: bytes, rest: bytes) -> Any:
+    """(body, the bytes after it) by Content-Length, or None if the peer left first."""
+    length = int(_fault_header(head, "content-length") or 0)
+    buf = bytearray(rest)
+    while len(buf) < length:  # grows by >= 1 byte per pass
+        data = sock.recv(65536)
+        if not data:
+            return None
+        buf += data
+    return bytes(buf[:length]), bytes(buf[length:])
+
+
+def _fault_pipe(src: socket.socket, dst: socket.socket, first: bytes = b"") -> None:
+    """Copy `first`, then src to dst until src ends (or fails); then end dst's writing."""
+    try:
+        if first:
+            dst.sendall(first)
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+class _FaultServer:
+    """A threaded loopback server: `serve(sock)` handles one connection; close() stops it."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._open = set()  # type: set
+        self._threads = []  # type: List[threading.Thread]
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]  # type: int
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._spawn(self._accept)
+
+    def serve(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop accepting, wake every connection, join the threads (bounded)."""
+        self._stop.set()
+        self._listener.close()
+        with self._lock:
+            socks, threads = list(self._open), list(self._threads)
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 2.0
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    @contextlib.contextmanager
+    def connection(self, sock: socket.socket) -> Any:
+        """`sock`, woken by close() while in use, closed afterwards."""
+        with self._lock:
+            self._open.add(sock)
+        try:
+            yield sock
+        finally:
+            with self._lock:
+                self._open.discard(sock)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread still reading it
+            except OSError:
+                pass
+            sock.close()
+
+    def _spawn(self, target: Any, *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True, name="fault-server")
+        with self._lock:
+            self._threads.append(t)
+        t.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():  # ends with close()
+            try:
+                sock, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            sock.settimeout(FAULT_LIMIT)
+            with self._lock:
+                self.connections += 1
+            self._spawn(self._serve, sock)
+
+    def _serve(self, sock: socket.socket) -> None:
+        with self.connection(sock):
+            try:
+                self.serve(sock)
+            except OSError:
+                pass
+
+
+class _HeadFirst(_FaultServer):
+    """Acts on each request's head before reading its body. Queued actions, one per
+    request: bytes are sent as the answer, then the connection is closed with the body
+    unread (the client's upload breaks); "reset" closes at once without answering. With
+    nothing queued it reads the body and answers "Echo: <prompt>" (its first 100
+    characters), keeping the connection. `heads` counts the requests begun, `bodies`
+    those that arrived whole.
+    """
+
+    def __init__(self) -> None:
+        self.heads = self.bodies = 0
+        self._actions = collections.deque()  # type: collections.deque
+        super().__init__()
+
+    def push(self, *actions: Any) -> None:
+        with self._lock:
+            self._actions.extend(actions)
+
+    def serve(self, sock: socket.socket) -> None:
+        rest = b""
+        while not self._stop.is_set():  # one request per pass; ends when the client leaves
+            got = _fault_read_head(sock, rest)
+            if got is None:
+                return
+            head, rest = got
+            with self._lock:
+                self.heads += 1
+                action = self._actions.popleft() if self._actions else None
+            if action == "reset":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            if action is not None:
+                sock.sendall(action)
+                sock.shutdown(socket.SHUT_WR)
+                return
+            got = _fault_read_body(sock, head, rest)
+            if got is None:
+                return
+            body, rest = got
+            with self._lock:
+                self.bodies += 1
+            prompt = json.loads(body.decode("utf-8"))["messages"][-1]["content"]
+            sock.sendall(_fault_answer("Echo: " + prompt[:100]))
+
+
+class _AuthProxy(_FaultServer):
+    """A forward proxy that wants `Proxy-Authorization: <expected>` (else 407). It sends
+    absolute-form requests on to a loopback origin without that header (one request per
+    connection) and opens CONNECT tunnels to one. `seen` lists (method, target,
+    Proxy-Authorization or None) for every request it got."""
+
+    def __init__(self, user: str, password: str) -> None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        self.expected = "Basic " + token
+        self.seen = []  # type: List[tuple]
+        super().__init__()
+
+    def serve(self, sock: socket.socket) -> None:
+        got = _fault_read_head(sock)
+        if got is None:
+            return
+        head, rest = got
+        method, target = head.decode("latin-1").split(" ", 2)[:2]
+        auth = _fault_header(head, "proxy-authorization")
+        with self._lock:
+            self.seen.append((method, target, auth))
+        if method != "CONNECT":  # read the whole request, so that even a 407 is heard
+            got = _fault_read_body(sock, head, rest)
+            if got is None:
+                return
+            rest = got[0]  # the body
+        if auth != self.expected:
+            sock.sendall(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b'Proxy-Authenticate: Basic realm="faults"\r\n'
+                b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            return
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+        else:
+            parts = urllib.parse.urlsplit(target)
+            host, port = parts.hostname or "", str(parts.port or 80)
+        if host not in ("127.0.0.1", "localhost"):  # loopback only: nothing leaves this machine
+            sock.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            return
+        origin = socket.create_connection(("127.0.0.1", int(port)), timeout=FAULT_LIMIT)
+        with self.connection(origin):
+            if method == "CONNECT":
+                sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                self._spawn(_fault_pipe, origin, sock)
+                _fault_pipe(sock, origin, rest)
+            else:
+                origin.sendall(_fault_origin_form(head) + rest)
+                _fault_pipe(origin, sock)
+
+
+def _fault_origin_form(head: bytes) -> bytes:
+    """A proxied request's head for the origin: origin-form target, no proxy credentials,
+    and `Connection: close` (so the answer ends when the origin closes)."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, version = lines[0].split(" ", 2)
+    parts = urllib.parse.urlsplit(target)
+    path = parts.path + ("?" + parts.query if parts.query else "")
+    kept = [
+        line
+        for line in lines[1:]
+        if line.partition(":")[0].strip().lower()
+        not in ("proxy-authorization", "connection", "proxy-connection")
+    ]
+    return "\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""]).encode(
+        "latin-1"
+    )
+
+
+class _FaultCase(ClientTestCase):
+    """ClientTestCase with the checks and servers of the fault tests."""
+
+    def raised(self, kind: Any, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """What `call(*args, **kwargs)` raised; fails unless it raised a `kind`."""
+        try:
+            call(*args, **kwargs)
+        except Exception as exc:
+            self.assertIsInstance(exc, kind, f"{type(exc).__name__}: {str(exc)[:300]}")
+            return exc
+        self.fail(f"{kind.__name__} not raised")
+
+    def server(self, make: Any, *args: Any) -> Any:
+        """`make(*args)`, closed at cleanup."""
+        server = make(*args)
+        self.addCleanup(server.close)
+        return server
+
+    def both_with(self, make: Any, body: Any, **options: Any) -> None:
+        """`body(api, server)` through the sync, then the async API, each with a fresh
+        server `make()` as the client's base_url."""
+        for kind in ("sync", "async"):
+            with self.subTest(api=kind):
+                server = self.server(make)
+                body(self.api(kind, server.url, **options), server)
+
+
+class FaultPoolTest(_FaultCase):
+    """An answer never reaches another request: a connection is reused only after its
+    answer was read exactly to its end, with nothing else waiting on it."""
+
+    def test_bytes_after_a_tls_answer_never_answer_another_call(self):
+        # Padding past the 8 KiB a buffered reader takes at once leaves the poison,
+        # sent in the same TLS record, inside the TLS layer, where select() cannot see it.
+        poisoned = _fault_answer("Echo: q0", padding="." * 9000) + FAULT_POISON
+        self.assertLess(len(poisoned), 16384)  # one TLS record
+
+        def body(api):
+            api.gw.push(Raw([poisoned], then="hold"))
+            self.assertEqual(api.send(DEFAULT_MODEL, "q0").text, "Echo: q0")
+            self.assertEqual(api.send(DEFAULT_MODEL, "q1").text, "Echo: q1")
+            self.assertEqual(api.collect(DEFAULT_MODEL, "q2").text, "Echo: q2")
+            push_echoes(api.gw, 16, after=FAULT_POISON)
+            self.assertEqual(fault_echoes(api, 4, 4), fault_prompts(4, 4))
+            self.assertEqual(api.gw.errors, [])
+
+        self.both(body, tls=True, timeout=1.0)
+
+    def test_interim_answers_are_skipped(self):
+        def body(api):
+            push_echoes(api.gw, 3 + 16, FAULT_INTERIM)
+            self.assertEqual(api.send(DEFAULT_MODEL, "q0").text, "Echo: q0")
+            self.assertEqual(api.collect(DEFAULT_MODEL, "q1").text, "Echo: q1")
+            self.assertEqual(api.send(DEFAULT_MODEL, "q2").text, "Echo: q2")
+            self.assertEqual(api.gw.connections, 1)  # each answer read whole: one connection
+            self.assertEqual(fault_echoes(api, 4, 4), fault_prompts(4, 4))
+            self.assertEqual(api.gw.errors, [])
+
+        self.both(body, timeout=1.0)
+
+    def test_answer_not_read_whole_closes_its_connection(self):
+        unread = dict(error_body(400, "invalid_request", "too long"), padding="." * 300000)
+
+        def body(api):
+            gw = api.gw
+            gw.push(Reply(400, unread))
+            error = self.raised(edgee.EdgeeAPIError, api.send, DEFAULT_MODEL, "error")
+            self.assertEqual(error.status, 400)
+            self.assertEqual(api.send(DEFAULT_MODEL, "after error").text, "Echo: after error")
+            self.assertEqual(gw.connections, 2)
+            self.assertEqual(len(api.first(1, DEFAULT_MODEL, "a long story " * 20)), 1)
+            self.assertEqual(api.send(DEFAULT_MODEL, "after break").text, "Echo: after break")
+            self.assertEqual(gw.connections, 3)
+
+        self.both(body)
+
+
+class FaultRetryBudgetTest(_FaultCase):
+    """A request is put on the wire at most 1 + max_retries times, pooled connections included."""
+
+    def warm_pool(self, api, count=3):
+        """`count` idle kept-alive connections, from calls that held them at the same time."""
+        push_echoes(api.gw, count, together=count)
+        self.assertEqual(fault_echoes(api, count, 1), fault_prompts(count, 1))
+        self.assertEqual(api.gw.connections, count)
+
+    def arrivals(self, api, call, prompt):
+        """How many times `call(model, prompt)` put its request on the wire (it must fail)."""
+        before = len(api.gw.requests)
+        self.raised(edgee.EdgeeConnectionError, call, DEFAULT_MODEL, prompt)
+        return len(api.gw.requests) - before
+
+    def test_post_to_a_closing_server_is_sent_once(self):
+        def body(api):
+            self.warm_pool(api)
+            api.gw.push(*[Raw([], then="close")] * 20)  # reads each request whole, then closes
+            self.assertEqual(self.arrivals(api, api.send, "once"), 1)
+            self.assertEqual(self.arrivals(api, api.stream, "once"), 1)
+            before = len(api.gw.requests)
+            answers = fault_echoes(api, 3, 1)  # three at once: the last pooled connection, new ones
+            self.assertEqual(len(answers), 3)
+            self.assertTrue(all("Error" in text for text in answers.values()), answers)
+            self.assertEqual(len(api.gw.requests) - before, 3)
+
+        self.both(body, timeout=2.0)
+
+    def test_post_to_a_closing_server_is_sent_1_plus_max_retries_times(self):
+        def body(api):
+            api.fake_sleep()
+            self.warm_pool(api)
+            api.gw.push(*[Raw([], then="close")] * 20)
+            self.assertEqual(self.arrivals(api, api.send, "thrice"), 3)
+
+        self.both(body, timeout=2.0, max_retries=2)
+
+    def test_reused_connection_broken_while_sending_is_sent_again(self):
+        # The one resend outside the budget: a reused keep-alive connection that broke
+        # while the request was being sent (so it never arrived whole).
+        prompt = "x" * FAULT_BIG
+
+        def body(api, server):
+            self.assertEqual(api.send(DEFAULT_MODEL, "warm").text, "Echo: warm")
+            server.push("reset")  # the next request: head read, then the connection reset
+            self.assertEqual(api.send(DEFAULT_MODEL, prompt).text, "Echo: " + prompt[:100])
+            # Three heads, but the big request arrived whole once, on a second connection.
+            self.assertEqual((server.heads, server.bodies, server.connections), (3, 2, 2))
+
+        self.both_with(_HeadFirst, body)  # max_retries=0
+
+    def early_answer(self, status, message, api, server):
+        api.fake_sleep()
+        server.push(*[_fault_early(status, message)] * 3)
+        exc = self.raised(edgee.EdgeeAPIError, api.send, DEFAULT_MODEL, "x" * FAULT_BIG)
+        self.assertEqual((exc.status, exc.message), (status, message))
+        self.assertEqual(server.heads, 1)  # a 4xx is not retried
+
+    def test_early_answer_is_raised_and_not_retried(self):
+        for status, message in ((413, "Request body too large"), (401, "Invalid API key")):
+            with self.subTest(status=status):
+                check = functools.partial(self.early_answer, status, message)
+                self.both_with(_HeadFirst, check, max_retries=2)
+
+
+class FaultProxyTest(_FaultCase):
+    """Through an authenticated HTTP_PROXY/HTTPS_PROXY, the credentials go to the proxy only."""
+
+    def proxy(self, variable):
+        proxy = self.server(_AuthProxy, "user", "pa55word")
+        os.environ[variable] = f"http://user:pa55word@127.0.0.1:{proxy.port}"  # isolate_env
+        return proxy
+
+    def test_plain_http_through_an_authenticated_proxy(self):
+        proxy = self.proxy("HTTP_PROXY")
+
+        def body(api):
+            start = len(proxy.seen)
+            self.assertEqual(api.send(DEFAULT_MODEL, "via proxy").text, "Echo: via proxy")
+            self.assertEqual(api.collect(DEFAULT_MODEL, "streamed").text, "Echo: streamed")
+            self.assertEqual(len(api.models()), 2)
+            chat = api.gw.url + "/v1/chat/completions"
+            self.assertEqual(
+                proxy.seen[start:],
+                [
+                    ("POST", chat, proxy.expected),
+                    ("POST", chat, proxy.expected),
+                    ("GET", api.gw.url + "/v1/models", proxy.expected),
+                ],
+            )
+            self.assertEqual(len(api.gw.requests), 3)
+            for request in api.gw.requests:
+                self.assertNotIn("proxy-authorization", request.headers)
+                self.assertEqual(request.headers["authorization"], "Bearer " + self.key)
+
+        self.both(body)
+
+    def test_https_through_an_authenticated_tunnel(self):
+        proxy = self.proxy("HTTPS_PROXY")
+
+        def body(api):
+            start = len(proxy.seen)
+            self.assertEqual(api.send(DEFAULT_MODEL, "tunnelled").text, "Echo: tunnelled")
+            self.assertEqual(api.collect(DEFAULT_MODEL, "streamed").text, "Echo: streamed")
+            seen = proxy.seen[start:]
+            self.assertTrue(seen)
+            self.assertEqual(set(seen), {("CONNECT", f"localhost:{api.gw.port}", proxy.expected)})
+            self.assertEqual(len(api.gw.requests), 2)
+            for request in api.gw.requests:  # the tunnel carries the client's bytes unchanged
+                self.assertNotIn("proxy-authorization", request.headers)
+
+        self.both(body, tls=True)
+
+
+class FaultDecodeTest(_FaultCase):
+    """Whatever the server sends, every failure is an EdgeeError."""
+
+    def test_deep_json_raises_an_edgee_error(self):
+        first = completion_chunk(role="assistant")
+        error_event = b"event: error\ndata: " + FAULT_DEEP + b"\n\n"
+        cases = [
+            ("stream event", SSE([first, sse_bytes(FAULT_DEEP)]), "stream", None),
+            ("stream error event", SSE([first, error_event]), "stream", None),
+            ("200 body", Reply(200, FAULT_DEEP), "send", None),
+            ("200 models body", Reply(200, FAULT_DEEP), "models", None),
+            ("400 error body", Reply(400, FAULT_DEEP), "send", 400),
+            ("500 error body", Reply(500, FAULT_DEEP), "send", 500),
+        ]
+
+        def body(api):
+            for name, reply, call, status in cases:
+                with self.subTest(case=name):
+                    api.gw.push(reply)
+                    args = () if call == "models" else (DEFAULT_MODEL, "deep")
+                    exc = self.raised(edgee.EdgeeError, getattr(api, call), *args)
+                    if status is not None:
+                        self.assertIsInstance(exc, edgee.EdgeeAPIError)
+                        self.assertEqual(exc.status, status)
+
+        self.both(body)
+
+    def test_unrequested_content_encoding_is_named(self):
+        gzipped = {"Content-Encoding": "gzip"}
+        stream = b"".join(sse_bytes(e) for e in _rel_events("zipped")) + b"data: [DONE]\n\n"
+        answers = [
+            ("send", gzip.compress(compact_json(_rel_completion("zipped"))), "application/json"),
+            ("stream", gzip.compress(stream), "text/event-stream"),
+        ]
+
+        def body(api):
+            for call, data, content_type in answers:
+                with self.subTest(call=call):
+                    api.gw.push(Reply(200, data, headers=gzipped, content_type=content_type))
+                    exc = self.raised(edgee.EdgeeError, getattr(api, call), DEFAULT_MODEL, "x")
+                    message = str(exc)
+                    self.assertIn("gzip", message)
+                    self.assertTrue(message.isprintable(), repr(message))  # no binary junk
+                    self.assertNotIn("\ufffd", message)
+                    self.assertNotIn("\\x1f", message)
+
+        self.both(body)
+
+
+class FaultKeyTest(_FaultCase):
+    """The API key is in no exception text, however the server echoes it."""
+
+    key = FAULT_KEY
+
+    def test_key_echoed_by_the_server_is_in_no_exception_text(self):
+        key = FAULT_KEY.encode("ascii")
+        slash, u002f = key.replace(b"/", b"\\/"), key.replace(b"/", b"\\u002f")
+
+        def envelope(echo):
+            return (
+                b'{"error":{"message":"invalid key ' + echo + b'","type":"authentication_error"}}'
+            )
+
+        def malformed(echo):
+            return SSE(
+                [completion_chunk(role="assistant"), b'data: {"echo": "Bearer ' + echo + b'"\n\n']
+            )
+
+        html = b"<html>Authorization: Bearer " + key + b"</html>"
+        challenge = f'Bearer error="invalid_token", error_description="invalid key {FAULT_KEY}"'
+        cases = [
+            ("malformed stream event", malformed(key), "stream"),
+            ("malformed stream event, \\/", malformed(slash), "stream"),
+            ("200 HTML body", Reply(200, html, content_type="text/html"), "send"),
+            ("401 body, \\/", Reply(401, envelope(slash)), "send"),
+            ("401 body, \\u002f", Reply(401, envelope(u002f)), "send"),
+            (
+                "403 text body, \\/",
+                Reply(403, b"no key " + slash, content_type="text/plain"),
+                "send",
+            ),
+            ("200 error envelope, \\/", Reply(200, envelope(slash)), "send"),
+            (
+                "error event, \\u002f",
+                SSE([b"event: error\ndata: " + envelope(u002f) + b"\n\n"]),
+                "stream",
+            ),
+            ("401 header", Reply(401, b"", headers={"WWW-Authenticate": challenge}), "send"),
+        ]
+
+        def body(api):
+            for name, reply, call in cases:
+                with self.subTest(case=name):
+                    api.gw.push(reply)
+                    exc = self.raised(edgee.EdgeeError, getattr(api, call), DEFAULT_MODEL, "hi")
+                    texts = _fault_texts(exc)
+                    self.assertNotIn(FAULT_KEY, texts)
+                    self.assertNotIn(FAULT_KEY[8:], texts)  # nor any escaped form of it
+
+        self.both(body)
+
+    def test_api_key_must_be_printable_ascii(self):
+        # Refused at construction, which the sync and the async API share.
+        keys = [
+            "sk-ключ-0123456789",
+            "sk-clé-0123456789",
+            "sk-\U0001f511-0123456789",
+            "sk-\x7f-012345",
+        ]
+        for key in keys:
+            for where in ("api_key", "EDGEE_API_KEY"):
+                with self.subTest(key=ascii(key), where=where):
+                    options = {"base_url": "http://127.0.0.1:9"}
+                    if where == "api_key":
+                        options["api_key"] = key
+                    else:
+                        os.environ["EDGEE_API_KEY"] = key  # isolate_env restores it
+                    texts = _fault_texts(self.raised(edgee.EdgeeInputError, edgee.Edgee, **options))
+                    self.assertNotIn(key, texts)
+                    self.assertNotIn(key[3:], texts)
+
+
+class FaultSettingsTest(_FaultCase):
+    """Settings that would weaken the client are refused at construction (shared by both APIs)."""
+
+    def test_ssl_context_must_check_hostnames(self):
+        gw = self.gateway(tls=True)
+        context = client_ssl_context()
+        context.check_hostname = False  # verify_mode stays CERT_REQUIRED
+        self.assertEqual(context.verify_mode, ssl.CERT_REQUIRED)
+        exc = self.raised(
+            edgee.EdgeeInputError,
+            edgee.Edgee,
+            api_key=self.key,
+            base_url=gw.url,
+            ssl_context=context,
+        )
+        self.assertIn("hostname", str(exc))
+        self.assertEqual(gw.connections, 0)
+
+    def test_base_url_with_control_characters_or_spaces_is_refused(self):
+        for bad in ("\r\nX-Injected: 1", "\r", "\n", "\x00", " ", "\t"):
+            for url in (f"http://127.0.0.1:9/v1{bad}x", f"http://127.0.0.1:9/a{bad}b/v1"):
+                # The environment cannot hold a NUL.
+                for where in ("base_url",) if "\x00" in bad else ("base_url", "EDGEE_BASE_URL"):
+                    with self.subTest(url=url, where=where):
+                        options = {"api_key": self.key}
+                        if where == "base_url":
+                            options["base_url"] = url
+                        else:
+                            os.environ["EDGEE_BASE_URL"] = url  # isolate_env restores it
+                        self.raised(edgee.EdgeeInputError, edgee.Edgee, **options)
+
+
+class FaultTimeTest(_FaultCase):
+    """`deadline` bounds a whole call while `timeout` stays the longest silence; pauses a
+    server asks for that are not finite and non-negative are ignored."""
+
+    def assert_deadline(self, call, *args, **kwargs):
+        """`call(*args, **kwargs)` raises EdgeeTimeoutError at about FAULT_DEADLINE seconds."""
+        start = time.monotonic()
+        self.raised(edgee.EdgeeTimeoutError, call, *args, **kwargs)
+        elapsed = time.monotonic() - start
+        self.assertGreater(elapsed, FAULT_DEADLINE - 0.1, "raised before the deadline")
+        self.assertLess(elapsed, FAULT_DEADLINE + 1.0, "raised long after the deadline")
+
+    def slow_stream(self):
+        """An event every FAULT_DRIBBLE seconds, for 3 s: never silent for long."""
+        events = []  # type: list
+        for event in _rel_events(*["word "] * 15):
+            events += [event, FAULT_DRIBBLE]
+        return SSE(events)
+
+    def test_client_deadline_bounds_the_wait_and_the_stream(self):
+        answer = _fault_answer("slow")
+
+        def body(api):
+            api.gw.push(Raw(_fault_dribble(answer)))  # even the head dribbles
+            self.assert_deadline(api.send, DEFAULT_MODEL, "slow")
+            api.gw.push(self.slow_stream())
+            self.assert_deadline(api.stream, DEFAULT_MODEL, "slow")
+            self.assertEqual(api.send(DEFAULT_MODEL, "quick").text, "Echo: quick")
+
+        self.both(body, deadline=FAULT_DEADLINE)
+
+    def test_call_deadline_bounds_the_body_and_the_stream(self):
+        answer = _fault_answer("slow")
+        head = answer.index(b"\r\n\r\n") + 4
+
+        def body(api):
+            api.gw.push(Raw([answer[:head], *_fault_dribble(answer[head:])]))
+            self.assert_deadline(api.send, DEFAULT_MODEL, "slow", deadline=FAULT_DEADLINE)
+            api.gw.push(self.slow_stream())
+            self.assert_deadline(api.stream, DEFAULT_MODEL, "slow", deadline=FAULT_DEADLINE)
+            self.assertEqual(api.send(DEFAULT_MODEL, "quick", deadline=5.0).text, "Echo: quick")
+
+        self.both(body)
+
+    def test_retry_after_that_is_not_a_finite_non_negative_number_is_ignored(self):
+        def body(api):
+            slept = api.fake_sleep()
+            for name in ("Retry-After", "retry-after-ms"):
+                for value in ("nan", "inf", "-inf", "-5"):
+                    with self.subTest(header=name, value=value):
+                        del slept[:]
+                        api.gw.push(ErrorReply(503, None, "busy", headers={name: value}))
+                        self.assertEqual(api.send(DEFAULT_MODEL, "again").text, "Echo: again")
+                        self.assertEqual(len(slept), 1)
+                        self.assertTrue(0.375 <= slept[0] <= 0.5, slept)  # the first backoff
+
+        self.both(body, max_retries=1)
 
 
 # ---- serve on its own ----
