@@ -1066,7 +1066,7 @@ def _answer(prompt: str, result: Optional[str], tool: Optional[tuple]):
 
 
 def _routing(model: str, provider: Optional[str] = None) -> list:
-    """The answer headers X-Edgee-Provider and, for a model named *fallback*, X-Edgee-Fallback-Used.
+    """X-Edgee-Provider, plus X-Edgee-Fallback-Used for a model named *fallback*.
 
     The spec's enum for X-Edgee-Fallback-Used is only "1"; without a fallback it is absent.
     """
@@ -1160,7 +1160,8 @@ def _chat_view(body: dict) -> tuple:
     return _last_user_text(messages), result, tool
 
 
-def _chat_message(text, call, refusal, reasoning) -> dict:
+def _chat_message(text: str, call: Optional[dict], refusal, reasoning) -> dict:
+    """The assistant message of one choice (no content beside a tool call or a refusal)."""
     message = {"role": "assistant"}  # type: dict
     if call:
         message["tool_calls"] = [call]
@@ -1173,22 +1174,41 @@ def _chat_message(text, call, refusal, reasoning) -> dict:
     return message
 
 
-def _chat_deltas(text, call, refusal, reasoning) -> List[dict]:
-    """The deltas after the role chunk: reasoning first, then the answer, in pieces."""
-    deltas = [{"reasoning_content": p} for p in _pieces(reasoning or "")]
-    if call:
-        head = {"index": 0, "id": call["id"], "type": "function"}
-        head["function"] = {"name": call["function"]["name"], "arguments": ""}
-        deltas.append({"tool_calls": [head]})
+def _chat_deltas(message: dict) -> List[dict]:
+    """The deltas that stream `message` after its role chunk: reasoning first, in pieces."""
+    deltas = [{"reasoning_content": p} for p in _pieces(message.get("reasoning_content", ""))]
+    for call in message.get("tool_calls", []):
+        function = {"name": call["function"]["name"], "arguments": ""}
+        deltas.append({"tool_calls": [{"index": 0, **call, "function": function}]})
         deltas += [
             {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}
             for p in _pieces(call["function"]["arguments"])
         ]
-    elif refusal:
-        deltas += [{"refusal": p} for p in _pieces(refusal)]
-    else:
-        deltas += [{"content": p} for p in _pieces(text)]
+    for key in ("refusal", "content"):
+        deltas += [{key: p} for p in _pieces(message.get(key, ""))]
     return deltas
+
+
+def _chat_chunks(model: str, messages: list, finish: str, usage, compress: bool) -> List[dict]:
+    """The chunks that stream one message per choice, round-robin across choices."""
+    n = len(messages)
+    chunks = [completion_chunk(role="assistant", index=i, model=model) for i in range(n)]
+    deltas = [_chat_deltas(m) for m in messages]
+    for step in range(max(map(len, deltas))):
+        chunks += [
+            completion_chunk(index=i, model=model, **d[step])
+            for i, d in enumerate(deltas)
+            if step < len(d)
+        ]
+    for i in range(n):
+        last = compress and i == n - 1
+        compression = COMPRESSION if last else None
+        chunks.append(
+            completion_chunk(finish_reason=finish, index=i, model=model, compression=compression)
+        )
+    if usage:
+        chunks.append(completion_chunk(usage=usage, model=model))
+    return chunks
 
 
 def _chat(gw: Gateway, req: Recorded, body: dict) -> Any:
@@ -1208,8 +1228,9 @@ def _chat(gw: Gateway, req: Recorded, body: dict) -> Any:
     thinks = "reasoning" in model or "reasoning_effort" in body
     reasoning = "Thinking about: " + prompt if thinks else None
     refusal = REFUSAL if text and result is None and "refuse" in prompt.lower() else None
-    said = _edge_said(results)
-    texts = [f"{text}{said}" + (f" #{i}" if n > 1 else "") for i in range(n)]
+    said = (text or "") + _edge_said(results)
+    texts = [said + (f" #{i}" if n > 1 else "") for i in range(n)]
+    messages = [_chat_message(t, call, refusal, reasoning) for t in texts]
     shown = [call["function"]["arguments"] if call else refusal or t for t in texts]
     thought = _words(reasoning or "") * n
     usage = make_usage(_prompt_words(body), sum(map(_words, shown)) + thought, thought)
@@ -1218,48 +1239,26 @@ def _chat(gw: Gateway, req: Recorded, body: dict) -> Any:
     edgee = {"edgee_pending_id": pending} if pending else {}
     if executed:
         edgee["edgee_tools_executed"] = executed
-    if not body.get("stream"):
-        choices = [
-            {
-                "index": i,
-                "message": _chat_message(t, call, refusal, reasoning),
-                "finish_reason": finish,
-            }
-            for i, t in enumerate(texts)
-        ]
-        answer = {
-            "id": COMPLETION_ID,
-            "object": "chat.completion",
-            "created": CREATED,
-            "model": model,
-            "choices": choices,
-            "usage": usage,
-        }
-        if compress:
-            answer["compression"] = COMPRESSION
-        answer.update(edgee)
-        return Reply(body=answer, headers=_routing(model))
-    events = [completion_chunk(role="assistant", index=i, model=model) for i in range(n)]
-    deltas = [_chat_deltas(t, call, refusal, reasoning) for t in texts]
-    for step in range(max(len(d) for d in deltas)):  # round-robin across choices
-        for i, d in enumerate(deltas):
-            if step < len(d):
-                events.append(completion_chunk(index=i, model=model, **d[step]))
-    for i in range(n):
-        last = compress and i == n - 1
-        events.append(
-            completion_chunk(
-                finish_reason=finish,
-                index=i,
-                model=model,
-                compression=COMPRESSION if last else None,
-            )
-        )
-    if (body.get("stream_options") or {}).get("include_usage") is True:
-        events.append(completion_chunk(usage=usage, model=model))
-    # ChatCompletionChunk has no edgee_* fields: they ride on the final chunk's top level
-    events[-1].update(edgee)
-    return SSE(events, headers=_routing(model))
+    if body.get("stream"):
+        include = (body.get("stream_options") or {}).get("include_usage") is True
+        chunks = _chat_chunks(model, messages, finish, usage if include else None, compress)
+        # ChatCompletionChunk has no edgee_* fields: they ride on the final chunk's top level
+        chunks[-1].update(edgee)
+        return SSE(chunks, headers=_routing(model))
+    answer = {
+        "id": COMPLETION_ID,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": model,
+        "choices": [
+            {"index": i, "message": m, "finish_reason": finish} for i, m in enumerate(messages)
+        ],
+        "usage": usage,
+    }
+    if compress:
+        answer["compression"] = COMPRESSION
+    answer.update(edgee)
+    return Reply(body=answer, headers=_routing(model))
 
 
 def _messages_view(body: dict) -> tuple:
@@ -1461,7 +1460,10 @@ Prompts: echoed ("Echo: <last user text>"); with "refuse" -> a refusal; with `to
 call of the first tool; after a tool result -> "Tool said: <result>". `n` gives n choices.
 Edge Tools: `edgee_tool_ids` (edgee_*; a name with "fail" fails) run inline, or beside a
 client tool call answer `edgee_pending_id` + `edgee_tools_executed` (in streams: on the
-final chunk); sending the pending id back with the tool result resumes."""
+final chunk); sending the pending id back with the tool result resumes.
+Streaming /v1/messages needs an Anthropic model ("claude-..." or "anthropic/..."), else 400
+streaming_not_supported. `compression_model` or X-Edgee-Compression-Model adds chat's
+`compression` object and makes /v1/compress report technique "tool"."""
 
 
 def fake_llm(conn: _Conn, req: Recorded) -> bool:
@@ -1706,8 +1708,9 @@ def parse_sse(data: bytes) -> list:
     for block in data.decode("utf-8").split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
         if "data" in fields:
-            data_ = fields["data"]
-            events.append((fields.get("event"), data_ if data_ == "[DONE]" else json.loads(data_)))
+            payload = fields["data"]
+            parsed = payload if payload == "[DONE]" else json.loads(payload)
+            events.append((fields.get("event"), parsed))
     return events
 
 
@@ -1796,7 +1799,10 @@ class GatewaySelfTest(unittest.TestCase):
         return resp, parse_sse(data)
 
     def chunks(self, body: dict) -> list:
-        """The chat chunks streamed for `body`, each checked against ChatCompletionChunk."""
+        """The chat chunks streamed for `body`, each checked against ChatCompletionChunk.
+
+        The HTTP response stays in self.resp.
+        """
         self.resp, events = self.stream(CHAT, body)
         self.assertEqual(events[-1], (None, "[DONE]"))
         chunks = [data for _, data in events[:-1]]
