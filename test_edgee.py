@@ -43,7 +43,7 @@ import urllib.error
 import urllib.parse
 from contextlib import redirect_stderr, redirect_stdout
 from http import HTTPStatus
-from typing import Any, ClassVar, List, Optional
+from typing import Any, ClassVar, Iterator, List, Optional
 
 import edgee
 
@@ -75,6 +75,8 @@ ERROR_CODES = {
     "invalid_json": (400, "invalid_request_error", "The request body could not be parsed as JSON."),
     "invalid_tokenizer": (400, "invalid_request_error", "The tokenizer is not valid."),
     "invalid_request": (400, "invalid_request_error", "Invalid request."),
+    # from the OpenAPI description of edgee_tool_ids (not in the yml)
+    "invalid_edgee_tool_ids": (400, "invalid_request_error", "Invalid Edge Tool IDs."),
     "unauthorized": (401, "authentication_error", "Missing Authorization header"),
     "forbidden": (403, "permission_error", "API key is inactive"),
     "usage_limit_exceeded": (
@@ -149,14 +151,14 @@ def error_body(
     }
 
 
-def make_usage(prompt: int = 10, completion: int = 10) -> dict:
-    """A Usage object per the OpenAPI schema."""
+def make_usage(prompt: int = 10, completion: int = 10, reasoning: int = 0) -> dict:
+    """A Usage object per the OpenAPI schema (reasoning tokens are part of completion)."""
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": reasoning},
     }
 
 
@@ -169,8 +171,12 @@ def completion_chunk(
     usage=None,
     compression=None,
     model=DEFAULT_MODEL,
+    **fields,
 ) -> dict:
-    """A chat.completion.chunk; usage alone gives the `"choices": []` usage chunk."""
+    """A chat.completion.chunk; usage alone gives the `"choices": []` usage chunk.
+
+    Other keywords (reasoning_content=..., refusal=...) are further delta fields.
+    """
     delta = {}  # type: dict
     if role is not None:
         delta["role"] = role
@@ -178,6 +184,7 @@ def completion_chunk(
         delta["content"] = content
     if tool_calls is not None:
         delta["tool_calls"] = tool_calls
+    delta.update(fields)
     chunk = {
         "id": COMPLETION_ID,
         "object": "chat.completion.chunk",
@@ -533,7 +540,471 @@ class _Conn:
         return bytes(body)
 
 
+# ---- the OpenAPI schemas and a validator ----
+# components.schemas of edgee-openapi.json without prose (GatewaySelfTest checks the copy).
+
+
+def _s(spec: Any) -> dict:
+    """Schema shorthand: a dict as is, "#Name" a $ref, anything else a type name."""
+    if isinstance(spec, dict):
+        return spec
+    return {"$ref": "#/components/schemas/" + spec[1:]} if spec[0] == "#" else {"type": spec}
+
+
+def _obj(required: str = "", props: Optional[dict] = None, **more: Any) -> dict:
+    """An object schema: space-separated required names, then properties."""
+    schema = dict(type="object", **more)
+    if required:
+        schema["required"] = required.split()
+    if props is not None:
+        schema["properties"] = {k: _s(v) for k, v in props.items()}
+    return schema
+
+
+def _arr(items: Any, **more: Any) -> dict:
+    return dict(type="array", items=_s(items), **more)
+
+
+def _enum(*values: str) -> dict:
+    return {"type": "string", "enum": list(values)}
+
+
+def _one(*alternatives: Any) -> dict:
+    return {"oneOf": [_s(a) for a in alternatives]}
+
+
+def _num(low: int, high: int) -> dict:
+    return {"type": "number", "minimum": low, "maximum": high}
+
+
+def _text_part(kind: str) -> dict:
+    return _obj("type text", {"type": _enum(kind), "text": "string"})
+
+
+COUNT = {"type": "integer", "minimum": 0}
+POSITIVE = {"type": "integer", "minimum": 1}
+FREE = {"type": "object", "additionalProperties": True}
+NULLABLE = {"type": "string", "nullable": True}
+FINISH = _enum("stop", "length", "content_filter", "tool_calls")
+STRING_OR_OBJECTS = _one("string", _arr("object"))
+TOOL_CHOICE_MODE = "#ToolChoiceTypedMode"
+SCHEMAS = {
+    "CountTokensRequest": _obj(
+        "model",
+        {
+            "model": "string",
+            "messages": _arr(
+                _obj(
+                    "role content",
+                    {"role": "string", "content": STRING_OR_OBJECTS},
+                    additionalProperties=True,
+                )
+            ),
+            "system": STRING_OR_OBJECTS,
+            "tokenizer": _enum("cl100k_base", "o200k_base"),
+        },
+    ),
+    "CountTokensResponse": _obj("input_tokens", {"input_tokens": COUNT}),
+    "ChatCompletionRequest": _obj(
+        "model messages",
+        {
+            "model": "string",
+            "messages": _arr("#Message", minItems=1),
+            "max_tokens": POSITIVE,
+            "stream": "boolean",
+            "stream_options": _obj(props={"include_usage": "boolean"}),
+            "tools": _arr("#Tool"),
+            "tool_choice": _one(_enum("none", "auto"), TOOL_CHOICE_MODE, "#ToolChoiceSpecific"),
+            "edgee_tool_ids": _arr("string"),
+            "edgee_pending_id": "string",
+            "tags": _arr("string"),
+            "enable_debug": "boolean",
+            "compression_model": "#CompressionModel",
+        },
+    ),
+    "ToolChoiceTypedMode": _obj("type", {"type": _enum("auto", "none")}),
+    "CompressionModel": _enum("claude", "opencode", "codex", "cursor"),
+    "Message": _obj(
+        "role",
+        {
+            "role": _enum("system", "user", "assistant", "tool", "developer"),
+            "content": "string",
+            "name": "string",
+            "tool_call_id": "string",
+            "refusal": "string",
+            "tool_calls": _arr("#ToolCall"),
+            "cache_control": FREE,
+        },
+    ),
+    "Tool": _obj("type function", {"type": _enum("function"), "function": "#FunctionDefinition"}),
+    "FunctionDefinition": _obj(
+        "name", {"name": "string", "description": "string", "parameters": FREE}
+    ),
+    "ToolChoiceSpecific": _obj(
+        "type function", {"type": _enum("function"), "function": "#ToolChoiceFunction"}
+    ),
+    "ToolChoiceFunction": _obj("name", {"name": "string"}),
+    "ToolCall": _obj(
+        "id type function",
+        {"id": "string", "type": _enum("function"), "function": "#FunctionCall"},
+    ),
+    "FunctionCall": _obj("name arguments", {"name": "string", "arguments": "string"}),
+    "ChatCompletionResponse": _obj(
+        "id object created model choices usage",
+        {
+            "id": "string",
+            "object": _enum("chat.completion"),
+            "created": "integer",
+            "model": "string",
+            "choices": _arr("#ChatCompletionChoice"),
+            "usage": "#Usage",
+            "compression": "#CompressionInfo",
+            "edgee_pending_id": "string",
+            "edgee_tools_executed": _arr("#EdgeeToolExecuted"),
+        },
+    ),
+    "EdgeeToolExecuted": _obj("name success", {"name": "string", "success": "boolean"}),
+    "ChatCompletionChoice": _obj(
+        "index message", {"index": COUNT, "message": "#Message", "finish_reason": FINISH}
+    ),
+    "Usage": _obj(
+        "prompt_tokens completion_tokens total_tokens input_tokens_details output_tokens_details",
+        {
+            "prompt_tokens": COUNT,
+            "completion_tokens": COUNT,
+            "total_tokens": COUNT,
+            "input_tokens_details": "#InputTokenDetails",
+            "output_tokens_details": "#OutputTokenDetails",
+        },
+    ),
+    "InputTokenDetails": _obj(props={"cached_tokens": COUNT, "cache_creation_tokens": COUNT}),
+    "OutputTokenDetails": _obj(props={"reasoning_tokens": COUNT}),
+    "ModelsResponse": _obj("object data", {"object": _enum("list"), "data": _arr("#Model")}),
+    "Model": _obj(
+        "id object created owned_by",
+        {"id": "string", "object": _enum("model"), "created": "integer", "owned_by": "string"},
+    ),
+    "ChatCompletionChunk": _obj(
+        "id object created model choices",
+        {
+            "id": "string",
+            "object": _enum("chat.completion.chunk"),
+            "created": "integer",
+            "model": "string",
+            "choices": _arr("#ChatCompletionChunkChoice"),
+            "usage": "#Usage",
+        },
+    ),
+    "ChatCompletionChunkChoice": _obj(
+        "index delta",
+        {
+            "index": COUNT,
+            "delta": "#Delta",
+            # nullable is our one addition: the spec's own stream examples send null here
+            "finish_reason": dict(FINISH, nullable=True),
+        },
+    ),
+    "Delta": _obj(props={"role": "string", "content": "string"}),
+    "ErrorResponse": _obj(
+        "error",
+        {
+            "error": _obj(
+                "message",
+                {
+                    "message": "string",
+                    "type": _enum(
+                        "invalid_request_error",
+                        "authentication_error",
+                        "permission_error",
+                        "not_found_error",
+                        "rate_limit_error",
+                        "server_error",
+                        "provider_error",
+                    ),
+                    "code": NULLABLE,
+                    "param": NULLABLE,
+                },
+            )
+        },
+    ),
+    "CreateMessageRequest": _obj(
+        "model max_tokens messages",
+        {
+            "model": "string",
+            "max_tokens": POSITIVE,
+            "messages": _arr("#MessageParam", minItems=1),
+            "system": _one("string", _arr("#ContentBlock")),
+            "stream": "boolean",
+            "tools": _arr("#AnthropicTool"),
+            "tool_choice": "#ToolChoice",
+        },
+    ),
+    "MessageParam": _obj(
+        "role content",
+        {"role": _enum("user", "assistant"), "content": _one("string", _arr("#ContentBlock"))},
+    ),
+    "ContentBlock": _obj(
+        "type",
+        oneOf=[
+            _text_part("text"),
+            _obj(
+                "type id name input",
+                {"type": _enum("tool_use"), "id": "string", "name": "string", "input": "object"},
+            ),
+            _obj(
+                "type tool_use_id content",
+                {
+                    "type": _enum("tool_result"),
+                    "tool_use_id": "string",
+                    "content": "string",
+                    "is_error": "boolean",
+                },
+            ),
+        ],
+    ),
+    "AnthropicTool": _obj(
+        "name input_schema", {"name": "string", "description": "string", "input_schema": "object"}
+    ),
+    "ToolChoice": _obj(
+        "type",
+        oneOf=[
+            _obj("type", {"type": _enum("auto")}),
+            _obj("type", {"type": _enum("any")}),
+            _obj("type name", {"type": _enum("tool"), "name": "string"}),
+        ],
+    ),
+    "CreateMessageResponse": _obj(
+        "id model content usage",
+        {
+            "id": "string",
+            "model": "string",
+            "content": _arr("#ContentBlock"),
+            "usage": "#AnthropicUsage",
+            "stop_reason": _enum("end_turn", "max_tokens", "tool_use"),
+        },
+    ),
+    "CompressionInfo": _obj(
+        "saved_tokens cost_savings reduction time_ms",
+        {
+            "saved_tokens": COUNT,
+            "cost_savings": COUNT,
+            "reduction": _num(0, 100),
+            "time_ms": COUNT,
+        },
+    ),
+    "AnthropicUsage": _obj(
+        "input_tokens output_tokens",
+        {
+            "input_tokens": COUNT,
+            "output_tokens": COUNT,
+            "cache_read_input_tokens": COUNT,
+            "cache_creation_input_tokens": COUNT,
+        },
+    ),
+    "ResponsesRequest": _obj(
+        "model input",
+        {
+            "model": "string",
+            "input": _one("string", _arr("#ResponsesInputItem")),
+            "instructions": "string",
+            "stream": "boolean",
+            "max_output_tokens": POSITIVE,
+            "tools": _arr("#ResponsesTool"),
+            "tool_choice": _one(
+                _enum("auto", "none"), TOOL_CHOICE_MODE, "#ResponsesToolChoiceFunction"
+            ),
+            "temperature": _num(0, 2),
+            "top_p": "number",
+            "tags": _arr("string"),
+            "enable_debug": "boolean",
+            "edgee_tool_ids": _arr("string"),
+            "edgee_pending_id": "string",
+            "compression_model": "#CompressionModel",
+        },
+    ),
+    "ResponsesInputItem": _one(
+        _obj(
+            "role content",
+            {
+                "role": _enum("user", "assistant", "system", "developer"),
+                "content": _one("string", _arr("#ResponsesContentPart")),
+            },
+        ),
+        _obj(
+            "type call_id name arguments",
+            {
+                "type": _enum("function_call"),
+                "call_id": "string",
+                "name": "string",
+                "arguments": "string",
+            },
+        ),
+        _obj(
+            "type call_id output",
+            {"type": _enum("function_call_output"), "call_id": "string", "output": "string"},
+        ),
+    ),
+    "ResponsesContentPart": _one(
+        _text_part("input_text"), _text_part("output_text"), _text_part("text")
+    ),
+    "ResponsesTool": _obj(
+        "type name",
+        {"type": _enum("function"), "name": "string", "description": "string", "parameters": FREE},
+    ),
+    "ResponsesToolChoiceFunction": _obj("type name", {"type": _enum("function"), "name": "string"}),
+    "ResponsesResponse": _obj(
+        "id object status created_at model output usage",
+        {
+            "id": "string",
+            "object": _enum("response"),
+            "status": _enum("completed", "in_progress"),
+            "created_at": "number",
+            "model": "string",
+            "output": _arr("#ResponsesOutputItem"),
+            "usage": "#ResponsesUsage",
+        },
+    ),
+    "ResponsesOutputItem": _obj(
+        "id type status role content",
+        {
+            "id": "string",
+            "type": _enum("message", "function_call"),
+            "status": _enum("completed"),
+            "role": _enum("assistant"),
+            "content": _arr("#ResponsesOutputContent"),
+        },
+    ),
+    "ResponsesOutputContent": _one(
+        _text_part("output_text"),
+        _obj(
+            "type id name arguments",
+            {
+                "type": _enum("function_call"),
+                "id": "string",
+                "name": "string",
+                "arguments": "string",
+            },
+        ),
+    ),
+    "ResponsesUsage": _obj(
+        "input_tokens output_tokens total_tokens",
+        {"input_tokens": COUNT, "output_tokens": COUNT, "total_tokens": COUNT},
+    ),
+    "CompressRequest": {
+        "anyOf": [
+            _s("#ChatCompletionRequest"),
+            _s("#CreateMessageRequest"),
+            _s("#ResponsesRequest"),
+        ]
+    },
+    "CompressMetadata": _obj(
+        "technique applied_strategies compression_rate uncompressed_input_tokens"
+        " compressed_input_tokens compression_time_ms",
+        {
+            "technique": _enum("auto", "tool"),
+            "applied_strategies": _arr("string"),
+            "compression_rate": _num(0, 1),
+            "uncompressed_input_tokens": COUNT,
+            "compressed_input_tokens": COUNT,
+            "compression_time_ms": COUNT,
+            "error": "string",
+            "tool_stats": FREE,
+        },
+    ),
+    "CompressResponse": _obj(
+        "compression", {"compression": "#CompressMetadata"}, additionalProperties=True
+    ),
+}
+JSON_TYPES = {
+    "boolean": bool,
+    "integer": int,
+    "number": (int, float),
+    "string": str,
+    "array": list,
+    "object": dict,
+}
+
+
+def _is(value: Any, kind: str) -> bool:
+    """Whether `value` is of JSON type `kind` (a bool is no number)."""
+    return isinstance(value, JSON_TYPES[kind]) and (kind == "boolean") == isinstance(value, bool)
+
+
+def _json_type(value: Any) -> str:
+    return next((kind for kind in JSON_TYPES if _is(value, kind)), "null")
+
+
+def _at(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def schema_problem(value: Any, schema: dict, path: str = "") -> Optional[tuple]:
+    """The first way `value` breaks an OpenAPI 3.0 schema, as (path, reason); None if it fits.
+
+    Knows type, properties, required, additionalProperties, items, minItems, enum,
+    minimum, maximum, nullable, $ref (into SCHEMAS), oneOf and anyOf.
+    """
+    if "$ref" in schema:
+        return schema_problem(value, SCHEMAS[schema["$ref"].rsplit("/", 1)[1]], path)
+    if value is None and schema.get("nullable"):
+        return None
+    kind = schema.get("type")
+    if kind and not _is(value, kind):
+        return path, f"expected {kind}, got {_json_type(value)}"
+    if "enum" in schema and value not in schema["enum"]:
+        return path, "must be one of " + ", ".join(map(json.dumps, schema["enum"]))
+    if _is(value, "number"):
+        if value < schema.get("minimum", value):
+            return path, f"must be at least {schema['minimum']}"
+        if value > schema.get("maximum", value):
+            return path, f"must be at most {schema['maximum']}"
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            return path, f"needs at least {schema['minItems']} item(s)"
+        for i, item in enumerate(value):
+            problem = schema_problem(item, schema.get("items", {}), f"{path}[{i}]")
+            if problem:
+                return problem
+    if isinstance(value, dict):
+        for name in schema.get("required", ()):
+            if name not in value:
+                return _at(path, name), "is required"
+        known, other = schema.get("properties", {}), schema.get("additionalProperties", True)
+        for name, item in value.items():
+            sub = known.get(name, other)
+            if sub is False:
+                return _at(path, name), "is not allowed"
+            problem = schema_problem(item, sub, _at(path, name)) if sub is not True else None
+            if problem:
+                return problem
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            fits = sum(schema_problem(value, alt, path) is None for alt in schema[key])
+            if not fits:
+                return path, "matches none of the allowed forms"
+            if fits > 1 and key == "oneOf":
+                return path, "matches more than one of the allowed forms"
+    return None
+
+
+def fits(value: Any, name: str) -> Optional[tuple]:
+    """schema_problem against components.schemas[name]."""
+    return schema_problem(value, _s("#" + name))
+
+
 # ---- the fake LLM ----
+# Triggers (model names and fields) are listed in FAKE_LLM_GUIDE, printed by --serve.
+
+REFUSAL = "I can't help with that."
+EDGE_RESULTS = {
+    "edgee_current_time": "2023-03-01T06:31:28Z",
+    "edgee_generate_uuid": "123e4567-e89b-42d3-a456-426614174000",
+}
+COMPRESS_WORDS = 8  # /v1/compress keeps this many words of each longer text
+COMPRESSED_KEYS = ("messages", "input", "system")  # what /v1/compress rewrites, per the spec
+PROMPT_KEYS = (*COMPRESSED_KEYS, "instructions")  # what counts as input tokens
+TEXT_KEYS = ("content", "text", "output")  # where messages, blocks and items keep their text
+API_KEY_PATHS = ("/v1/messages", "/v1/messages/count_tokens", "/v1/compress")  # x-api-key too
 
 
 def _text(content: Any) -> str:
@@ -548,160 +1019,466 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-def _check_chat(req: Recorded, body: Any):
-    """Validation per the spec; returns (status, code, message, param) or None."""
+def _texts(value: Any) -> Iterator[str]:
+    """Every text of a prompt value (strings, and TEXT_KEYS of messages, blocks, items)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+    elif isinstance(value, dict):
+        for key in TEXT_KEYS:
+            yield from _texts(value.get(key))
+
+
+def _prompt_words(body: dict) -> int:
+    """Input tokens of any request format: one per word of its prompt texts."""
+    return sum(_words(t) for key in PROMPT_KEYS for t in _texts(body.get(key)))
+
+
+def _squeeze(value: Any) -> Any:
+    """`value` with every text over COMPRESS_WORDS words cut to its first ones."""
+    if isinstance(value, str):
+        words = value.split()
+        return " ".join(words[:COMPRESS_WORDS]) if len(words) > COMPRESS_WORDS else value
+    if isinstance(value, list):
+        return [_squeeze(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _squeeze(v) if k in TEXT_KEYS else v for k, v in value.items()}
+    return value
+
+
+def _last_user_text(items: list) -> str:
+    texts = [_text(m.get("content")) for m in items if m.get("role") == "user"]
+    return next((t for t in reversed(texts) if t), "")
+
+
+def _answer(prompt: str, result: Optional[str], tool: Optional[tuple]):
+    """What the model says: (text, None), or (None, (tool name, arguments)) to call a tool.
+
+    `result` is a tool result just sent back; `tool` the first (name, JSON schema) offered.
+    """
+    if result is not None:
+        return "Tool said: " + result, None
+    if tool:
+        name, params = tool
+        required = params.get("required") if isinstance(params, dict) else None
+        ok = isinstance(required, list) and required and isinstance(required[0], str)
+        return None, (name, {required[0] if ok else "input": prompt})
+    return "Echo: " + prompt, None
+
+
+def _routing(model: str, provider: Optional[str] = None) -> list:
+    """X-Edgee-Provider, plus X-Edgee-Fallback-Used for a model named *fallback*.
+
+    The spec's enum for X-Edgee-Fallback-Used is only "1"; without a fallback it is absent.
+    """
+    primary = provider or (model.split("/")[0] if "/" in model else "openai")
+    if "fallback" not in model:
+        return [("X-Edgee-Provider", primary)]
+    used = provider or ("anthropic" if primary == "openai" else "openai")
+    return [("X-Edgee-Provider", used), ("X-Edgee-Fallback-Used", "1")]
+
+
+def _rejection(req: Recorded, path: str, schema: Optional[str]) -> Optional[ErrorReply]:
+    """The error the gateway answers instead (auth, JSON, schema, magic model), or None."""
     auth = req.headers.get("authorization", "")
-    key = re.match(r"Bearer +(\S+)$", auth.strip(), re.I)
+    bearer = re.match(r"Bearer +(\S+)$", auth.strip(), re.I)
+    key = bearer.group(1) if bearer else None
+    if key is None and path in API_KEY_PATHS:
+        key = req.headers.get("x-api-key")
     if not key:
         msg = "Invalid Authorization header" if auth else "Missing Authorization header"
-        return 401, "unauthorized", msg, None
-    if key.group(1) == "forbidden-key":
-        return 403, "forbidden", "API key is inactive", None
-    if body is None:
-        return 400, "invalid_json", ERROR_CODES["invalid_json"][2], None
-    if not isinstance(body, dict):
-        return 400, "invalid_request", "Request body must be a JSON object", None
-    model = body.get("model")
+        return ErrorReply(401, "unauthorized", msg)
+    if key == "forbidden-key":
+        return ErrorReply(403, "forbidden", "API key is inactive")
+    if schema is None:
+        return None
+    try:
+        body = json.loads(req.body.decode("utf-8"))
+    except ValueError:
+        return ErrorReply(400, "invalid_json", ERROR_CODES["invalid_json"][2])
+    problem = fits(body, schema)
+    if problem:
+        where, reason = problem
+        code = "invalid_tokenizer" if where == "tokenizer" else "invalid_request"
+        return ErrorReply(400, code, f"{where or 'body'}: {reason}", param=where or None)
+    model = body["model"]  # every request schema requires it
     if model == "invalid-model":
-        return 400, "bad_model_id", "Invalid model ID: 'invalid-model'", "model"
-    wanted = re.match(r"error-(\d{3})$", model) if isinstance(model, str) else None
+        return ErrorReply(400, "bad_model_id", "Invalid model ID: 'invalid-model'", param="model")
+    wanted = re.match(r"error-(\d{3})$", model)
     if wanted:
         status = int(wanted.group(1))
         code = STATUS_CODES.get(status)
-        return status, code, ERROR_CODES[code][2] if code else _reason(status), None
-    messages = body.get("messages")
-    if (
-        not isinstance(messages, list)
-        or not messages
-        or not all(isinstance(m, dict) for m in messages)
-    ):
-        return 400, "invalid_request", "'messages' must be a non-empty array", "messages"
+        return ErrorReply(status, code, ERROR_CODES[code][2] if code else _reason(status))
     n = body.get("n", 1)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
-        return 400, "invalid_request", "'n' must be an integer from 1 to 128", "n"
-    tools = body.get("tools")
-    if tools is not None and not (
-        isinstance(tools, list)
-        and all(
-            isinstance(t, dict)
-            and isinstance(t.get("function"), dict)
-            and isinstance(t["function"].get("name"), str)
-            for t in tools
-        )
-    ):
-        return 400, "invalid_request", "'tools' must be an array of function tools", "tools"
+        return ErrorReply(400, "invalid_request", "'n' must be an integer from 1 to 128", param="n")
     return None
-
-
-def _answer(body: dict):
-    """(text, tool_call) for the request; exactly one of them is None."""
-    messages = body["messages"]
-    last = messages[-1]
-    user = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
-    user_text = user[-1] if user else ""
-    if last.get("role") == "tool":
-        return "Tool said: " + _text(last.get("content")), None
-    if body.get("tools"):
-        fn = body["tools"][0]["function"]
-        params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
-        required = params.get("required") or []
-        name = (
-            required[0]
-            if isinstance(required, list) and required and isinstance(required[0], str)
-            else "input"
-        )
-        args = compact_json({name: user_text}).decode("utf-8")
-        return None, {
-            "id": "call_1",
-            "type": "function",
-            "function": {"name": fn["name"], "arguments": args},
-        }
-    return "Echo: " + user_text, None
 
 
 def _pieces(text: str) -> List[str]:
     return [text[i : i + PIECE] for i in range(0, len(text), PIECE)]
 
 
-def _chat(conn: _Conn, req: Recorded) -> bool:
-    try:
-        body = json.loads(req.body.decode("utf-8"))
-    except ValueError:
-        body = None
-    problem = _check_chat(req, body)
-    if problem:
-        status, code, message, param = problem
-        return conn.respond(status, compact_json(error_body(status, code, message, None, param)))
-    model = body.get("model") if isinstance(body.get("model"), str) else DEFAULT_MODEL
-    provider = [("X-Edgee-Provider", model.split("/")[0] if "/" in model else "openai")]
-    n = body.get("n", 1)
-    text, call = _answer(body)
-    texts = [None if call else text + (f" #{i}" if n > 1 else "") for i in range(n)]
-    finish = "tool_calls" if call else "stop"
-    compress = bool(body.get("compression_model") or req.headers.get("x-edgee-compression-model"))
-    prompt = sum(_words(_text(m.get("content"))) for m in body["messages"])
-    completion = sum(_words(t if t is not None else call["function"]["arguments"]) for t in texts)
-    usage = make_usage(prompt, completion)
-    if not body.get("stream"):
-        choices = []
-        for i, t in enumerate(texts):
-            msg = {"role": "assistant", "content": t}  # type: dict
-            if call:
-                msg["tool_calls"] = [call]
-            choices.append({"index": i, "message": msg, "finish_reason": finish})
-        resp = {
-            "id": COMPLETION_ID,
-            "object": "chat.completion",
-            "created": CREATED,
-            "model": model,
-            "choices": choices,
-            "usage": usage,
-        }
-        if compress:
-            resp["compression"] = COMPRESSION
-        return conn.respond(200, compact_json(resp), provider)
-    events = [completion_chunk(role="assistant", index=i, model=model) for i in range(n)]
+def _edge_tools(gw: Gateway, body: dict, calling: bool):
+    """(executed, pending id, results the model reads) for the request's Edge Tools.
+
+    With a client tool call the results wait for the resume (edgee_pending_id), else
+    the model reads them at once; a resume reads the stored ones. Errors: ErrorReply.
+    """
+    pending = body.get("edgee_pending_id")
+    if pending is not None:
+        with gw._cond:
+            stored = gw.pending.get(pending)
+        if stored is None:
+            msg = f"Unknown edgee_pending_id: '{pending}'"
+            return ErrorReply(400, "invalid_request", msg, param="edgee_pending_id")
+        return [], None, stored
+    ids = body.get("edgee_tool_ids") or []
+    bad = [i for i in ids if not i.startswith("edgee_")]
+    if bad:
+        msg = "Invalid or non-activated Edge Tool IDs: " + ", ".join(bad)
+        return ErrorReply(400, "invalid_edgee_tool_ids", msg, param="edgee_tool_ids")
+    executed = [{"name": i, "success": "fail" not in i} for i in ids]
+    if calling and executed:
+        return executed, gw.defer(executed), []
+    return executed, None, executed
+
+
+def _edge_said(results: list) -> str:
+    said = [
+        f"{r['name']}: {EDGE_RESULTS.get(r['name'], 'done') if r['success'] else 'failed'}"
+        for r in results
+    ]
+    return "; Edge Tools said: " + ", ".join(said) if said else ""
+
+
+def _chat_view(body: dict) -> tuple:
+    """(prompt, tool result or None, first tool) of a chat request, for _answer."""
+    messages, tools = body["messages"], body.get("tools")
+    last = messages[-1]
+    result = _text(last.get("content")) if last["role"] == "tool" else None
+    tool = (tools[0]["function"]["name"], tools[0]["function"].get("parameters")) if tools else None
+    return _last_user_text(messages), result, tool
+
+
+def _chat_message(text: str, call: Optional[dict], refusal, reasoning) -> dict:
+    """The assistant message of one choice (no content beside a tool call or a refusal)."""
+    message = {"role": "assistant"}  # type: dict
     if call:
-        first = {
-            "index": 0,
-            "id": call["id"],
-            "type": "function",
-            "function": {"name": call["function"]["name"], "arguments": ""},
-        }
-        frags = [[first]] + [
-            [{"index": 0, "function": {"arguments": p}}]
+        message["tool_calls"] = [call]
+    elif refusal:
+        message["refusal"] = refusal
+    else:
+        message["content"] = text
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    return message
+
+
+def _chat_deltas(message: dict) -> List[dict]:
+    """The deltas that stream `message` after its role chunk: reasoning first, in pieces."""
+    deltas = [{"reasoning_content": p} for p in _pieces(message.get("reasoning_content", ""))]
+    for call in message.get("tool_calls", []):
+        function = {"name": call["function"]["name"], "arguments": ""}
+        deltas.append({"tool_calls": [{"index": 0, **call, "function": function}]})
+        deltas += [
+            {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}
             for p in _pieces(call["function"]["arguments"])
         ]
-        deltas = [[{"tool_calls": f} for f in frags]] * n
-    else:
-        deltas = [[{"content": p} for p in _pieces(t)] for t in texts]
-    for step in range(max(len(d) for d in deltas)):  # round-robin across choices
-        for i, d in enumerate(deltas):
-            if step < len(d):
-                events.append(completion_chunk(index=i, model=model, **d[step]))
+    for key in ("refusal", "content"):
+        deltas += [{key: p} for p in _pieces(message.get(key, ""))]
+    return deltas
+
+
+def _chat_chunks(model: str, messages: list, finish: str, usage, compress: bool) -> List[dict]:
+    """The chunks that stream one message per choice, round-robin across choices."""
+    n = len(messages)
+    chunks = [completion_chunk(role="assistant", index=i, model=model) for i in range(n)]
+    deltas = [_chat_deltas(m) for m in messages]
+    for step in range(max(map(len, deltas))):
+        chunks += [
+            completion_chunk(index=i, model=model, **d[step])
+            for i, d in enumerate(deltas)
+            if step < len(d)
+        ]
     for i in range(n):
-        events.append(
-            completion_chunk(
-                finish_reason=finish,
-                index=i,
-                model=model,
-                compression=COMPRESSION if compress and i == n - 1 else None,
-            )
+        last = compress and i == n - 1
+        compression = COMPRESSION if last else None
+        chunks.append(
+            completion_chunk(finish_reason=finish, index=i, model=model, compression=compression)
         )
-    if (body.get("stream_options") or {}).get("include_usage") is True:
-        events.append(completion_chunk(usage=usage, model=model))
-    return SSE(events, headers=provider).send(conn)
+    if usage:
+        chunks.append(completion_chunk(usage=usage, model=model))
+    return chunks
+
+
+def _chat(gw: Gateway, req: Recorded, body: dict) -> Any:
+    """OpenAI chat: echo, tool calls, Edge Tools, reasoning, refusals; JSON or stream."""
+    prompt, result, tool = _chat_view(body)
+    text, wants = _answer(prompt, result, tool)
+    edge = _edge_tools(gw, body, wants is not None)
+    if isinstance(edge, ErrorReply):
+        return edge
+    executed, pending, results = edge
+    model, n = body["model"], body.get("n", 1)
+    call = None
+    if wants:
+        arguments = compact_json(wants[1]).decode("utf-8")
+        call = {"id": "call_1", "type": "function"}
+        call["function"] = {"name": wants[0], "arguments": arguments}
+    thinks = "reasoning" in model or "reasoning_effort" in body
+    reasoning = "Thinking about: " + prompt if thinks else None
+    refusal = REFUSAL if text and result is None and "refuse" in prompt.lower() else None
+    said = (text or "") + _edge_said(results)
+    texts = [said + (f" #{i}" if n > 1 else "") for i in range(n)]
+    messages = [_chat_message(t, call, refusal, reasoning) for t in texts]
+    shown = [call["function"]["arguments"] if call else refusal or t for t in texts]
+    thought = _words(reasoning or "") * n
+    usage = make_usage(_prompt_words(body), sum(map(_words, shown)) + thought, thought)
+    finish = "tool_calls" if call else "stop"
+    compress = bool(body.get("compression_model") or req.headers.get("x-edgee-compression-model"))
+    edgee = {"edgee_pending_id": pending} if pending else {}
+    if executed:
+        edgee["edgee_tools_executed"] = executed
+    if body.get("stream"):
+        include = (body.get("stream_options") or {}).get("include_usage") is True
+        chunks = _chat_chunks(model, messages, finish, usage if include else None, compress)
+        # ChatCompletionChunk has no edgee_* fields: they ride on the final chunk's top level
+        chunks[-1].update(edgee)
+        return SSE(chunks, headers=_routing(model))
+    answer = {
+        "id": COMPLETION_ID,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": model,
+        "choices": [
+            {"index": i, "message": m, "finish_reason": finish} for i, m in enumerate(messages)
+        ],
+        "usage": usage,
+    }
+    if compress:
+        answer["compression"] = COMPRESSION
+    answer.update(edgee)
+    return Reply(body=answer, headers=_routing(model))
+
+
+def _messages_view(body: dict) -> tuple:
+    """(prompt, tool result or None, first tool) of an Anthropic request, for _answer."""
+    messages, tools = body["messages"], body.get("tools")
+    last = messages[-1]["content"]
+    blocks = [b for b in last if b.get("type") == "tool_result"] if isinstance(last, list) else []
+    result = _text(blocks[-1].get("content")) if blocks else None
+    tool = (tools[0]["name"], tools[0]["input_schema"]) if tools else None
+    return _last_user_text(messages), result, tool
+
+
+def sse_event(data: dict) -> bytes:
+    """An `event: <type>` line plus its `data:` line, as Anthropic streams them."""
+    return b"event: " + data["type"].encode("utf-8") + b"\n" + sse_bytes(data)
+
+
+def _anthropic_events(answer: dict) -> List[bytes]:
+    """Anthropic's event stream for a finished CreateMessageResponse."""
+    block = answer["content"][0]
+    if block["type"] == "text":
+        start = dict(block, text="")
+        deltas = [{"type": "text_delta", "text": p} for p in _pieces(block["text"])]
+    else:
+        start = dict(block, input={})
+        arguments = compact_json(block["input"]).decode("utf-8")
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in _pieces(arguments)]
+    usage = answer["usage"]
+    head = dict(answer, content=[], stop_reason=None, usage=dict(usage, output_tokens=1))
+    events = [
+        {"type": "message_start", "message": head},
+        {"type": "content_block_start", "index": 0, "content_block": start},
+        {"type": "ping"},
+    ]
+    events += [{"type": "content_block_delta", "index": 0, "delta": d} for d in deltas]
+    events += [
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": answer["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]},
+        },
+        {"type": "message_stop"},
+    ]
+    return [sse_event(e) for e in events]
+
+
+def _messages(gw: Gateway, req: Recorded, body: dict) -> Any:
+    """Anthropic Messages: text or tool_use; stream: true streams Anthropic's events."""
+    model = body["model"]
+    if body.get("stream") and "/" in model and not model.startswith("anthropic/"):
+        code = "streaming_not_supported"
+        return ErrorReply(400, code, ERROR_CODES[code][2], param="stream")
+    text, call = _answer(*_messages_view(body))
+    if call:
+        block = {"type": "tool_use", "id": "toolu_1", "name": call[0], "input": call[1]}
+        said = compact_json(call[1]).decode("utf-8")
+    else:
+        block, said = {"type": "text", "text": text}, text
+    answer = {
+        "id": "msg_test",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [block],
+        "stop_reason": "tool_use" if call else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": _prompt_words(body), "output_tokens": _words(said)},
+    }
+    headers = _routing(model, "anthropic")
+    if body.get("stream"):
+        return SSE(_anthropic_events(answer), done=False, headers=headers)
+    return Reply(body=answer, headers=headers)
+
+
+def _responses_view(body: dict) -> tuple:
+    """(prompt, tool result or None, first tool) of a Responses request, for _answer."""
+    items, tools = body["input"], body.get("tools")
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    last = items[-1] if items else {}
+    result = last["output"] if last.get("type") == "function_call_output" else None
+    tool = (tools[0]["name"], tools[0].get("parameters")) if tools else None
+    return _last_user_text(items), result, tool
+
+
+def _responses_events(answer: dict) -> List[dict]:
+    """The Responses event stream (data lines only, as the spec's examples) for an answer."""
+    item = answer["output"][0]
+    at = {"item_id": item["id"], "output_index": 0}
+    created = {k: v for k, v in answer.items() if k != "usage"}
+    created.update(status="in_progress", output=[])
+    events = [
+        {"type": "response.created", "response": created},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": dict(item, status="in_progress", content=[]),
+        },
+    ]
+    if item["type"] == "message":
+        part, text = dict(at, content_index=0), item["content"][0]["text"]
+        empty = {"type": "output_text", "text": ""}
+        events.append({"type": "response.content_part.added", **part, "part": empty})
+        events += [
+            {"type": "response.output_text.delta", **part, "delta": p} for p in _pieces(text)
+        ]
+        events.append({"type": "response.output_text.done", **part, "text": text})
+        events.append({"type": "response.content_part.done", **part, "part": item["content"][0]})
+    else:
+        arguments = item["arguments"]
+        events += [
+            {"type": "response.function_call_arguments.delta", **at, "delta": p}
+            for p in _pieces(arguments)
+        ]
+        events.append(
+            {"type": "response.function_call_arguments.done", **at, "arguments": arguments}
+        )
+    events.append({"type": "response.output_item.done", "output_index": 0, "item": item})
+    events.append({"type": "response.completed", "response": answer})
+    return events
+
+
+def _responses(gw: Gateway, req: Recorded, body: dict) -> Any:
+    """OpenAI Responses: a message or a function_call item; stream: true streams its events."""
+    model = body["model"]
+    text, call = _answer(*_responses_view(body))
+    if call:
+        said = compact_json(call[1]).decode("utf-8")
+        content = {"type": "function_call", "id": "call_1", "name": call[0], "arguments": said}
+        item = {"id": "fc_1", "type": "function_call", "status": "completed", "role": "assistant"}
+        # the spec's item carries the call in content; OpenAI's at the top: both are here
+        item.update(content=[content], call_id="call_1", name=call[0], arguments=said)
+    else:
+        said = text
+        item = {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant"}
+        item["content"] = [{"type": "output_text", "text": text}]
+    prompt, out = _prompt_words(body), _words(said)
+    answer = {
+        "id": "resp_test",
+        "object": "response",
+        "status": "completed",
+        "created_at": float(CREATED),
+        "model": model,
+        "output": [item],
+        "usage": {"input_tokens": prompt, "output_tokens": out, "total_tokens": prompt + out},
+    }
+    if body.get("stream"):
+        return SSE(_responses_events(answer), done=False, headers=_routing(model))
+    return Reply(body=answer, headers=_routing(model))
+
+
+def _count_tokens(gw: Gateway, req: Recorded, body: dict) -> Any:
+    """Token count of any format's prompt: one token per word."""
+    return Reply(body={"input_tokens": _prompt_words(body)})
+
+
+def _compress(gw: Gateway, req: Recorded, body: dict) -> Any:
+    """The request echoed with each text over 8 words cut to 8, plus `compression`."""
+    out = {k: _squeeze(v) if k in COMPRESSED_KEYS else v for k, v in body.items()}
+    before, after = _prompt_words(body), _prompt_words(out)
+    chosen = body.get("compression_model") or req.headers.get("x-edgee-compression-model")
+    out["compression"] = {
+        "technique": "tool" if chosen else "auto",
+        "applied_strategies": ["text_truncation"] if after < before else [],
+        "compression_rate": round(1 - after / before, 2) if before else 0.0,
+        "uncompressed_input_tokens": before,
+        "compressed_input_tokens": after,
+        "compression_time_ms": COMPRESSION["time_ms"],
+    }
+    return Reply(body=out)
+
+
+def _models(gw: Gateway, req: Recorded, body: None) -> Any:
+    """The model list; ?provider=X keeps that provider's models."""
+    wanted = urllib.parse.parse_qs(req.path.partition("?")[2]).get("provider")
+    data = [m for m in MODELS["data"] if not wanted or m["owned_by"] == wanted[0]]
+    return Reply(body={"object": "list", "data": data})
+
+
+# (method, path) -> (handler, request schema); a handler returns the reply to send
+ROUTES = {
+    ("GET", "/v1/models"): (_models, None),
+    ("POST", "/v1/chat/completions"): (_chat, "ChatCompletionRequest"),
+    ("POST", "/v1/messages"): (_messages, "CreateMessageRequest"),
+    ("POST", "/v1/responses"): (_responses, "ResponsesRequest"),
+    ("POST", "/v1/count_tokens"): (_count_tokens, "CountTokensRequest"),
+    ("POST", "/v1/messages/count_tokens"): (_count_tokens, "CreateMessageRequest"),
+    ("POST", "/v1/compress"): (_compress, "CompressRequest"),
+}
+FAKE_LLM_GUIDE = """\
+Every endpoint wants `Authorization: Bearer <any key>` (the messages and compress paths
+also take `x-api-key`); the key "forbidden-key" gets 403. Bodies are checked against the
+OpenAPI request schemas (400 invalid_request, param = where).
+Models: "invalid-model" -> 400 bad_model_id; "error-NNN" -> that status; a name with
+"fallback" -> X-Edgee-Fallback-Used: 1 and the fallback's X-Edgee-Provider; a name with
+"reasoning" (or a `reasoning_effort` field) -> reasoning_content before the answer.
+Prompts: echoed ("Echo: <last user text>"); with "refuse" -> a refusal; with `tools` -> a
+call of the first tool; after a tool result -> "Tool said: <result>". `n` gives n choices.
+Edge Tools: `edgee_tool_ids` (edgee_*; a name with "fail" fails) run inline, or beside a
+client tool call answer `edgee_pending_id` + `edgee_tools_executed` (in streams: on the
+final chunk); sending the pending id back with the tool result resumes.
+Streaming /v1/messages needs an Anthropic model ("claude-..." or "anthropic/..."), else 400
+streaming_not_supported. `compression_model` or X-Edgee-Compression-Model adds chat's
+`compression` object and makes /v1/compress report technique "tool"."""
 
 
 def fake_llm(conn: _Conn, req: Recorded) -> bool:
     """Default behaviour when no scripted reply is queued; returns keep-alive."""
     path = req.path.split("?", 1)[0]
-    if req.method == "GET" and path == "/v1/models":
-        return conn.respond(200, compact_json(MODELS))
-    if req.method == "POST" and path == "/v1/chat/completions":
-        return _chat(conn, req)
-    msg = f"Not found: {req.method} {path}"
-    return conn.respond(404, compact_json(error_body(404, None, msg)))
+    route = ROUTES.get((req.method, path))
+    if route is None:
+        reply = ErrorReply(404, None, f"Not found: {req.method} {path}")
+    else:
+        handler, schema = route
+        reply = _rejection(req, path, schema) or handler(conn.gw, req, req.json)
+    return reply.send(conn)
 
 
 # ---- TLS material (test-only; CA and localhost leaf, EC P-256, valid 2020-2119) ----
@@ -781,6 +1558,7 @@ class Gateway:
         self.errors = []  # type: List[BaseException]  # unexpected exceptions in handlers
         self.connections = 0
         self.disconnects = 0
+        self.pending = {}  # type: dict  # edgee_pending_id -> the Edge Tools it ran
         self._replies = collections.deque()  # type: collections.deque
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -811,6 +1589,13 @@ class Gateway:
         """Queue scripted replies, consumed FIFO, one per request."""
         with self._cond:
             self._replies.extend(replies)
+
+    def defer(self, executed: list) -> str:
+        """Store Edge Tool results until a request resumes with the returned pending id."""
+        with self._cond:
+            pending = f"edgee_pending_{len(self.pending) + 1}"
+            self.pending[pending] = executed
+        return pending
 
     def wait_requests(self, n: int, timeout: float = 5.0) -> bool:
         with self._cond:
@@ -920,7 +1705,65 @@ def _chat_body(content="hi", **extra) -> bytes:
     return json.dumps(body).encode("utf-8")
 
 
+def parse_sse(data: bytes) -> list:
+    """[(event name or None, data)] of an event stream; JSON is parsed, [DONE] kept as is."""
+    events = []
+    for block in data.decode("utf-8").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in fields:
+            payload = fields["data"]
+            parsed = payload if payload == "[DONE]" else json.loads(payload)
+            events.append((fields.get("event"), parsed))
+    return events
+
+
 AUTH = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
+CHAT = "/v1/chat/completions"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+SAMPLES = {  # a valid request body per path (None: a GET)
+    "/v1/models": None,
+    CHAT: {"model": DEFAULT_MODEL, "messages": QUESTION},
+    "/v1/messages": {"model": "claude-sonnet-4.5", "max_tokens": 64, "messages": QUESTION},
+    "/v1/responses": {"model": "openai/gpt-4o", "input": "What is the capital of France?"},
+    "/v1/count_tokens": {"model": DEFAULT_MODEL, "messages": QUESTION},
+    "/v1/messages/count_tokens": {
+        "model": "claude-sonnet-4.5",
+        "max_tokens": 9,
+        "messages": QUESTION,
+    },
+    "/v1/compress": {"model": DEFAULT_MODEL, "messages": QUESTION},
+}
+CITY = {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": CITY}}
+CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city":"Lyon"}'},
+}
+EDGE_ASK = {
+    "model": DEFAULT_MODEL,
+    "messages": [{"role": "user", "content": "Lyon"}],
+    "tools": [TOOL],
+    "edgee_tool_ids": ["edgee_current_time", "edgee_fail_demo"],
+}
+EDGE_RAN = [
+    {"name": "edgee_current_time", "success": True},
+    {"name": "edgee_fail_demo", "success": False},
+]
+EDGE_DONE = (
+    "Tool said: Sunny; Edge Tools said: edgee_current_time: 2023-03-01T06:31:28Z,"
+    " edgee_fail_demo: failed"
+)
+LONG = "one two three four five six seven eight nine ten"
+
+
+def _resume(pending: str) -> dict:
+    """EDGE_ASK continued: the client tool's result sent back with the pending id."""
+    tool_result = {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"}
+    turn = {"role": "assistant", "tool_calls": [CALL]}
+    return dict(
+        EDGE_ASK, edgee_pending_id=pending, messages=[*EDGE_ASK["messages"], turn, tool_result]
+    )
 
 
 class GatewaySelfTest(unittest.TestCase):
@@ -932,17 +1775,57 @@ class GatewaySelfTest(unittest.TestCase):
         self.conn = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=5)
         self.addCleanup(self.conn.close)
 
-    def post(self, body: bytes, headers=None):
-        headers = AUTH if headers is None else headers
-        self.conn.request("POST", "/v1/chat/completions", body, headers)
+    def call(self, path: str, body: Any = None, headers=None):
+        """(response, data) of a POST of `body` (bytes, or JSON), or of a GET without one."""
+        if body is not None and not isinstance(body, bytes):
+            body = json.dumps(body).encode("utf-8")
+        method = "GET" if body is None else "POST"
+        self.conn.request(method, path, body, AUTH if headers is None else headers)
         resp = self.conn.getresponse()
         return resp, resp.read()
 
+    def post(self, body: bytes, headers=None):
+        return self.call(CHAT, body, headers)
+
+    def answer(self, path: str, body: Any, schema: str, headers=None):
+        """(response, JSON) of a 200 answer, checked against components.schemas[schema]."""
+        resp, data = self.call(path, body, headers)
+        self.assertEqual(resp.status, 200, data)
+        out = json.loads(data.decode("utf-8"))
+        self.assertIsNone(fits(out, schema))
+        return resp, out
+
+    def stream(self, path: str, body: dict):
+        """(response, [(event, data)]) of a 200 event stream for `body` with stream: true."""
+        resp, data = self.call(path, dict(body, stream=True))
+        self.assertEqual((resp.status, resp.getheader("Content-Type")), (200, "text/event-stream"))
+        return resp, parse_sse(data)
+
+    def chunks(self, body: dict) -> list:
+        """The chat chunks streamed for `body`, each checked against ChatCompletionChunk.
+
+        The HTTP response stays in self.resp.
+        """
+        self.resp, events = self.stream(CHAT, body)
+        self.assertEqual(events[-1], (None, "[DONE]"))
+        chunks = [data for _, data in events[:-1]]
+        for chunk in chunks:
+            self.assertIsNone(fits(chunk, "ChatCompletionChunk"))
+        return chunks
+
+    def rejected(self, path: str, body: Any, status: int, code: str, param=None, headers=None):
+        """The message of an ErrorResponse with this status, code and param."""
+        resp, data = self.call(path, body, headers)
+        out = json.loads(data.decode("utf-8"))
+        self.assertIsNone(fits(out, "ErrorResponse"))
+        self.assertEqual(
+            (resp.status, out["error"]["code"], out["error"]["param"]), (status, code, param)
+        )
+        return out["error"]["message"]
+
     def test_completion(self) -> None:
         headers = dict(AUTH, **{"X-Edgee-Compression-Model": "claude"})
-        resp, data = self.post(_chat_body("héllo", n=2), headers)
-        self.assertEqual(resp.status, 200)
-        out = json.loads(data.decode("utf-8"))
+        _resp, out = self.answer(CHAT, _chat_body("héllo", n=2), "ChatCompletionResponse", headers)
         self.assertEqual((out["id"], out["object"]), ("chatcmpl-test", "chat.completion"))
         self.assertEqual(
             [c["message"]["content"] for c in out["choices"]], ["Echo: héllo #0", "Echo: héllo #1"]
@@ -950,19 +1833,15 @@ class GatewaySelfTest(unittest.TestCase):
         self.assertEqual(out["usage"]["output_tokens_details"], {"reasoning_tokens": 0})
         self.assertEqual(out["compression"]["saved_tokens"], 450)
         rec = self.gw.requests[0]
-        self.assertEqual((rec.method, rec.path, rec.json["n"]), ("POST", "/v1/chat/completions", 2))
+        self.assertEqual((rec.method, rec.path, rec.json["n"]), ("POST", CHAT, 2))
         self.assertEqual(rec.headers["authorization"], "Bearer test-key")
         self.assertTrue(rec.raw_head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n"))
 
     def test_stream(self) -> None:
-        resp, data = self.post(
-            _chat_body("wörld €", stream=True, stream_options={"include_usage": True})
+        chunks = self.chunks(
+            json.loads(_chat_body("wörld €", stream_options={"include_usage": True}))
         )
-        self.assertEqual(resp.getheader("Content-Type"), "text/event-stream")
-        self.assertEqual(resp.getheader("Transfer-Encoding"), "chunked")
-        lines = [ln[6:] for ln in data.decode("utf-8").split("\n\n") if ln.startswith("data: ")]
-        self.assertEqual(lines[-1], "[DONE]")
-        chunks = [json.loads(ln) for ln in lines[:-1]]
+        self.assertEqual(self.resp.getheader("Transfer-Encoding"), "chunked")
         self.assertEqual(chunks[0]["choices"][0]["delta"], {"role": "assistant"})
         text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[1:-1])
         self.assertEqual(text, "Echo: wörld €")
@@ -970,23 +1849,7 @@ class GatewaySelfTest(unittest.TestCase):
         self.assertEqual((chunks[-1]["choices"], chunks[-1]["usage"]["total_tokens"]), ([], 5))
 
     def test_stream_tool_call(self) -> None:
-        tool = {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "parameters": {
-                    "type": "object",
-                    "required": ["city"],
-                    "properties": {"city": {"type": "string"}},
-                },
-            },
-        }
-        _resp, data = self.post(_chat_body("Paris", stream=True, tools=[tool]))
-        events = [
-            json.loads(ln[6:])
-            for ln in data.decode("utf-8").split("\n\n")
-            if ln.startswith("data: {")
-        ]
+        events = self.chunks(json.loads(_chat_body("Paris", tools=[TOOL])))
         calls = [
             c["choices"][0]["delta"]["tool_calls"][0]
             for c in events
@@ -995,11 +1858,13 @@ class GatewaySelfTest(unittest.TestCase):
         self.assertEqual((calls[0]["id"], calls[0]["function"]["name"]), ("call_1", "get_weather"))
         self.assertEqual("".join(c["function"]["arguments"] for c in calls), '{"city":"Paris"}')
         self.assertEqual(events[-1]["choices"][0]["finish_reason"], "tool_calls")
+        _resp, out = self.answer(CHAT, _chat_body("Lyon", tools=[TOOL]), "ChatCompletionResponse")
+        self.assertEqual(out["choices"][0]["message"], {"role": "assistant", "tool_calls": [CALL]})
 
     def test_keep_alive_and_expect(self) -> None:
         self.post(_chat_body())
         headers = dict(AUTH, **{"Expect": "100-continue", "Transfer-Encoding": "chunked"})
-        self.conn.putrequest("POST", "/v1/chat/completions", skip_accept_encoding=True)
+        self.conn.putrequest("POST", CHAT, skip_accept_encoding=True)
         for k, v in headers.items():
             self.conn.putheader(k, v)
         self.conn.endheaders()
@@ -1060,10 +1925,9 @@ class GatewaySelfTest(unittest.TestCase):
             (b"{nope", AUTH, 400, "invalid_json"),
             (_chat_body(model="error-502"), AUTH, 502, "provider_error"),
         ]:
-            resp, data = self.post(body, headers)
-            self.assertEqual(
-                (resp.status, json.loads(data.decode("utf-8"))["error"]["code"]), (status, code)
-            )
+            self.rejected(CHAT, body, status, code, headers=headers)
+        self.rejected(CHAT, _chat_body(model="invalid-model"), 400, "bad_model_id", "model")
+        self.rejected(CHAT, _chat_body(n=0), 400, "invalid_request", "n")
         self.conn.request("GET", "/v1/nothing")
         resp = self.conn.getresponse()
         self.assertEqual(
@@ -1076,7 +1940,7 @@ class GatewaySelfTest(unittest.TestCase):
             ctx.verify_flags |= ssl.VERIFY_X509_STRICT  # the 3.13 default, on every version
             conn = http.client.HTTPSConnection("localhost", gw.port, timeout=5, context=ctx)
             try:
-                conn.request("GET", "/v1/models")
+                conn.request("GET", "/v1/models", headers=AUTH)
                 resp = conn.getresponse()
                 self.assertEqual(len(json.loads(resp.read().decode("utf-8"))["data"]), 2)
             finally:
@@ -1088,6 +1952,525 @@ class GatewaySelfTest(unittest.TestCase):
             with self.assertRaises(ssl.SSLError):  # the test CA is not a system CA
                 other.request("GET", "/v1/models")
             other.close()
+
+    def test_schemas_are_the_specs(self) -> None:
+        path = os.path.join(SHARED_REFERENCE, "edgee-openapi.json")
+        if not os.path.exists(path):
+            self.skipTest("the OpenAPI spec is not beside this checkout")
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+        words = {"type", "properties", "required", "items", "enum", "$ref", "oneOf", "anyOf"}
+        words |= {"additionalProperties", "nullable", "minItems", "minimum", "maximum"}
+
+        def bare(node: Any) -> Any:  # the validating words only, down the tree
+            if isinstance(node, list):
+                return [bare(n) for n in node]
+            if not isinstance(node, dict):
+                return node
+            out = {k: bare(v) for k, v in node.items() if k in words and k != "properties"}
+            if "properties" in node:
+                out["properties"] = {k: bare(v) for k, v in node["properties"].items()}
+            return out
+
+        expected = {name: bare(s) for name, s in spec["components"]["schemas"].items()}
+        expected["ChatCompletionChunkChoice"]["properties"]["finish_reason"]["nullable"] = True
+        self.assertEqual(SCHEMAS, expected)
+        routes, keyed = {}, set()
+        for where, operations in spec["paths"].items():
+            for method, op in operations.items():
+                body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+                ref = body.get("schema", {}).get("$ref", "")
+                routes[(method.upper(), where)] = ref.rsplit("/", 1)[1] if ref else None
+                if {"apiKeyAuth": []} in op.get("security", []):
+                    keyed.add(where)
+        self.assertEqual({k: schema for k, (_, schema) in ROUTES.items()}, routes)
+        self.assertEqual(keyed, set(API_KEY_PATHS))
+        self.assertEqual(set(SAMPLES), {where for _, where in ROUTES})
+
+    def test_validator(self) -> None:
+        point = _obj(
+            "x",
+            {"x": "integer", "tag": NULLABLE, "kind": _enum("a", "b")},
+            additionalProperties=False,
+        )
+        cases = [
+            (point, {"x": 1, "tag": None, "kind": "a"}, None),
+            (point, {"x": True}, ("x", "expected integer, got boolean")),
+            (point, {"x": 1.5}, ("x", "expected integer, got number")),
+            (point, {}, ("x", "is required")),
+            (point, {"x": 1, "kind": "c"}, ("kind", 'must be one of "a", "b"')),
+            (point, {"x": 1, "y": 2}, ("y", "is not allowed")),
+            (point, [], ("", "expected object, got array")),
+            (
+                _obj(additionalProperties=_s("string")),
+                {"a": "s", "b": 1},
+                ("b", "expected string, got integer"),
+            ),
+            (_arr("#Model", minItems=1), [], ("", "needs at least 1 item(s)")),
+            (_arr("#Model"), [MODELS["data"][0], {"id": "x"}], ("[1].object", "is required")),
+            (_num(0, 2), 3, ("", "must be at most 2")),
+            (_num(0, 2), -1, ("", "must be at least 0")),
+            (
+                _one("string", "number", "integer"),
+                1,
+                ("", "matches more than one of the allowed forms"),
+            ),
+            (_one("string", "integer"), None, ("", "matches none of the allowed forms")),
+            ({"anyOf": [_s("number"), _s("integer")]}, 1, None),
+            (
+                _s("#Message"),
+                {"role": "user", "content": None},
+                ("content", "expected string, got null"),
+            ),
+            (_s("#ErrorResponse"), {"error": {"message": "m", "code": None, "param": None}}, None),
+        ]
+        for schema, value, expected in cases:
+            with self.subTest(value=value):
+                self.assertEqual(schema_problem(value, schema), expected)
+
+    def test_every_post_checks_its_schema(self) -> None:
+        user = [{"role": "user", "content": "hi"}]
+        cases = [
+            (
+                CHAT,
+                {"model": "m", "messages": [{"role": "assistant", "content": None}]},
+                "messages[0].content",
+            ),
+            (CHAT, {"model": "m", "messages": []}, "messages"),
+            (
+                CHAT,
+                {"model": "m", "messages": user, "tools": [{"function": {"name": "f"}}]},
+                "tools[0].type",
+            ),
+            (CHAT, {"model": "m", "messages": user, "tool_choice": "required"}, "tool_choice"),
+            (CHAT, [1], None),
+            ("/v1/messages", {"model": "m", "messages": user}, "max_tokens"),
+            (
+                "/v1/messages/count_tokens",
+                {"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]},
+                "messages[0].role",
+            ),
+            ("/v1/responses", {"model": "m"}, "input"),
+            ("/v1/responses", {"model": "m", "input": "x", "temperature": 3}, "temperature"),
+            ("/v1/count_tokens", {"messages": user}, "model"),
+            ("/v1/compress", {"model": "m"}, None),  # fits none of the three formats
+        ]
+        for path, body, param in cases:
+            with self.subTest(path=path, param=param):
+                message = self.rejected(path, body, 400, "invalid_request", param)
+                self.assertTrue(message.startswith((param or "body") + ": "), message)
+        body = {"model": "m", "tokenizer": "gpt2"}
+        self.rejected("/v1/count_tokens", body, 400, "invalid_tokenizer", "tokenizer")
+        self.rejected("/v1/messages", b"{", 400, "invalid_json")
+        client_like = {  # extra fields and every message form the client sends still pass
+            "model": DEFAULT_MODEL,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                *QUESTION,
+                {"role": "assistant", "tool_calls": [CALL]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
+            ],
+            "tools": [TOOL],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "max_tokens": 5,
+            "temperature": 0.5,
+            "stream_options": {"include_usage": True},
+            "n": 2,
+            "tags": ["a"],
+            "metadata": {"any": ["thing"]},
+        }
+        _resp, out = self.answer(CHAT, client_like, "ChatCompletionResponse")
+        self.assertEqual(out["choices"][1]["message"]["content"], "Tool said: Sunny #1")
+
+    def test_auth_on_every_endpoint(self) -> None:
+        for _, path in ROUTES:
+            body = SAMPLES[path]
+            with self.subTest(path=path):
+                message = self.rejected(path, body, 401, "unauthorized", headers={})
+                self.assertEqual(message, "Missing Authorization header")
+                self.rejected(path, body, 401, "unauthorized", headers={"Authorization": "Basic a"})
+                forbidden = {"Authorization": "Bearer forbidden-key"}
+                self.rejected(path, body, 403, "forbidden", headers=forbidden)
+                resp, _data = self.call(path, body, {"x-api-key": "k"})
+                self.assertEqual(resp.status, 200 if path in API_KEY_PATHS else 401)
+                self.assertEqual(self.call(path, body)[0].status, 200)
+
+    def test_provider_and_fallback_headers(self) -> None:
+        chat, messages, responses = SAMPLES[CHAT], SAMPLES["/v1/messages"], SAMPLES["/v1/responses"]
+        cases = [
+            (CHAT, chat, "openai", None),
+            (CHAT, dict(chat, model="anthropic/claude-opus-4-6"), "anthropic", None),
+            (CHAT, dict(chat, model="openai/gpt-fallback"), "anthropic", "1"),
+            (CHAT, dict(chat, model="anthropic/claude-fallback", stream=True), "openai", "1"),
+            ("/v1/messages", messages, "anthropic", None),
+            (
+                "/v1/messages",
+                dict(messages, model="claude-fallback", stream=True),
+                "anthropic",
+                "1",
+            ),
+            ("/v1/responses", responses, "openai", None),
+            (
+                "/v1/responses",
+                dict(responses, model="google/gemini-fallback", stream=True),
+                "openai",
+                "1",
+            ),
+            ("/v1/models", None, None, None),
+            ("/v1/count_tokens", SAMPLES["/v1/count_tokens"], None, None),
+            ("/v1/compress", SAMPLES["/v1/compress"], None, None),
+        ]
+        for path, body, provider, fallback in cases:
+            with self.subTest(path=path, body=body):
+                resp, _data = self.call(path, body)
+                got = (resp.getheader("X-Edgee-Provider"), resp.getheader("X-Edgee-Fallback-Used"))
+                self.assertEqual((resp.status, *got), (200, provider, fallback))
+
+    def test_edge_tools_round_trip(self) -> None:
+        _resp, out = self.answer(CHAT, EDGE_ASK, "ChatCompletionResponse")
+        self.assertEqual(out["choices"][0]["message"], {"role": "assistant", "tool_calls": [CALL]})
+        self.assertEqual(
+            (out["edgee_pending_id"], out["edgee_tools_executed"]), ("edgee_pending_1", EDGE_RAN)
+        )
+        _resp, out = self.answer(CHAT, _resume("edgee_pending_1"), "ChatCompletionResponse")
+        self.assertEqual(out["choices"][0]["message"]["content"], EDGE_DONE)
+        self.assertFalse({"edgee_pending_id", "edgee_tools_executed"} & set(out))
+        inline = dict(SAMPLES[CHAT], edgee_tool_ids=["edgee_generate_uuid"])
+        _resp, out = self.answer(CHAT, inline, "ChatCompletionResponse")
+        self.assertEqual(
+            out["choices"][0]["message"]["content"],
+            "Echo: What is the capital of France?; Edge Tools said: edgee_generate_uuid: "
+            + EDGE_RESULTS["edgee_generate_uuid"],
+        )
+        self.assertEqual(
+            out["edgee_tools_executed"], [{"name": "edgee_generate_uuid", "success": True}]
+        )
+        self.assertNotIn("edgee_pending_id", out)
+        message = self.rejected(
+            CHAT, _resume("edgee_pending_9"), 400, "invalid_request", "edgee_pending_id"
+        )
+        self.assertEqual(message, "Unknown edgee_pending_id: 'edgee_pending_9'")
+        bad = dict(EDGE_ASK, edgee_tool_ids=["current_time"])
+        self.rejected(CHAT, bad, 400, "invalid_edgee_tool_ids", "edgee_tool_ids")
+
+    def test_edge_tools_stream(self) -> None:
+        chunks = self.chunks(dict(EDGE_ASK, stream_options={"include_usage": True}))
+        final = chunks[-1]
+        self.assertEqual((final["choices"], final["usage"]["prompt_tokens"]), ([], 1))
+        self.assertEqual(
+            (final["edgee_pending_id"], final["edgee_tools_executed"]),
+            ("edgee_pending_1", EDGE_RAN),
+        )
+        self.assertFalse(
+            any("edgee_pending_id" in c or "edgee_tools_executed" in c for c in chunks[:-1])
+        )
+        self.assertEqual(chunks[-2]["choices"][0]["finish_reason"], "tool_calls")
+        chunks = self.chunks(_resume("edgee_pending_1"))
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        self.assertEqual(text, EDGE_DONE)
+        self.assertEqual(set(chunks[-1]) & {"edgee_pending_id", "edgee_tools_executed"}, set())
+
+    def test_reasoning_and_refusal(self) -> None:
+        thinking = "Thinking about: What is the capital of France?"
+        echo = "Echo: What is the capital of France?"
+        reasoner = dict(SAMPLES[CHAT], model="openai/o3-reasoning")
+        _resp, out = self.answer(CHAT, reasoner, "ChatCompletionResponse")
+        self.assertEqual(
+            out["choices"][0]["message"],
+            {"role": "assistant", "content": echo, "reasoning_content": thinking},
+        )
+        self.assertEqual(out["usage"]["completion_tokens"], 7 + 8)
+        self.assertEqual(out["usage"]["output_tokens_details"], {"reasoning_tokens": 8})
+        chunks = self.chunks(dict(SAMPLES[CHAT], reasoning_effort="low"))
+        deltas = [c["choices"][0]["delta"] for c in chunks[1:-1]]
+        kinds = [next(iter(d)) for d in deltas]
+        self.assertEqual(
+            kinds, sorted(kinds, key=lambda k: k != "reasoning_content")
+        )  # reasoning first
+        self.assertEqual("".join(d.get("reasoning_content", "") for d in deltas), thinking)
+        self.assertEqual("".join(d.get("content", "") for d in deltas), echo)
+        refuse = dict(SAMPLES[CHAT], messages=[{"role": "user", "content": "Refuse this"}])
+        _resp, out = self.answer(CHAT, refuse, "ChatCompletionResponse")
+        self.assertEqual(out["choices"][0]["message"], {"role": "assistant", "refusal": REFUSAL})
+        deltas = [c["choices"][0]["delta"] for c in self.chunks(refuse)[1:-1]]
+        self.assertEqual("".join(d["refusal"] for d in deltas), REFUSAL)
+
+    def test_count_tokens(self) -> None:
+        _resp, out = self.answer(CHAT, SAMPLES[CHAT], "ChatCompletionResponse")
+        _resp, count = self.answer(
+            "/v1/count_tokens", SAMPLES["/v1/count_tokens"], "CountTokensResponse"
+        )
+        self.assertEqual(count, {"input_tokens": out["usage"]["prompt_tokens"]})
+        self.assertEqual(count["input_tokens"], 6)
+        anthropic_style = {
+            "model": "anthropic/claude-opus-4-6",
+            "system": [{"type": "text", "text": "Be brief."}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi there"}]}],
+            "tokenizer": "o200k_base",
+        }
+        _resp, count = self.answer("/v1/count_tokens", anthropic_style, "CountTokensResponse")
+        self.assertEqual(count, {"input_tokens": 4})
+        body = dict(SAMPLES["/v1/messages/count_tokens"], system="Be brief.")
+        _resp, count = self.answer("/v1/messages/count_tokens", body, "CountTokensResponse")
+        self.assertEqual(count, {"input_tokens": 8})
+
+    def test_compress(self) -> None:
+        first8 = " ".join(LONG.split()[:8])
+        tool = {"role": "tool", "tool_call_id": "c", "content": LONG}
+        chat = {"model": DEFAULT_MODEL, "messages": [*QUESTION, tool], "temperature": 0.2}
+        anthropic = dict(SAMPLES["/v1/messages"], system=LONG)
+        items = [{"type": "function_call_output", "call_id": "c", "output": LONG}]
+        responses = {"model": "openai/gpt-4o", "instructions": LONG, "input": [*QUESTION, *items]}
+        cases = [
+            (chat, dict(chat, messages=[*QUESTION, dict(tool, content=first8)]), "auto"),
+            (anthropic, dict(anthropic, system=first8), "tool"),
+            (responses, dict(responses, input=[*QUESTION, dict(items[0], output=first8)]), "auto"),
+            (SAMPLES["/v1/compress"], SAMPLES["/v1/compress"], "auto"),
+        ]
+        headers = dict(AUTH, **{"X-Edgee-Compression-Model": "claude"})
+        for body, squeezed, technique in cases:
+            with self.subTest(body=body):
+                chosen = headers if technique == "tool" else None
+                _resp, out = self.answer("/v1/compress", body, "CompressResponse", chosen)
+                compression = out.pop("compression")
+                self.assertEqual(out, squeezed)
+                self.assertIsNone(fits(out, "CompressRequest"))
+                before, after = _prompt_words(body), _prompt_words(squeezed)
+                self.assertEqual(
+                    compression,
+                    {
+                        "technique": technique,
+                        "applied_strategies": ["text_truncation"] if after < before else [],
+                        "compression_rate": round(1 - after / before, 2),
+                        "uncompressed_input_tokens": before,
+                        "compressed_input_tokens": after,
+                        "compression_time_ms": 12,
+                    },
+                )
+        self.assertEqual((_prompt_words(chat), _prompt_words(cases[0][1])), (16, 14))
+
+    def test_models_by_provider(self) -> None:
+        ids = [m["id"] for m in MODELS["data"]]
+        for query, expected in [
+            ("", ids),
+            ("?provider=", ids),
+            ("?provider=anthropic", ["anthropic/claude-opus-4-6"]),
+            ("?provider=openai", ["openai/gpt-5.2"]),
+            ("?provider=mistral", []),
+        ]:
+            with self.subTest(query=query):
+                _resp, out = self.answer("/v1/models" + query, None, "ModelsResponse")
+                self.assertEqual([m["id"] for m in out["data"]], expected)
+
+    def test_messages(self) -> None:
+        _resp, out = self.answer("/v1/messages", SAMPLES["/v1/messages"], "CreateMessageResponse")
+        self.assertEqual(
+            out,
+            {
+                "id": "msg_test",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-sonnet-4.5",
+                "content": [{"type": "text", "text": "Echo: What is the capital of France?"}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 6, "output_tokens": 7},
+            },
+        )
+        tools = [{"name": "get_weather", "input_schema": CITY}]
+        ask = dict(
+            SAMPLES["/v1/messages"], messages=[{"role": "user", "content": "Lyon"}], tools=tools
+        )
+        _resp, out = self.answer("/v1/messages", ask, "CreateMessageResponse")
+        use = {
+            "type": "tool_use",
+            "id": "toolu_1",
+            "name": "get_weather",
+            "input": {"city": "Lyon"},
+        }
+        self.assertEqual((out["content"], out["stop_reason"]), ([use], "tool_use"))
+        result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny"}
+        turns = [
+            *ask["messages"],
+            {"role": "assistant", "content": [use]},
+            {"role": "user", "content": [result]},
+        ]
+        _resp, out = self.answer("/v1/messages", dict(ask, messages=turns), "CreateMessageResponse")
+        self.assertEqual(out["content"], [{"type": "text", "text": "Tool said: Sunny"}])
+        model = {"model": "openai/gpt-5.2", "stream": True}
+        body = dict(SAMPLES["/v1/messages"], **model)
+        self.rejected("/v1/messages", body, 400, "streaming_not_supported", "stream")
+
+    def test_messages_stream(self) -> None:
+        _resp, out = self.answer("/v1/messages", SAMPLES["/v1/messages"], "CreateMessageResponse")
+        _resp, events = self.stream("/v1/messages", SAMPLES["/v1/messages"])
+        names = [name for name, _ in events]
+        self.assertEqual(names, [data["type"] for _, data in events])  # no [DONE]
+        middle = ["content_block_delta"] * (len(names) - 6)
+        self.assertEqual(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "ping",
+                *middle,
+                "content_block_stop",
+                "message_delta",
+                "message_stop",
+            ],
+        )
+        start = events[0][1]["message"]
+        self.assertEqual(
+            start,
+            dict(out, content=[], stop_reason=None, usage={"input_tokens": 6, "output_tokens": 1}),
+        )
+        deltas = [data["delta"] for name, data in events if name == "content_block_delta"]
+        self.assertEqual({d["type"] for d in deltas}, {"text_delta"})
+        self.assertEqual("".join(d["text"] for d in deltas), out["content"][0]["text"])
+        self.assertEqual(
+            events[-2][1],
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 7},
+            },
+        )
+        tools = [{"name": "get_weather", "input_schema": CITY}]
+        ask = dict(
+            SAMPLES["/v1/messages"], messages=[{"role": "user", "content": "Lyon"}], tools=tools
+        )
+        _resp, events = self.stream("/v1/messages", ask)
+        self.assertEqual(
+            events[1][1]["content_block"],
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
+        )
+        parts = [
+            data["delta"]["partial_json"] for name, data in events if name == "content_block_delta"
+        ]
+        self.assertEqual("".join(parts), '{"city":"Lyon"}')
+
+    def test_responses(self) -> None:
+        _resp, out = self.answer("/v1/responses", SAMPLES["/v1/responses"], "ResponsesResponse")
+        message = {
+            "id": "msg_1",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Echo: What is the capital of France?"}],
+        }
+        self.assertEqual(
+            out,
+            {
+                "id": "resp_test",
+                "object": "response",
+                "status": "completed",
+                "created_at": float(CREATED),
+                "model": "openai/gpt-4o",
+                "output": [message],
+                "usage": {"input_tokens": 6, "output_tokens": 7, "total_tokens": 13},
+            },
+        )
+        tools = [{"type": "function", "name": "get_weather", "parameters": CITY}]
+        ask = {"model": "openai/gpt-4o", "input": "Lyon", "tools": tools}
+        _resp, out = self.answer("/v1/responses", ask, "ResponsesResponse")
+        item = out["output"][0]
+        self.assertEqual(
+            (item["type"], item["call_id"], item["name"], item["arguments"]),
+            ("function_call", "call_1", "get_weather", '{"city":"Lyon"}'),
+        )
+        self.assertEqual(
+            item["content"],
+            [
+                {
+                    "type": "function_call",
+                    "id": "call_1",
+                    "name": "get_weather",
+                    "arguments": '{"city":"Lyon"}',
+                }
+            ],
+        )
+        turns = [
+            {"role": "user", "content": [{"type": "input_text", "text": "Lyon"}]},
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "get_weather",
+                "arguments": '{"city":"Lyon"}',
+            },
+            {"type": "function_call_output", "call_id": "call_1", "output": "Sunny"},
+        ]
+        _resp, out = self.answer("/v1/responses", dict(ask, input=turns), "ResponsesResponse")
+        self.assertEqual(out["output"][0]["content"][0]["text"], "Tool said: Sunny")
+
+    def test_responses_stream(self) -> None:
+        _resp, out = self.answer("/v1/responses", SAMPLES["/v1/responses"], "ResponsesResponse")
+        _resp, events = self.stream("/v1/responses", SAMPLES["/v1/responses"])
+        self.assertEqual({name for name, _ in events}, {None})  # data lines only, no [DONE]
+        types = [data["type"] for _, data in events]
+        deltas = [
+            data["delta"] for _, data in events if data["type"] == "response.output_text.delta"
+        ]
+        self.assertEqual(
+            types,
+            [
+                "response.created",
+                "response.output_item.added",
+                "response.content_part.added",
+                *["response.output_text.delta"] * len(deltas),
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ],
+        )
+        created, completed = events[0][1]["response"], events[-1][1]["response"]
+        self.assertEqual((created["status"], created["output"]), ("in_progress", []))
+        self.assertEqual(completed, out)
+        text = out["output"][0]["content"][0]["text"]
+        self.assertEqual(("".join(deltas), events[-4][1]["text"]), (text, text))
+        self.assertEqual(
+            events[3][1],
+            {
+                "type": "response.output_text.delta",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": deltas[0],
+            },
+        )
+        tools = [{"type": "function", "name": "get_weather", "parameters": CITY}]
+        _resp, events = self.stream(
+            "/v1/responses", {"model": "openai/gpt-4o", "input": "Lyon", "tools": tools}
+        )
+        types = [data["type"] for _, data in events]
+        self.assertIn("response.function_call_arguments.done", types)
+        self.assertNotIn("response.output_text.delta", types)
+        parts = [
+            data["delta"]
+            for _, data in events
+            if data["type"] == "response.function_call_arguments.delta"
+        ]
+        self.assertEqual("".join(parts), '{"city":"Lyon"}')
+
+    def test_serve(self) -> None:
+        command = [sys.executable, os.path.abspath(__file__), "--serve", "0"]
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True
+        )
+        timer = threading.Timer(15.0, proc.kill)  # bounds the reads below
+        timer.start()
+        self.addCleanup(proc.stdout.close)
+        self.addCleanup(timer.cancel)
+        self.addCleanup(proc.wait, 5)
+        self.addCleanup(proc.kill)
+        url = proc.stdout.readline().split()[-1]
+        self.assertTrue(url.startswith("http://127.0.0.1:"), url)
+        listed = [proc.stdout.readline().split()[:2] for _ in ROUTES]
+        self.assertEqual(listed, [[method, path] for method, path in ROUTES])
+        conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=5)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/v1/models?provider=openai", headers=AUTH)
+        self.assertEqual(json.loads(conn.getresponse().read())["data"], MODELS["data"][:1])
 
 
 # ---- tests ----
@@ -7752,7 +9135,11 @@ def serve(argv: List[str]) -> None:
     """python test_edgee.py --serve [PORT]: run the gateway until Ctrl-C."""
     port = int(argv[0]) if argv else 8787
     gw = Gateway(port=port)
-    print(f"Edgee loopback gateway on http://127.0.0.1:{gw.port}", flush=True)
+    routes = [
+        f"  {method:<4} {path:<26} {handler.__doc__.splitlines()[0]}"
+        for (method, path), (handler, _) in ROUTES.items()
+    ]
+    print(f"Edgee loopback gateway on {gw.url}", *routes, "", FAKE_LLM_GUIDE, sep="\n", flush=True)
     try:
         while gw.serving():  # until Ctrl-C
             time.sleep(0.5)
