@@ -374,11 +374,8 @@ _REASONING_KEYS = ("reasoning_content", "reasoning")  # providers use one or the
 
 def _reasoning(message: dict[str, Any]) -> str | None:
     """A message's or delta's reasoning text (`reasoning_content` or `reasoning`), or None."""
-    for key in _REASONING_KEYS:
-        text = message.get(key)
-        if isinstance(text, str) and text:
-            return text
-    return None
+    text = message.get("reasoning_content") or message.get("reasoning")
+    return text if type(text) is str else None
 
 
 class _AnswerHeaders:
@@ -1210,13 +1207,14 @@ def _compression(data: Any) -> Compression | None:
 
 def _delta(delta: JSONDict) -> StreamDelta:
     """A StreamDelta from a delta object (or from a whole message)."""
-    refusal = delta.get("refusal")
+    get = delta.get
+    refusal = get("refusal")
     return StreamDelta(
-        delta.get("role"),
-        delta.get("content"),
-        delta.get("tool_calls"),
+        get("role"),
+        get("content"),
+        get("tool_calls"),
         _reasoning(delta),
-        refusal if isinstance(refusal, str) else None,
+        refusal if type(refusal) is str else None,
         delta,
     )
 
@@ -1248,10 +1246,13 @@ def chunk_from_json(data: JSONDict) -> StreamChunk:
     Raises EdgeeStreamError when `data` does not have that shape.
     """
     try:
-        choices = [
-            StreamChoice(c.get("index", 0), _delta(c.get("delta") or {}), c.get("finish_reason"), c)
-            for c in data.get("choices") or ()
-        ]
+        choices = []  # a loop: cheaper than a comprehension for the usual single choice
+        for c in data.get("choices") or ():
+            choices.append(
+                StreamChoice(
+                    c.get("index", 0), _delta(c.get("delta") or {}), c.get("finish_reason"), c
+                )
+            )
         usage = data.get("usage")
         compression = data.get("compression")
         return StreamChunk(
