@@ -826,8 +826,9 @@ def _json_body(body: dict[str, Any]) -> bytes:
 def build_request(model: object, input: object, stream: bool) -> tuple[bytes, dict[str, str]]:
     """The JSON body and the extra headers of a chat completion request.
 
-    Raises EdgeeInputError (a ValueError; EdgeeInputTypeError is also a
-    TypeError) naming the first problem found.
+    Request and message fields set to None are not sent. Raises
+    EdgeeInputError (a ValueError; EdgeeInputTypeError is also a TypeError)
+    naming the first problem found.
     """
     body, headers = _chat_fields(model, input)
     if stream:
