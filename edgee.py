@@ -53,6 +53,8 @@ else:
 
 __all__ = [
     "Choice",
+    "CompressMetadata",
+    "CompressResult",
     "Compression",
     "Edgee",
     "EdgeeAPIError",
@@ -62,6 +64,7 @@ __all__ = [
     "EdgeeInputError",
     "EdgeeStreamError",
     "EdgeeTimeoutError",
+    "EdgeeToolExecuted",
     "FunctionDefinition",
     "InputObject",
     "InputTokenDetails",
@@ -228,11 +231,26 @@ class EdgeeStreamError(EdgeeConnectionError):
 _PENDING_DATACLASSES: list[type] = []
 _DATACLASS_LOCK = _thread.allocate_lock()
 
-if not TYPE_CHECKING:  # the type checker sees plain `dataclasses.dataclass`
+
+class _Field:
+    """A `field(...)` default waiting for make_dataclasses to become a dataclasses.Field."""
+
+    __slots__ = ("options",)
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+
+
+if TYPE_CHECKING:
+    from dataclasses import field
+else:  # the type checker sees plain `dataclasses.dataclass` and `dataclasses.field`
 
     def dataclass(cls):
         _PENDING_DATACLASSES.append(cls)
         return cls
+
+    def field(**options):
+        return _Field(options)
 
 
 def make_dataclasses() -> None:
@@ -243,6 +261,9 @@ def make_dataclasses() -> None:
 
     with _DATACLASS_LOCK:
         for cls in _PENDING_DATACLASSES:
+            for name, value in list(vars(cls).items()):
+                if isinstance(value, _Field):
+                    setattr(cls, name, dataclasses.field(**value.options))
             dataclasses.dataclass(cls)
         del _PENDING_DATACLASSES[:]
         module = sys.modules.get(__name__)
@@ -301,7 +322,9 @@ class InputObject:
     """A full request: messages plus options.
 
     `extra_body` holds any other request field (max_tokens, temperature,
-    stream_options, edgee_tool_ids, ...), sent as is.
+    stream_options, ...), sent as is. `edgee_tool_ids` names the Edge Tools
+    to offer, `edgee_pending_id` resumes a conversation whose Edge Tool calls
+    were deferred, `enable_debug` asks the gateway for debug information.
     """
 
     messages: list[Any]
@@ -313,6 +336,9 @@ class InputObject:
     tool_surface_reduction: bool | None = None
     output_brevity: bool | None = None
     extra_body: dict[str, Any] | None = None
+    edgee_tool_ids: list[str] | None = None
+    edgee_pending_id: str | None = None
+    enable_debug: bool | None = None
 
 
 @dataclass
@@ -332,13 +358,14 @@ class OutputTokenDetails:
 
 @dataclass
 class Usage:
-    """Token counts of one completion."""
+    """Token counts of one completion; `raw` is the usage object received."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     input_tokens_details: InputTokenDetails | None = None
     output_tokens_details: OutputTokenDetails | None = None
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -352,17 +379,60 @@ class Compression:
 
 
 @dataclass
+class EdgeeToolExecuted:
+    """An Edge Tool the gateway ran before answering, and whether it succeeded."""
+
+    name: str
+    success: bool
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+_REASONING_KEYS = ("reasoning_content", "reasoning")  # providers use one or the other
+
+
+def _reasoning(message: dict[str, Any]) -> str | None:
+    """A message's or delta's reasoning text (`reasoning_content` or `reasoning`), or None."""
+    text = message.get("reasoning_content") or message.get("reasoning")
+    return text if type(text) is str else None
+
+
+class _AnswerHeaders:
+    """The routing metadata of an answer, read from its `headers` (lower-case names)."""
+
+    headers: dict[str, str]
+
+    @property
+    def provider(self) -> str | None:
+        """The provider that answered (`X-Edgee-Provider`), or None."""
+        return self.headers.get("x-edgee-provider") or None
+
+    @property
+    def fallback_used(self) -> bool | None:
+        """`X-Edgee-Fallback-Used` as True or False; None when absent or unreadable."""
+        value = self.headers.get("x-edgee-fallback-used")
+        if value is None:
+            return None
+        return _FLAGS.get(value.strip().lower())
+
+
+@dataclass
 class Choice:
     """One answer of a completion; `message` is the assistant message as a dict."""
 
     index: int
     message: dict[str, Any]
     finish_reason: str | None = None
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
-class SendResponse:
-    """A whole completion, from `send()` or assembled from a stream."""
+class SendResponse(_AnswerHeaders):
+    """A whole completion, from `send()` or assembled from a stream.
+
+    `headers` are the answer's HTTP headers (lower-case names); `raw` is the
+    JSON object received (None when assembled from a stream). Neither takes
+    part in `==` or `repr()`.
+    """
 
     choices: list[Choice]
     usage: Usage | None = None
@@ -370,6 +440,10 @@ class SendResponse:
     id: str | None = None
     model: str | None = None
     created: int | None = None
+    edgee_pending_id: str | None = None
+    edgee_tools_executed: list[EdgeeToolExecuted] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str | None:
@@ -395,14 +469,31 @@ class SendResponse:
             return self.choices[0].message.get("tool_calls") or None
         return None
 
+    @property
+    def reasoning(self) -> str | None:
+        """The first choice's reasoning (`reasoning_content` or `reasoning`), or None."""
+        return _reasoning(self.choices[0].message) if self.choices else None
+
+    @property
+    def refusal(self) -> str | None:
+        """The first choice's refusal text, or None."""
+        return (self.choices[0].message.get("refusal") or None) if self.choices else None
+
 
 @dataclass
 class StreamDelta:
-    """What one chunk adds to a choice: its role, a piece of text, tool-call fragments."""
+    """What one chunk adds to a choice: its role, a piece of text, tool-call fragments.
+
+    `reasoning` is a piece of the model's reasoning (sent as `reasoning_content`
+    or `reasoning`), `refusal` a piece of a refusal; `raw` is the delta received.
+    """
 
     role: str | None = None
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -412,6 +503,7 @@ class StreamChoice:
     index: int
     delta: StreamDelta
     finish_reason: str | None = None
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -420,6 +512,8 @@ class StreamChunk:
 
     `usage` arrives on the final chunk when `stream_options.include_usage` is
     set (that chunk has no choices); `compression` when compression applied.
+    `raw` is the JSON object received, with any field not modelled here
+    (`edgee_pending_id`, `system_fingerprint`, ...); it is not in `==` or `repr()`.
     """
 
     choices: list[StreamChoice]
@@ -428,6 +522,7 @@ class StreamChunk:
     id: str | None = None
     model: str | None = None
     created: int | None = None
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str | None:
@@ -449,15 +544,58 @@ class StreamChunk:
         """`choices[0].delta.tool_calls` fragments, or None."""
         return (self.choices[0].delta.tool_calls or None) if self.choices else None
 
+    @property
+    def reasoning(self) -> str | None:
+        """`choices[0].delta.reasoning`, or None."""
+        return (self.choices[0].delta.reasoning or None) if self.choices else None
+
+    @property
+    def refusal(self) -> str | None:
+        """`choices[0].delta.refusal`, or None."""
+        return (self.choices[0].delta.refusal or None) if self.choices else None
+
 
 @dataclass
 class Model:
-    """A model the gateway offers (GET /v1/models)."""
+    """A model the gateway offers (GET /v1/models); `raw` is the object received."""
 
     id: str
     object: str = "model"
     created: int = 0
     owned_by: str = ""
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class CompressMetadata:
+    """What `/v1/compress` did: the strategies applied and the token counts before and after.
+
+    `compression_rate` is the fraction of input tokens removed (0.0 to 1.0);
+    `error` is set when compression partly failed; `tool_stats` holds
+    per-tool figures when tool results were trimmed.
+    """
+
+    technique: str
+    applied_strategies: list[str]
+    compression_rate: float
+    uncompressed_input_tokens: int
+    compressed_input_tokens: int
+    compression_time_ms: int
+    error: str | None = None
+    tool_stats: dict[str, Any] | None = None
+
+
+@dataclass
+class CompressResult:
+    """The answer of `compress()`: `request` is the compressed request body, ready to send.
+
+    `raw` is the JSON object received (the request plus its `compression`
+    object); it is not in `==` or `repr()`.
+    """
+
+    request: dict[str, Any]
+    compression: CompressMetadata
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -487,6 +625,15 @@ class ServerSentEvent:
     data: str = ""
     id: str = ""
     retry: int | None = None
+
+    def json(self) -> Any:
+        """The event's data decoded as JSON; EdgeeStreamError if it is not JSON."""
+        try:
+            return json.loads(self.data)
+        except ValueError:
+            raise EdgeeStreamError(
+                "server-sent event data is not valid JSON: " + _shorten(self.data[:200])
+            ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -532,12 +679,18 @@ def normalize_model(model: object) -> str:
 
 
 def normalize_message(message: object, where: str) -> dict[str, Any]:
-    """One message as a dict, checked for a known role and the fields that role needs."""
+    """One message as a dict, checked for a known role and the fields that role needs.
+
+    Fields set to None are left out (the API has no null message field), so an
+    assistant message with `"content": None` goes without `content`.
+    """
     _require_type(
         isinstance(message, (dict, Message)),
         f"{where} must be a dict or a Message, not {_type_name(message)}",
     )
-    plain: dict[str, Any] = _plain(message)
+    plain: dict[str, Any] = {
+        key: value for key, value in _plain(message).items() if value is not None
+    }
     role = plain.get("role")
     _require(role is not None, f"{where} has no role")
     _require(
@@ -586,8 +739,12 @@ def _input_fields(input: object) -> dict[str, Any]:
     if isinstance(input, str):
         return {"messages": [{"role": "user", "content": input}]}
     if isinstance(input, InputObject):
-        values = {name: getattr(input, name) for name in _INPUT_FIELDS}
-        return dict(input.extra_body or {}, **values)
+        fields = dict(input.extra_body or {})
+        for name in _INPUT_FIELDS:  # a field left as None keeps what extra_body says
+            value = getattr(input, name)
+            if value is not None:
+                fields[name] = value
+        return fields
     _require_type(
         isinstance(input, dict),
         f"input must be a string, a dict or an InputObject, not {_type_name(input)}",
@@ -596,12 +753,17 @@ def _input_fields(input: object) -> dict[str, Any]:
     return dict(input)
 
 
-def build_request(model: object, input: object, stream: bool) -> tuple[bytes, dict[str, str]]:
-    """The JSON body and the extra headers of a chat completion request.
+def _string_list(value: object, name: str) -> list[str]:
+    _require_type(
+        isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value),
+        f"{name} must be a list of strings",
+    )
+    assert isinstance(value, (list, tuple))
+    return list(value)
 
-    Raises EdgeeInputError (a ValueError; EdgeeInputTypeError is also a
-    TypeError) naming the first problem found.
-    """
+
+def _chat_fields(model: object, input: object) -> tuple[dict[str, Any], dict[str, str]]:
+    """The checked fields of a chat completion request (no `stream`) and its extra headers."""
     body: dict[str, Any] = {"model": normalize_model(model)}
     request = _input_fields(input)
     messages = request.pop("messages", None)
@@ -629,11 +791,7 @@ def build_request(model: object, input: object, stream: bool) -> tuple[bytes, di
         body["tool_choice"] = tool_choice
     tags = request.pop("tags", None)
     if tags:
-        _require_type(
-            isinstance(tags, (list, tuple)) and all(isinstance(t, str) for t in tags),
-            "tags must be a list of strings",
-        )
-        body["tags"] = list(tags)
+        body["tags"] = _string_list(tags, "tags")
     compression_model = request.pop("compression_model", None)
     if compression_model is not None:
         _require(
@@ -642,6 +800,23 @@ def build_request(model: object, input: object, stream: bool) -> tuple[bytes, di
             + ", ".join(COMPRESSION_MODELS),
         )
         body["compression_model"] = compression_model
+    tool_ids = request.pop("edgee_tool_ids", None)
+    if tool_ids is not None:
+        body["edgee_tool_ids"] = _string_list(tool_ids, "edgee_tool_ids")
+    pending_id = request.pop("edgee_pending_id", None)
+    if pending_id is not None:
+        _require_type(
+            isinstance(pending_id, str),
+            f"edgee_pending_id must be a string, not {_type_name(pending_id)}",
+        )
+        _require(bool(pending_id), "edgee_pending_id must not be empty")
+        body["edgee_pending_id"] = pending_id
+    debug = request.pop("enable_debug", None)
+    if debug is not None:
+        _require_type(
+            isinstance(debug, bool), f"enable_debug must be True or False, not {_type_name(debug)}"
+        )
+        body["enable_debug"] = debug
 
     headers = {}
     for name, header in COMPRESSION_HEADERS.items():
@@ -655,14 +830,144 @@ def build_request(model: object, input: object, stream: bool) -> tuple[bytes, di
 
     for name in ("model", "stream"):  # the method's own arguments decide these
         request.pop(name, None)
-    body.update((key, _plain(value)) for key, value in request.items())
-    if stream:
-        body["stream"] = True
+    body.update((key, _plain(value)) for key, value in request.items() if value is not None)
+    return body, headers
+
+
+def _json_body(body: dict[str, Any]) -> bytes:
     try:
         payload = json.dumps(body, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise EdgeeInputTypeError(f"input is not JSON-serialisable: {exc}") from None
-    return payload.encode("utf-8"), headers
+    return payload.encode("utf-8")
+
+
+def build_request(model: object, input: object, stream: bool) -> tuple[bytes, dict[str, str]]:
+    """The JSON body and the extra headers of a chat completion request.
+
+    Request and message fields set to None are not sent. Raises
+    EdgeeInputError (a ValueError; EdgeeInputTypeError is also a TypeError)
+    naming the first problem found.
+    """
+    body, headers = _chat_fields(model, input)
+    if stream:
+        body["stream"] = True
+    return _json_body(body), headers
+
+
+def build_count_tokens_request(model: object, input: object) -> tuple[bytes, dict[str, str]]:
+    """The JSON body and extra headers (none) of a `/v1/count_tokens` request.
+
+    `input` is checked as for `build_request`; the body holds what the
+    endpoint counts: `model`, `messages` (each with a `content`, "" when it
+    had none) and, when the input gives them, `system` and `tokenizer`.
+    Tools and the other options are not sent. Raises EdgeeInputError.
+    """
+    fields, _ = _chat_fields(model, input)
+    body = {
+        "model": fields["model"],
+        "messages": [m if "content" in m else dict(m, content="") for m in fields["messages"]],
+    }
+    system = fields.get("system")
+    if system is not None:
+        _require_type(
+            isinstance(system, (str, list)),
+            f"system must be a string or a list of content blocks, not {_type_name(system)}",
+        )
+        body["system"] = system
+    tokenizer = fields.get("tokenizer")
+    if tokenizer is not None:
+        _require_type(
+            isinstance(tokenizer, str), f"tokenizer must be a string, not {_type_name(tokenizer)}"
+        )
+        body["tokenizer"] = tokenizer
+    return _json_body(body), {}
+
+
+def build_compress_request(model: object, input: object) -> tuple[bytes, dict[str, str]]:
+    """The JSON body and extra headers of a `/v1/compress` request.
+
+    The body is the chat completion request `build_request` makes (without
+    `stream`): the gateway answers with the same request, compressed. The
+    compression toggles (`tool_result_trimming`, ...) become headers, as for
+    a chat completion. Raises EdgeeInputError.
+    """
+    body, headers = _chat_fields(model, input)
+    return _json_body(body), headers
+
+
+# Headers a caller may not set: the client's own credentials, and the framing
+# and connection handling the transport does itself.
+_RESERVED_HEADERS = frozenset(
+    (
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x-edgee-api-key",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "content-encoding",
+        "accept-encoding",
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    )
+)
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def normalize_headers(headers: object) -> dict[str, str]:
+    """Per-call headers, checked: `{name: value}` with str names and values ({} for None).
+
+    Names keep their case; a name given twice in different cases is refused.
+    Raises EdgeeInputError naming the header (never quoting its value) when a
+    name is not an HTTP token, when a value holds CR, LF, NUL or another
+    control character but tab, or a character beyond Latin-1, and when the
+    header is one the client sets itself: its credentials (Authorization,
+    Proxy-Authorization, X-Api-Key, X-Edgee-Api-Key), Host, and the framing and
+    connection headers (Content-Length, Transfer-Encoding, Content-Encoding,
+    Accept-Encoding, Connection, Proxy-Connection, Keep-Alive, TE, Trailer,
+    Upgrade, Expect). EdgeeInputTypeError when `headers` is not a dict or a
+    name or value is not a string.
+    """
+    if headers is None:
+        return {}
+    _require_type(isinstance(headers, dict), f"headers must be a dict, not {_type_name(headers)}")
+    assert isinstance(headers, dict)
+    checked: dict[str, str] = {}
+    seen = set()
+    for name, value in headers.items():
+        _require_type(
+            isinstance(name, str), f"header names must be strings, not {_type_name(name)}"
+        )
+        _require(
+            bool(name) and all(c in _TOKEN_CHARS for c in name),
+            f"header name {name!r} is not a valid HTTP header name",
+        )
+        lower = name.lower()
+        _require(
+            lower not in _RESERVED_HEADERS,
+            f"header {name} is set by the client itself and cannot be given per call",
+        )
+        _require(lower not in seen, f"header {name} is given twice (names ignore case)")
+        seen.add(lower)
+        _require_type(
+            isinstance(value, str), f"header {name} value must be a string, not {_type_name(value)}"
+        )
+        _require(
+            all(" " <= c <= "~" or c == "\t" or "\x80" <= c <= "\xff" for c in value),
+            f"header {name} value must be Latin-1 text without control characters "
+            "(CR, LF, NUL, ...)",
+        )
+        checked[name] = value
+    return checked
 
 
 def _number(value: object, name: str) -> float:
@@ -705,6 +1010,9 @@ _INPUT_FIELDS = (
     "tags",
     "compression_model",
     *COMPRESSION_HEADERS,
+    "edgee_tool_ids",
+    "edgee_pending_id",
+    "enable_debug",
 )
 
 
@@ -910,6 +1218,7 @@ def _usage(data: Any) -> Usage | None:
         if isinstance(inputs, dict)
         else None,
         OutputTokenDetails(outputs.get("reasoning_tokens")) if isinstance(outputs, dict) else None,
+        data,
     )
 
 
@@ -924,57 +1233,103 @@ def _compression(data: Any) -> Compression | None:
     )
 
 
-def chunk_from_json(data: JSONDict) -> StreamChunk:
-    """A StreamChunk from a decoded `chat.completion.chunk` object."""
-    choices = []
-    for choice in data.get("choices") or ():
-        delta = choice.get("delta") or {}
-        choices.append(
-            StreamChoice(
-                choice.get("index", 0),
-                StreamDelta(delta.get("role"), delta.get("content"), delta.get("tool_calls")),
-                choice.get("finish_reason"),
-            )
-        )
-    usage = data.get("usage")
-    compression = data.get("compression")
-    return StreamChunk(
-        choices,
-        _compression(compression) if compression else None,
-        _usage(usage) if usage else None,
-        data.get("id"),
-        data.get("model"),
-        data.get("created"),
+def _delta(delta: JSONDict) -> StreamDelta:
+    """A StreamDelta from a delta object (or from a whole message)."""
+    get = delta.get
+    refusal = get("refusal")
+    return StreamDelta(
+        get("role"),
+        get("content"),
+        get("tool_calls"),
+        _reasoning(delta),
+        refusal if type(refusal) is str else None,
+        delta,
     )
 
 
-def response_from_json(data: JSONDict) -> SendResponse:
-    """A SendResponse from a decoded `chat.completion` object."""
-    choices = [
-        Choice(c.get("index", i), c.get("message") or {}, c.get("finish_reason"))
-        for i, c in enumerate(data.get("choices") or ())
+def _pending_id(data: JSONDict) -> str | None:
+    value = data.get("edgee_pending_id")
+    return value if isinstance(value, str) and value else None
+
+
+def _tools_executed(data: JSONDict) -> list[EdgeeToolExecuted]:
+    tools = data.get("edgee_tools_executed")
+    if not isinstance(tools, list):
+        return []
+    return [
+        EdgeeToolExecuted(tool["name"], tool.get("success") is True)
+        for tool in tools
+        if isinstance(tool, dict) and isinstance(tool.get("name"), str)
     ]
-    return SendResponse(
-        choices,
-        _usage(data.get("usage")),
-        _compression(data.get("compression")),
-        data.get("id"),
-        data.get("model"),
-        data.get("created"),
-    )
+
+
+def lower_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """`headers` as a dict with lower-case names ({} for None)."""
+    return {name.lower(): value for name, value in headers.items()} if headers else {}
+
+
+def chunk_from_json(data: JSONDict) -> StreamChunk:
+    """A StreamChunk from a decoded `chat.completion.chunk` object.
+
+    Raises EdgeeStreamError when `data` does not have that shape.
+    """
+    try:
+        choices = []  # a loop: cheaper than a comprehension for the usual single choice
+        for c in data.get("choices") or ():
+            choices.append(
+                StreamChoice(
+                    c.get("index", 0), _delta(c.get("delta") or {}), c.get("finish_reason"), c
+                )
+            )
+        usage = data.get("usage")
+        compression = data.get("compression")
+        return StreamChunk(
+            choices,
+            _compression(compression) if compression else None,
+            _usage(usage) if usage else None,
+            data.get("id"),
+            data.get("model"),
+            data.get("created"),
+            data,
+        )
+    except (AttributeError, TypeError, ValueError):
+        raise EdgeeStreamError("a stream event is not a chat.completion.chunk") from None
+
+
+def _choice(index: int, choice: JSONDict) -> Choice:
+    message = choice.get("message") or {}
+    if not isinstance(message, dict):
+        raise EdgeeStreamError("the gateway's answer has a message that is not an object")
+    return Choice(choice.get("index", index), message, choice.get("finish_reason"), choice)
+
+
+def response_from_json(data: JSONDict, headers: Mapping[str, str] | None = None) -> SendResponse:
+    """A SendResponse from a decoded `chat.completion` object and the answer's headers.
+
+    Raises EdgeeStreamError when `data` does not have that shape.
+    """
+    try:
+        return SendResponse(
+            [_choice(i, c) for i, c in enumerate(data.get("choices") or ())],
+            _usage(data.get("usage")),
+            _compression(data.get("compression")),
+            data.get("id"),
+            data.get("model"),
+            data.get("created"),
+            _pending_id(data),
+            _tools_executed(data),
+            lower_headers(headers),
+            data,
+        )
+    except (AttributeError, TypeError, ValueError):
+        raise EdgeeStreamError("the gateway's answer is not a chat.completion") from None
 
 
 def chunk_from_response(response: SendResponse) -> StreamChunk:
     """A whole completion as one chunk (for a gateway that answers a stream with JSON)."""
     return StreamChunk(
         [
-            StreamChoice(
-                c.index,
-                StreamDelta(
-                    c.message.get("role"), c.message.get("content"), c.message.get("tool_calls")
-                ),
-                c.finish_reason,
-            )
+            StreamChoice(c.index, _delta(c.message), c.finish_reason, c.raw)
             for c in response.choices
         ],
         response.compression,
@@ -982,6 +1337,7 @@ def chunk_from_response(response: SendResponse) -> StreamChunk:
         response.id,
         response.model,
         response.created,
+        response.raw,
     )
 
 
@@ -992,6 +1348,76 @@ def _seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if 0.0 <= number < float("inf") else None
+
+
+def models_from_json(data: Any) -> list[Model]:
+    """The models of a decoded `/v1/models` answer; EdgeeStreamError if it has no data list."""
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise EdgeeStreamError("the models answer has no data list")
+    return [
+        Model(
+            m.get("id", ""), m.get("object", "model"), m.get("created", 0), m.get("owned_by", ""), m
+        )
+        for m in models
+        if isinstance(m, dict)
+    ]
+
+
+def count_from_json(data: Any) -> int:
+    """The `input_tokens` of a decoded `/v1/count_tokens` answer.
+
+    Raises EdgeeStreamError when it is missing or not a whole number >= 0.
+    """
+    count = data.get("input_tokens") if isinstance(data, dict) else None
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise EdgeeStreamError("the count_tokens answer has no input_tokens count")
+    return count
+
+
+_COMPRESS_METADATA = (  # the required fields of CompressMetadata, and their JSON types
+    ("technique", str),
+    ("applied_strategies", list),
+    ("compression_rate", (int, float)),
+    ("uncompressed_input_tokens", int),
+    ("compressed_input_tokens", int),
+    ("compression_time_ms", int),
+)
+
+
+def compress_result_from_json(data: Any) -> CompressResult:
+    """A CompressResult from a decoded `/v1/compress` answer.
+
+    `request` is the answer without its `compression` object. Raises
+    EdgeeStreamError when that object or one of its required fields is
+    missing or of the wrong type.
+    """
+    metadata = data.get("compression") if isinstance(data, dict) else None
+    if not isinstance(metadata, dict):
+        raise EdgeeStreamError("the compress answer has no compression object")
+    values: list[Any] = []
+    for name, kind in _COMPRESS_METADATA:
+        value = metadata.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise EdgeeStreamError(f"the compress answer's compression.{name} is missing or wrong")
+        values.append(value)
+    technique, strategies, rate, uncompressed, compressed, milliseconds = values
+    if not all(isinstance(name, str) for name in strategies):
+        raise EdgeeStreamError("the compress answer's compression.applied_strategies is wrong")
+    error = metadata.get("error")
+    tool_stats = metadata.get("tool_stats")
+    compression = CompressMetadata(
+        technique,
+        strategies,
+        float(rate),
+        uncompressed,
+        compressed,
+        milliseconds,
+        error if isinstance(error, str) else None,
+        tool_stats if isinstance(tool_stats, dict) else None,
+    )
+    request = {key: value for key, value in data.items() if key != "compression"}
+    return CompressResult(request, compression, data)
 
 
 def _shorten(text: str) -> str:
@@ -1931,7 +2357,9 @@ class Transport:
         except ValueError:  # a bad port
             same = False
         if not same:
-            where = self.redactor.text(_shorten(parts.scheme + "://" + parts.netloc.rpartition("@")[2]))
+            where = self.redactor.text(
+                _shorten(parts.scheme + "://" + parts.netloc.rpartition("@")[2])
+            )
             raise EdgeeAPIError(
                 status,
                 f"redirect to {where} refused: the API key is only sent to {route.origin} "
@@ -2565,18 +2993,6 @@ class Edgee:
         return models_from_json(data)
 
 
-def models_from_json(data: JSONDict) -> list[Model]:
-    """The Model list of a GET /v1/models answer."""
-    models = data.get("data")
-    if not isinstance(models, list):
-        raise EdgeeStreamError("the models answer has no data list")
-    return [
-        Model(m.get("id", ""), m.get("object", "model"), m.get("created", 0), m.get("owned_by", ""))
-        for m in models
-        if isinstance(m, dict)
-    ]
-
-
 # ---------------------------------------------------------------------------
 # Stream helpers: the finished answer from a stream
 # ---------------------------------------------------------------------------
@@ -2652,6 +3068,8 @@ class _ChoiceAssembler:
     def __init__(self) -> None:
         self.role: str | None = None
         self.text: list[str] = []
+        self.reasoning: dict[str, list[str]] = {}  # by the key it arrived under
+        self.refusal: list[str] = []
         self.tool_calls = _ToolCallAssembler()
         self.finish_reason: str | None = None
 
@@ -2661,29 +3079,61 @@ class _ChoiceAssembler:
             self.role = delta.role
         if delta.content:
             self.text.append(delta.content)
+        if delta.reasoning:
+            self._add_reasoning(delta)
+        if delta.refusal:
+            self.refusal.append(delta.refusal)
         for fragment in delta.tool_calls or ():
             self.tool_calls.add(fragment)
         if choice.finish_reason:
             self.finish_reason = choice.finish_reason
+
+    def _add_reasoning(self, delta: StreamDelta) -> None:
+        raw = delta.raw or {}
+        found = False
+        for key in _REASONING_KEYS:
+            text = raw.get(key)
+            if isinstance(text, str) and text:
+                self.reasoning.setdefault(key, []).append(text)
+                found = True
+        if not found:  # a delta built in code, without the object it came from
+            self.reasoning.setdefault(_REASONING_KEYS[0], []).append(delta.reasoning or "")
+
+    def reasoning_text(self) -> str:
+        for key in _REASONING_KEYS:
+            if key in self.reasoning:
+                return "".join(self.reasoning[key])
+        return ""
 
     def message(self) -> dict[str, Any]:
         message: dict[str, Any] = {
             "role": self.role or "assistant",
             "content": "".join(self.text) if self.text else None,
         }
+        for key in _REASONING_KEYS:
+            if key in self.reasoning:
+                message[key] = "".join(self.reasoning[key])
+        if self.refusal:
+            message["refusal"] = "".join(self.refusal)
         if self.tool_calls:
             message["tool_calls"] = self.tool_calls.calls()
         return message
 
 
-class StreamAccumulator:
+class StreamAccumulator(_AnswerHeaders):
     """Builds, chunk by chunk, the SendResponse a stream amounts to.
 
     accumulator = edgee.StreamAccumulator()
-    for chunk in client.stream(model, input):
+    stream = client.stream(model, input)
+    for chunk in stream:
         accumulator.add(chunk)
         print(chunk.text or "", end="")
+    accumulator.add_headers(stream.headers)  # for .provider and .fallback_used
     response = accumulator.response()   # what send() would have returned
+
+    Reasoning is joined under the key it arrived with (`reasoning_content` or
+    `reasoning`), refusal pieces into `refusal`; the stream's `edgee_pending_id`
+    and `edgee_tools_executed` (the last chunk that sent them wins) are kept.
     """
 
     def __init__(self) -> None:
@@ -2693,6 +3143,9 @@ class StreamAccumulator:
         self.id: str | None = None
         self.model: str | None = None
         self.created: int | None = None
+        self.edgee_pending_id: str | None = None
+        self.edgee_tools_executed: list[EdgeeToolExecuted] = []
+        self.headers: dict[str, str] = {}
 
     def add(self, chunk: StreamChunk) -> StreamChunk:
         """Take in one chunk; returns it, for use inside a generator expression."""
@@ -2708,16 +3161,33 @@ class StreamAccumulator:
         self.id = self.id or chunk.id
         self.model = self.model or chunk.model
         self.created = self.created or chunk.created
+        raw = chunk.raw
+        if raw is not None and ("edgee_pending_id" in raw or "edgee_tools_executed" in raw):
+            self.edgee_pending_id = _pending_id(raw) or self.edgee_pending_id
+            self.edgee_tools_executed = _tools_executed(raw) or self.edgee_tools_executed
         return chunk
+
+    def add_headers(self, headers: Mapping[str, str] | None) -> None:
+        """Take in the stream's answer headers (names in any case; None adds nothing)."""
+        self.headers.update(lower_headers(headers))
 
     @property
     def text(self) -> str:
         """The first choice's text so far."""
-        first = self._choices.get(min(self._choices, default=0))
+        first = self._first()
         return "".join(first.text) if first else ""
 
+    @property
+    def reasoning(self) -> str:
+        """The first choice's reasoning so far."""
+        first = self._first()
+        return first.reasoning_text() if first else ""
+
+    def _first(self) -> _ChoiceAssembler | None:
+        return self._choices.get(min(self._choices, default=0))
+
     def response(self) -> SendResponse:
-        """The SendResponse of everything added so far."""
+        """The SendResponse of everything added so far (its `raw` is None)."""
         return SendResponse(
             [
                 Choice(index, assembler.message(), assembler.finish_reason)
@@ -2728,22 +3198,34 @@ class StreamAccumulator:
             self.id,
             self.model,
             self.created,
+            self.edgee_pending_id,
+            list(self.edgee_tools_executed),
+            dict(self.headers),
         )
 
 
 def collect(chunks: Iterable[StreamChunk]) -> SendResponse:
-    """Consume a stream and return the SendResponse it amounts to."""
+    """Consume a stream and return the SendResponse it amounts to.
+
+    The stream's `headers`, when it has them (the stream `client.stream()`
+    returns does), go into the response's `headers`, `provider` and `fallback_used`.
+    """
     accumulator = StreamAccumulator()
     for chunk in chunks:
         accumulator.add(chunk)
+    accumulator.add_headers(getattr(chunks, "headers", None))
     return accumulator.response()
 
 
 async def acollect(chunks: AsyncIterator[StreamChunk]) -> SendResponse:
-    """Consume an async stream (`client.astream(...)`) and return its SendResponse."""
+    """Consume an async stream (`client.astream(...)`) and return its SendResponse.
+
+    Headers are taken as by `collect()`.
+    """
     accumulator = StreamAccumulator()
     async for chunk in chunks:
         accumulator.add(chunk)
+    accumulator.add_headers(getattr(chunks, "headers", None))
     return accumulator.response()
 
 
