@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # `typing` costs import time, so only the type checker loads 
     JSONDict = dict[str, Any]
     InputLike = Union[str, "InputObject", Mapping[str, Any]]
     Plan = Generator[Any, Any, Any]  # a call's protocol steps; see DELIVER
+    CallOptions = tuple[Any, Any, Any]  # a call's timeout, deadline and headers, unchecked
     from asyncio import Protocol as _AsyncProtocol
 
     _StreamBase = Generator[Any, Any, None]
@@ -96,6 +97,8 @@ __version__ = "1.0.0"
 DEFAULT_BASE_URL = "https://edgee.io"
 API_ENDPOINT = "/v1/chat/completions"
 MODELS_ENDPOINT = "/v1/models"
+COUNT_TOKENS_ENDPOINT = "/v1/count_tokens"
+COMPRESS_ENDPOINT = "/v1/compress"
 USER_AGENT = f"edgee.py/{__version__} (Python {sys.version_info[0]}.{sys.version_info[1]})"
 
 DEFAULT_TIMEOUT = 600.0  # seconds of silence allowed; reasoning models think for minutes
@@ -1637,7 +1640,12 @@ def parse_head(block: bytes) -> ResponseHead:
             headers[name] += " " + line.strip()
             continue
         name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip() or not _is_token(name):
+        if (
+            not colon
+            or not name
+            or name != name.strip()
+            or not all(c in _TOKEN_CHARS for c in name)
+        ):
             raise _invalid(f"header line {_shorten(line[:40])!r}")
         name = name.lower()
         value = value.strip()
@@ -1647,15 +1655,6 @@ def parse_head(block: bytes) -> ResponseHead:
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
     return ResponseHead(int(code), reason.strip(), headers, keep_alive)
-
-
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
-
-
-def _is_token(name: str) -> bool:
-    return all(c in _TOKEN_CHARS for c in name)
 
 
 def _head_end(buffer: bytes) -> int:
@@ -1999,12 +1998,7 @@ class ChunkReader:
                 raise EdgeeStreamError(f"stream event {number} is not a JSON object")
             if decoded.get("error"):
                 raise self._error(data)
-            try:
-                chunk = chunk_from_json(decoded)
-            except (AttributeError, TypeError, ValueError):
-                raise EdgeeStreamError(
-                    f"stream event {number} is not a chat.completion.chunk"
-                ) from None
+            chunk = chunk_from_json(decoded)
             if not self.finished:
                 for choice in chunk.choices:
                     if choice.finish_reason:
@@ -2032,6 +2026,25 @@ class ChunkReader:
                 f"stream was cut: the gateway ended it after {count} "
                 f"chunk{'' if count == 1 else 's'}, before [DONE] and before any finish_reason"
             )
+
+
+class EventReader:
+    """Passes the events of any event stream through, `[DONE]` included (for `request()`)."""
+
+    done = finished = False  # only the body's end ends the stream
+
+    def __init__(self, status: int, redactor: Redactor) -> None:
+        self._decoder = SSEDecoder()
+
+    def feed(self, payload: bytes) -> list[ServerSentEvent]:
+        return self._decoder.feed(payload)
+
+    def whole(self, body: bytes) -> list[ServerSentEvent]:
+        """An answer that is not an event stream, as one event."""
+        return [ServerSentEvent("message", body.decode("utf-8", "replace"))]
+
+    def end(self) -> None:
+        pass
 
 
 class Pool:
@@ -2735,7 +2748,7 @@ async def _async_tls(
 # ---------------------------------------------------------------------------
 
 
-class Stream(_StreamBase):
+class Stream(_StreamBase, _AnswerHeaders):
     """The chunks of a streamed answer, each as soon as it arrives.
 
     A generator for existing code; `headers` (lower-case names), `provider`
@@ -2772,7 +2785,7 @@ class Stream(_StreamBase):
         self.close()
 
 
-class AsyncStream:
+class AsyncStream(_AnswerHeaders):
     """`Stream` for asyncio: `async for chunk in client.astream(...)`."""
 
     def __init__(self, start: Callable[[Pool], Plan], transport: Transport) -> None:
@@ -2813,6 +2826,10 @@ class Edgee:
     (api_key, base_url, timeout, deadline, max_retries, ssl_context) override
     it. Unset values come from EDGEE_API_KEY and EDGEE_BASE_URL, then the
     defaults. Raises EdgeeInputError ("EDGEE_API_KEY is not set", ...) on bad settings.
+
+    Every call takes `timeout` (seconds of silence), `deadline` (seconds for
+    the whole call) and `headers` (extra request headers) keywords, and has an
+    async twin named with an `a` in front (`asend`, `astream`, ...).
     """
 
     def __init__(self, config: str | EdgeeConfig | dict[str, Any] | None = None, **options: Any):
@@ -2853,26 +2870,29 @@ class Edgee:
         self._transport.close()
 
     async def aclose(self) -> None:
-        """`close()` for asyncio: also closes this event loop's idle connections."""
+        """`close()` for asyncio."""
         self.close()
 
-    # -- requests -------------------------------------------------------------------
+    # -- building calls -------------------------------------------------------------
 
     def _call(
         self,
         method: str,
         path: str,
         body: bytes | None,
-        timeout: object,
-        deadline: object,
-        accept: str = "application/json",
+        options: CallOptions,
         extra: dict[str, str] | None = None,
+        accept: str = "application/json",
     ) -> Call:
+        """A checked call; `options` are the caller's (timeout, deadline, headers)."""
         headers = dict(self._headers, Accept=accept)
         if body is not None:
             headers["Content-Type"] = "application/json"
-        if extra:
-            headers.update(extra)
+        for name, value in dict(extra or {}, **normalize_headers(options[2])).items():
+            for same in [key for key in headers if key.lower() == name.lower()]:
+                del headers[same]  # the caller's header replaces ours
+            headers[name] = value
+        timeout, deadline, _ = options
         return Call(
             method,
             self._transport.route.prefix + path,
@@ -2882,35 +2902,70 @@ class Edgee:
             self.deadline if deadline is None else _number(deadline, "deadline"),
         )
 
-    def _chat(
-        self, model: object, input: object, stream: bool, timeout: object, deadline: object
-    ) -> Call:
+    def _chat(self, model: object, input: object, stream: bool, options: CallOptions) -> Call:
         body, extra = build_request(model, input, stream)
         accept = "text/event-stream" if stream else "application/json"
-        return self._call("POST", API_ENDPOINT, body, timeout, deadline, accept, extra)
+        return self._call("POST", API_ENDPOINT, body, options, extra, accept)
 
-    def _stream_plan(self, call: Call) -> Callable[[Pool], Plan]:
-        transport = self._transport
-        return lambda pool: transport.stream_plan(call, pool, ChunkReader)
+    def _models(self, provider: object, options: CallOptions) -> Call:
+        path = MODELS_ENDPOINT
+        if provider is not None:
+            _require_type(isinstance(provider, str), "provider must be a string")
+            assert isinstance(provider, str)
+            _require(bool(provider.strip()), "provider must be a non-empty string")
+            path += "?provider=" + urllib.parse.quote(provider, safe="")
+        return self._call("GET", path, None, options)
 
-    def _run(self, call: Call) -> tuple[ResponseHead, Any]:
+    def _raw(
+        self, method: object, path: object, body: object, stream: bool, options: CallOptions
+    ) -> Call:
+        _require_type(isinstance(method, str), 'method must be a string such as "POST"')
+        assert isinstance(method, str)
+        _require(bool(method) and method.isalpha(), f"method {method!r} is not an HTTP method")
+        _require_type(isinstance(path, str), 'path must be a string such as "/v1/models"')
+        assert isinstance(path, str)
+        _require(
+            path.startswith("/v1/") and all(" " < c < "\x7f" for c in path),
+            f"path must start with /v1/ and hold no spaces or control characters: {path!r}",
+        )
+        data = None
+        if body is not None:
+            try:
+                data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise EdgeeInputTypeError(f"body is not JSON-serialisable: {exc}") from None
+        accept = "text/event-stream" if stream else "application/json"
+        return self._call(method.upper(), path, data, options, None, accept)
+
+    # -- carrying calls out -----------------------------------------------------------
+
+    def _json(self, call: Call) -> tuple[dict[str, str], Any]:
+        """The answer's headers and decoded JSON, with blocking sockets."""
         plan = self._transport.json_plan(call, self._transport.pool)
         try:
-            result: tuple[ResponseHead, Any] = sync_step(plan, self._transport)
+            head, data = sync_step(plan, self._transport)
         finally:
             plan.close()
-        return result
+        return head.headers, data
 
-    async def _arun(self, call: Call) -> tuple[ResponseHead, Any]:
+    async def _ajson(self, call: Call) -> tuple[dict[str, str], Any]:
+        """`_json` on the running event loop."""
         import asyncio
 
-        pool = self._transport.async_pool(asyncio.get_running_loop())
-        plan = self._transport.json_plan(call, pool)
+        plan = self._transport.json_plan(
+            call, self._transport.async_pool(asyncio.get_running_loop())
+        )
         try:
-            result: tuple[ResponseHead, Any] = await async_step(plan, self._transport)
+            head, data = await async_step(plan, self._transport)
         finally:
             plan.close()
-        return result
+        return head.headers, data
+
+    def _events(self, call: Call, reader: Any) -> Callable[[Pool], Plan]:
+        transport = self._transport
+        return lambda pool: transport.stream_plan(call, pool, reader)
+
+    # -- the API ------------------------------------------------------------------------
 
     def send(
         self,
@@ -2920,6 +2975,7 @@ class Edgee:
         *,
         timeout: float | None = None,
         deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Send a chat completion request.
 
@@ -2930,9 +2986,9 @@ class Edgee:
         EdgeeTimeoutError when `timeout` (silence) or `deadline` (the whole call) run out.
         """
         if stream:
-            return self.stream(model, input, timeout=timeout, deadline=deadline)
-        _, data = self._run(self._chat(model, input, False, timeout, deadline))
-        return response_from_json(data)
+            return self.stream(model, input, timeout=timeout, deadline=deadline, headers=headers)
+        headers, data = self._json(self._chat(model, input, False, (timeout, deadline, headers)))
+        return response_from_json(data, headers)
 
     def stream(
         self,
@@ -2941,6 +2997,7 @@ class Edgee:
         *,
         timeout: float | None = None,
         deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Stream:
         """A Stream of StreamChunk objects, each yielded as soon as it arrives.
 
@@ -2948,15 +3005,70 @@ class Edgee:
         starts. Raises as `send()` does, and EdgeeStreamError if the stream
         breaks off before it finished.
         """
-        call = self._chat(model, input, True, timeout, deadline)
-        return Stream(self._stream_plan(call)(self._transport.pool), self._transport)
+        call = self._chat(model, input, True, (timeout, deadline, headers))
+        return Stream(self._events(call, ChunkReader)(self._transport.pool), self._transport)
 
-    def models(self, *, timeout: float | None = None, deadline: float | None = None) -> list[Model]:
-        """The models the gateway offers (GET /v1/models)."""
-        _, data = self._run(self._call("GET", MODELS_ENDPOINT, None, timeout, deadline))
-        return models_from_json(data)
+    def models(
+        self,
+        provider: str | None = None,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[Model]:
+        """The models the gateway offers (GET /v1/models), of one provider if given."""
+        return models_from_json(self._json(self._models(provider, (timeout, deadline, headers)))[1])
 
-    # -- asyncio ---------------------------------------------------------------------
+    def count_tokens(
+        self,
+        model: str,
+        input: InputLike,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        """How many input tokens `input` is for `model` (POST /v1/count_tokens)."""
+        body, extra = build_count_tokens_request(model, input)
+        call = self._call("POST", COUNT_TOKENS_ENDPOINT, body, (timeout, deadline, headers), extra)
+        return count_from_json(self._json(call)[1])
+
+    def compress(
+        self,
+        model: str,
+        input: InputLike,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> CompressResult:
+        """Edgee's compression of a request, without sending it on (POST /v1/compress)."""
+        body, extra = build_compress_request(model, input)
+        call = self._call("POST", COMPRESS_ENDPOINT, body, (timeout, deadline, headers), extra)
+        return compress_result_from_json(self._json(call)[1])
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        stream: bool = False,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Any endpoint, raw: `body` is sent as JSON; returns the decoded JSON answer, or
+        with `stream=True` a Stream of ServerSentEvent. `path` starts with /v1/.
+
+        Errors, retries, redirects, timeouts and key protection are those of `send()`.
+        """
+        call = self._raw(method, path, body, stream, (timeout, deadline, headers))
+        if stream:
+            return Stream(self._events(call, EventReader)(self._transport.pool), self._transport)
+        return self._json(call)[1]
+
+    # -- the API on asyncio ----------------------------------------------------------
 
     async def asend(
         self,
@@ -2965,10 +3077,13 @@ class Edgee:
         *,
         timeout: float | None = None,
         deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> SendResponse:
         """`send()` for asyncio; cancelling closes the connection at once."""
-        _, data = await self._arun(self._chat(model, input, False, timeout, deadline))
-        return response_from_json(data)
+        headers, data = await self._ajson(
+            self._chat(model, input, False, (timeout, deadline, headers))
+        )
+        return response_from_json(data, headers)
 
     def astream(
         self,
@@ -2977,20 +3092,76 @@ class Edgee:
         *,
         timeout: float | None = None,
         deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncStream:
         """`stream()` for asyncio: `async for chunk in client.astream(...)`.
 
         Leaving the loop early, `aclose()` or cancelling the task closes the connection.
         """
-        call = self._chat(model, input, True, timeout, deadline)
-        return AsyncStream(self._stream_plan(call), self._transport)
+        call = self._chat(model, input, True, (timeout, deadline, headers))
+        return AsyncStream(self._events(call, ChunkReader), self._transport)
 
     async def amodels(
-        self, *, timeout: float | None = None, deadline: float | None = None
+        self,
+        provider: str | None = None,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> list[Model]:
         """`models()` for asyncio."""
-        _, data = await self._arun(self._call("GET", MODELS_ENDPOINT, None, timeout, deadline))
-        return models_from_json(data)
+        return models_from_json(
+            (await self._ajson(self._models(provider, (timeout, deadline, headers))))[1]
+        )
+
+    async def acount_tokens(
+        self,
+        model: str,
+        input: InputLike,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        """`count_tokens()` for asyncio."""
+        body, extra = build_count_tokens_request(model, input)
+        call = self._call("POST", COUNT_TOKENS_ENDPOINT, body, (timeout, deadline, headers), extra)
+        return count_from_json((await self._ajson(call))[1])
+
+    async def acompress(
+        self,
+        model: str,
+        input: InputLike,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> CompressResult:
+        """`compress()` for asyncio."""
+        body, extra = build_compress_request(model, input)
+        call = self._call("POST", COMPRESS_ENDPOINT, body, (timeout, deadline, headers), extra)
+        return compress_result_from_json((await self._ajson(call))[1])
+
+    def arequest(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        stream: bool = False,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """`request()` for asyncio: an awaitable of the decoded JSON, or with
+        `stream=True` an AsyncStream of ServerSentEvent."""
+        call = self._raw(method, path, body, stream, (timeout, deadline, headers))
+        if stream:
+            return AsyncStream(self._events(call, EventReader), self._transport)
+        return self._arequest(call)
+
+    async def _arequest(self, call: Call) -> Any:
+        return (await self._ajson(call))[1]
 
 
 # ---------------------------------------------------------------------------
