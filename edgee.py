@@ -1686,9 +1686,14 @@ class ResponseParser:
         self.done = False
 
     @property
+    def exact(self) -> bool:
+        """True when the answer was read to its end and no byte came after it."""
+        return self.done and not self._extra and not self._buffer
+
+    @property
     def reusable(self) -> bool:
         """True when the answer was read exactly to its end and the server keeps the connection."""
-        return self.done and self._keep_alive and not self._extra and not self._buffer
+        return self.exact and self._keep_alive
 
     def forbid_reuse(self) -> None:
         self._keep_alive = False
@@ -2177,7 +2182,7 @@ class Transport:
                     + self.redactor.text(_shorten(head.reason))
                     + (" (check the proxy credentials)" if head.status == 407 else "")
                 )
-            if not parser.reusable:
+            if not parser.exact:
                 raise _invalid("bytes after the proxy's answer to CONNECT")
             yield (TLS, conn, route.host, timeout)
         except BaseException as exc:
