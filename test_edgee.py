@@ -1122,7 +1122,7 @@ class Api:
     raises what the iteration raised; `first()` leaves the loop after n chunks.
     """
 
-    def __init__(self, kind: str, client: edgee.Edgee, gw: Optional["Gateway"]) -> None:
+    def __init__(self, kind: str, client: edgee.Edgee, gw: Optional[Gateway]) -> None:
         self.kind = kind
         self.client = client
         self.gw = gw
@@ -1211,7 +1211,7 @@ class ClientTestCase(unittest.TestCase):
     def setUp(self) -> None:
         isolate_env(self)
 
-    def gateway(self, tls: bool = False) -> "Gateway":
+    def gateway(self, tls: bool = False) -> Gateway:
         gw = Gateway(tls=tls)
         self.addCleanup(gw.close)
         return gw
@@ -1247,6 +1247,1041 @@ class ClientTestCase(unittest.TestCase):
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_REFERENCE = os.path.join(HERE, os.pardir, "shared", "reference")
+
+
+# ==== core ====
+# The protocol core fed bytes and values: no client, no socket.
+
+_SSE_BOM = b"\xef\xbb\xbf"
+_SSE_ENDINGS = {"LF": b"\n", "CRLF": b"\r\n", "CR": b"\r"}
+
+
+def _sse_events(pieces, max_event_bytes=None):
+    """Feed `pieces` to a fresh SSEDecoder; the events as (event, data, id, retry) tuples."""
+    decoder = edgee.SSEDecoder() if max_event_bytes is None else edgee.SSEDecoder(max_event_bytes)
+    out = []
+    for piece in pieces:
+        out.extend(decoder.feed(piece))
+    return [(e.event, e.data, e.id, e.retry) for e in out]
+
+
+def _sse_datas(pieces):
+    """Only the data of each dispatched event."""
+    return [e[1] for e in _sse_events(pieces)]
+
+
+def _sse_datas_limited(pieces, limit):
+    return [e[1] for e in _sse_events(pieces, max_event_bytes=limit)]
+
+
+def _sse_msg(data, event="message", id="", retry=None):
+    return (event, data, id, retry)
+
+
+def _sse_event_bytes(obj, le=b"\n", space=True):
+    """One `data:` event for a JSON object (non-ASCII kept raw), with line ending `le`."""
+    return (b"data: " if space else b"data:") + compact_json(obj) + le + le
+
+
+def _sse_delta(content=None, role=None, finish=None):
+    delta = {}
+    if role is not None:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+class SSEDecoderTest(unittest.TestCase):
+    """edgee.SSEDecoder / edgee.parse_sse_events against WHATWG HTML 9.2.6 and the project rules."""
+
+    # -- line endings --
+
+    def test_lf_line_endings(self):
+        self.assertEqual(_sse_events([b"data: a\n\ndata: b\n\n"]), [_sse_msg("a"), _sse_msg("b")])
+
+    def test_crlf_line_endings(self):
+        self.assertEqual(
+            _sse_events([b"data: a\r\n\r\ndata: b\r\n\r\n"]), [_sse_msg("a"), _sse_msg("b")]
+        )
+
+    def test_cr_line_endings(self):
+        self.assertEqual(
+            _sse_events([b"data: a\r\rdata: b\rdata: c\r\r"]), [_sse_msg("a"), _sse_msg("b\nc")]
+        )
+
+    def test_mixed_line_endings_in_one_stream(self):
+        # LF, CR, CRLF each end one line; "\n\r\n" is LF then CRLF: a blank line.
+        self.assertEqual(
+            _sse_datas([b"data: a\r\ndata: b\rdata: c\n\r\ndata: d\r\r"]), ["a\nb\nc", "d"]
+        )
+
+    def test_cr_lf_split_across_feeds_is_one_line_end(self):
+        decoder = edgee.SSEDecoder()
+        self.assertEqual(decoder.feed(b"data: a\r"), [])
+        self.assertEqual(decoder.feed(b"\n"), [])  # completes the CRLF: not a blank line
+        events = decoder.feed(b"data: b\r")
+        self.assertEqual(events, [])
+        events = decoder.feed(b"\n\r")
+        self.assertEqual([e.data for e in events], ["a\nb"])
+        self.assertEqual(decoder.feed(b"\n"), [])  # the LF of that last CRLF
+
+    def test_cr_lf_split_with_empty_feed_between(self):
+        self.assertEqual(_sse_datas([b"data: a\r", b"", b"\ndata: b\r\n\r\n"]), ["a\nb"])
+
+    def test_lf_after_cr_split_counts_once(self):
+        # If the LF were counted as a line end of its own, "a" would be dispatched alone.
+        self.assertEqual(_sse_datas([b"data: a\r", b"\ndata: b\r\n\r\n"]), ["a\nb"])
+        self.assertEqual(
+            _sse_datas([b"data: a\r", b"\n", b"data: b\r", b"\n", b"\r", b"\n"]), ["a\nb"]
+        )
+
+    def test_cr_at_end_of_feed_then_other_byte(self):
+        self.assertEqual(_sse_datas([b"data: a\r", b"data: b\n", b"\n"]), ["a\nb"])
+        # The CR memory is spent on the next non-empty feed: a later LF is a line end.
+        self.assertEqual(_sse_datas([b"data: a\r", b"data: b", b"\n\n"]), ["a\nb"])
+        self.assertEqual(_sse_datas([b"data: a\r", b"x", b"\n\n"]), ["a"])
+
+    def test_cr_cr_lf(self):
+        # CR, then CRLF: two line ends, the second one blank.
+        self.assertEqual(_sse_datas([b"data: a\r\r\ndata: b\n\n"]), ["a", "b"])
+        self.assertEqual(_sse_datas([b"data: a\r\r", b"\ndata: b\n\n"]), ["a", "b"])
+        self.assertEqual(_sse_datas([b"data: a\r", b"\r", b"\n", b"data: b\n\n"]), ["a", "b"])
+
+    def test_every_split_gives_the_same_events(self):
+        stream = (
+            _SSE_BOM + b": hi\r\nevent: e\r\nid: 7\rdata: x\xc3\xa9\r\ndata:\xe6\xbc\xa2\n\r\n"
+            b"retry: 30\ndata: \xf0\x9f\x8e\x89\xe2\x80\xa8\r\r"
+            b"data\r\n\r\ndata: last\r\n\r\n"
+        )
+        expected = [
+            ("e", "x\u00e9\n\u6f22", "7", None),
+            ("message", "\U0001f389\u2028", "7", 30),
+            ("message", "", "7", 30),
+            ("message", "last", "7", 30),
+        ]
+        self.assertEqual(_sse_events([stream]), expected)
+        n = len(stream)
+        for i in range(n + 1):
+            self.assertEqual(_sse_events([stream[:i], stream[i:]]), expected, f"split at {i}")
+        for i in range(0, n + 1, 2):
+            for j in range(i, n + 1):
+                self.assertEqual(
+                    _sse_events([stream[:i], stream[i:j], stream[j:]]),
+                    expected,
+                    f"split at {i} and {j}",
+                )
+        self.assertEqual(_sse_events([stream[k : k + 1] for k in range(n)]), expected)
+
+    # -- byte order mark --
+
+    def test_bom_dropped(self):
+        self.assertEqual(_sse_datas([_SSE_BOM + b"data: a\n\n"]), ["a"])
+
+    def test_bom_split_across_feeds(self):
+        for pieces in (
+            [b"\xef", b"\xbb", b"\xbfdata: a\n\n"],
+            [b"\xef\xbb", b"\xbfdata: a\n\n"],
+            [b"\xef", b"\xbb\xbf", b"data: a\n\n"],
+            [b"", b"\xef", b"", b"\xbb\xbf", b"", b"data: a\n\n"],
+            [b"", _SSE_BOM + b"data: a\n\n"],
+            [_SSE_BOM, b"data: a\n\n"],
+        ):
+            self.assertEqual(_sse_datas(pieces), ["a"], pieces)
+
+    def test_only_one_bom_dropped(self):
+        # A second BOM belongs to the field name, which then is not "data".
+        self.assertEqual(_sse_datas([_SSE_BOM + _SSE_BOM + b"data: a\n\ndata: b\n\n"]), ["b"])
+        self.assertEqual(_sse_datas([_SSE_BOM, _SSE_BOM + b"data: a\n\ndata: b\n\n"]), ["b"])
+
+    def test_bom_only_at_the_very_start(self):
+        self.assertEqual(_sse_datas([b"data: a\n\n" + _SSE_BOM + b"data: b\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"data: a\n\n", _SSE_BOM + b"data: b\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"d", _SSE_BOM + b"ata: b\n\ndata: c\n\n"]), ["c"])
+        self.assertEqual(_sse_datas([b"data: " + _SSE_BOM + b"x\n\n"]), ["\ufeffx"])
+
+    def test_bom_prefix_that_is_not_a_bom_is_kept(self):
+        # The held-back first bytes must come back when they turn out not to be a BOM.
+        self.assertEqual(_sse_datas([b"\xef", b"data: a\n\ndata: b\n\n"]), ["b"])
+        self.assertEqual(_sse_datas([b"\xef\xbb", b"data: a\n\ndata: b\n\n"]), ["b"])
+        self.assertEqual(_sse_datas([b"d", b"ata: a\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"da", b"ta: a\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"\n", _SSE_BOM + b"data: a\n\ndata: b\n\n"]), ["b"])
+
+    # -- fields --
+
+    def test_comments_ignored(self):
+        self.assertEqual(_sse_events([b": hello\ndata: a\n: data: no\n:\n\n"]), [_sse_msg("a")])
+        self.assertEqual(_sse_events([b": only a comment\n\n:\n\n"]), [])
+
+    def test_space_after_colon(self):
+        self.assertEqual(_sse_datas([b"data:a\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"data: a\n\n"]), ["a"])
+        self.assertEqual(_sse_datas([b"data:  a\n\n"]), [" a"])
+        self.assertEqual(_sse_datas([b"data:   a\n\n"]), ["  a"])
+        self.assertEqual(_sse_datas([b"data:\ta\n\n"]), ["\ta"])
+        self.assertEqual(_sse_datas([b"data: a \n\n"]), ["a "])
+        self.assertEqual(_sse_datas([b"data: a:b: c\n\n"]), ["a:b: c"])
+
+    def test_space_after_colon_other_fields(self):
+        self.assertEqual(
+            _sse_events([b"event:  x\nid:  7\ndata: a\n\n"]), [_sse_msg("a", event=" x", id=" 7")]
+        )
+        self.assertEqual(
+            _sse_events([b"event:x\nid:7\ndata: a\n\n"]), [_sse_msg("a", event="x", id="7")]
+        )
+
+    def test_multiline_data_joined_with_lf(self):
+        self.assertEqual(_sse_datas([b"data: a\ndata: b\ndata:c\n\n"]), ["a\nb\nc"])
+        self.assertEqual(_sse_datas([b"data: a\n: comment\nid: 1\ndata: b\n\n"]), ["a\nb"])
+
+    def test_empty_data_lines(self):
+        self.assertEqual(_sse_events([b"data:\n\n"]), [_sse_msg("")])
+        self.assertEqual(_sse_events([b"data: \n\n"]), [_sse_msg("")])
+        self.assertEqual(_sse_datas([b"data: a\ndata:\n\n"]), ["a\n"])
+        self.assertEqual(_sse_datas([b"data:\ndata:\n\n"]), ["\n"])
+        self.assertEqual(_sse_datas([b"data:\ndata: a\n\n"]), ["\na"])
+
+    def test_data_without_colon(self):
+        self.assertEqual(_sse_events([b"data\n\n"]), [_sse_msg("")])
+        self.assertEqual(_sse_datas([b"data\ndata\n\n"]), ["\n"])
+        self.assertEqual(_sse_datas([b"data: a\ndata\n\n"]), ["a\n"])
+        # Without a colon the whole line is the name: "data " is an unknown field.
+        self.assertEqual(_sse_events([b"data \n\ndata x\n\n"]), [])
+
+    def test_json_split_over_two_data_lines(self):
+        events = _sse_datas(
+            [b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"hi"}}]}\n\n']
+        )
+        self.assertEqual(events, ['{"choices":[{"index":0,\n"delta":{"content":"hi"}}]}'])
+        chunk = edgee.chunk_from_json(json.loads(events[0]))
+        self.assertEqual(chunk.text, "hi")
+
+    def test_event_field(self):
+        self.assertEqual(
+            _sse_events([b"event: add\ndata: 1\n\ndata: 2\n\n"]),
+            [_sse_msg("1", event="add"), _sse_msg("2")],
+        )
+        self.assertEqual(
+            _sse_events([b"event: add\nevent: remove\ndata: 1\n\n"]),
+            [_sse_msg("1", event="remove")],
+        )
+        self.assertEqual(_sse_events([b"event:\ndata: 1\n\n"]), [_sse_msg("1")])
+        self.assertEqual(_sse_events([b"data: 1\nevent: late\n\n"]), [_sse_msg("1", event="late")])
+
+    def test_event_type_reset_by_blank_line_without_data(self):
+        self.assertEqual(_sse_events([b"event: error\n\ndata: a\n\n"]), [_sse_msg("a")])
+
+    def test_id_field(self):
+        self.assertEqual(
+            _sse_events([b"id: 1\ndata: a\n\ndata: b\n\nid\ndata: c\n\n"]),
+            [_sse_msg("a", id="1"), _sse_msg("b", id="1"), _sse_msg("c", id="")],
+        )
+
+    def test_id_set_by_event_without_data(self):
+        decoder = edgee.SSEDecoder()
+        self.assertEqual(decoder.feed(b"id: 5\n\n"), [])
+        self.assertEqual(decoder.last_event_id, "5")
+        self.assertEqual([e.id for e in decoder.feed(b"data: a\n\n")], ["5"])
+
+    def test_id_with_nul_ignored(self):
+        self.assertEqual(
+            _sse_events([b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\nid: 4\ndata: c\n\n"]),
+            [_sse_msg("a", id="1"), _sse_msg("b", id="1"), _sse_msg("c", id="4")],
+        )
+
+    def test_retry_field(self):
+        decoder = edgee.SSEDecoder()
+        self.assertEqual([e.retry for e in decoder.feed(b"retry: 1500\ndata: a\n\n")], [1500])
+        self.assertEqual(decoder.retry, 1500)
+        for bad in (
+            b"retry: 15x0",
+            b"retry: -1",
+            b"retry:",
+            b"retry",
+            b"retry: 1.5",
+            b"retry:  20",
+            b"retry: 20 ",
+            b"retry: \xd9\xa3",
+            b"retry: +3",
+        ):
+            events = decoder.feed(bad + b"\ndata: b\n\n")
+            self.assertEqual([(e.data, e.retry) for e in events], [("b", 1500)], bad)
+        self.assertEqual(decoder.retry, 1500)
+        self.assertEqual([e.retry for e in decoder.feed(b"retry:0042\ndata: c\n\n")], [42])
+
+    def test_unknown_fields_ignored(self):
+        self.assertEqual(
+            _sse_events([b"foo: bar\nfoo\nx-data: y\ndata: a\nzzz:\n\n"]), [_sse_msg("a")]
+        )
+        self.assertEqual(_sse_events([b"foo: bar\n\n"]), [])
+
+    def test_field_names_case_sensitive(self):
+        self.assertEqual(
+            _sse_events([b"Data: x\n\nDATA: y\n\nEvent: error\nID: 9\nRetry: 5\ndata: z\n\n"]),
+            [_sse_msg("z")],
+        )
+
+    # -- dispatch --
+
+    def test_blank_lines_without_data_dispatch_nothing(self):
+        self.assertEqual(_sse_events([b"\n\n\n\r\n\r\r"]), [])
+        self.assertEqual(_sse_events([b"event: x\nid: 1\nretry: 5\n\n"]), [])
+
+    def test_dispatched_at_blank_line_and_not_before(self):
+        decoder = edgee.SSEDecoder()
+        self.assertEqual(decoder.feed(b"data: a"), [])
+        self.assertEqual(decoder.feed(b"\n"), [])
+        self.assertEqual(decoder.feed(b"data: b\n"), [])
+        self.assertEqual([e.data for e in decoder.feed(b"\n")], ["a\nb"])
+        # Everything complete in one feed comes out of that feed, in order.
+        self.assertEqual(
+            [e.data for e in decoder.feed(b"data: c\n\ndata: d\n\ndata: e")], ["c", "d"]
+        )
+        self.assertEqual([e.data for e in decoder.feed(b"\r\r")], ["e"])  # no wait for an LF
+
+    def test_parse_sse_events_yields_before_next_piece(self):
+        pulled = []
+
+        def pieces():
+            for piece in (b"data: a\n", b"\n", b"data: b\n\n", b"data: c"):
+                pulled.append(piece)
+                yield piece
+
+        events = edgee.parse_sse_events(pieces())
+        self.assertEqual(next(events).data, "a")
+        self.assertEqual(pulled, [b"data: a\n", b"\n"])
+        self.assertEqual(next(events).data, "b")
+        self.assertEqual(len(pulled), 3)
+        self.assertEqual(list(events), [])  # "c" never ended: discarded at EOF
+
+    def test_eof_discards_unfinished_event(self):
+        self.assertEqual([e.data for e in edgee.parse_sse_events([b"data: a\n\ndata: b\n"])], ["a"])
+        self.assertEqual([e.data for e in edgee.parse_sse_events([b"data: a\n\ndata: b"])], ["a"])
+        self.assertEqual(
+            [e.data for e in edgee.parse_sse_events([b"data: a\r\n\r\ndata: b\r\n"])], ["a"]
+        )
+        decoder = edgee.SSEDecoder()
+        decoder.feed(b"data: a\n\ndata: b\n")
+        self.assertTrue(decoder.pending)
+        decoder.feed(b"\n")
+        self.assertFalse(decoder.pending)
+
+    # -- text --
+
+    def test_unicode_line_separators_do_not_split_lines(self):
+        # U+2028, U+2029, U+0085, VT, FF and the C0 separators are line breaks only to
+        # str.splitlines: in an event stream only CR and LF end lines.
+        text = "a\u2028b\u2029c\x85d\x0be\x0cf\x1cg\x1dh\x1ei"
+        self.assertEqual(_sse_datas([b"data: " + text.encode("utf-8") + b"\n\n"]), [text])
+        payload = compact_json({"choices": [{"delta": {"content": text}}]})
+        self.assertIn(b"\xe2\x80\xa8", payload)
+        data = _sse_datas([b"data: " + payload + b"\r\n\r\n"])
+        self.assertEqual(edgee.chunk_from_json(json.loads(data[0])).text, text)
+
+    def test_multibyte_utf8_split_at_every_byte(self):
+        text = "\u00e9\u6f22\u5b57\U0001f389\u2028z"
+        stream = b"event: \xc3\xa9v\ndata: " + text.encode("utf-8") + b"\nid: \xe5\xad\x97\n\n"
+        expected = [("\u00e9v", text, "\u5b57", None)]
+        for i in range(len(stream) + 1):
+            self.assertEqual(_sse_events([stream[:i], stream[i:]]), expected, f"split at {i}")
+        self.assertEqual(_sse_events([stream[k : k + 1] for k in range(len(stream))]), expected)
+
+    def test_invalid_utf8_is_replaced_not_raised(self):
+        self.assertEqual(_sse_datas([b"data: a\xff\xfeb\n\n"]), ["a\ufffd\ufffdb"])
+        self.assertEqual(_sse_datas([b"data: \xe6\xbc\n\n"]), ["\ufffd"])  # cut character
+        self.assertEqual(
+            _sse_events([b"event: \xff\nid: \xc3\ndata: x\n\n"]),
+            [_sse_msg("x", event="\ufffd", id="\ufffd")],
+        )
+
+    # -- limits --
+
+    def test_within_limit_ok(self):
+        self.assertEqual(_sse_datas_limited([b"data: " + b"x" * 40 + b"\n\n"], 64), ["x" * 40])
+        self.assertEqual(_sse_datas_limited([b"data: " + b"x" * 900 + b"\n\n"], 1000), ["x" * 900])
+
+    def test_oversized_data_line_raises(self):
+        with self.assertRaises(edgee.EdgeeStreamError):
+            _sse_events([b"data: " + b"x" * 200 + b"\n\n"], max_event_bytes=64)
+        with self.assertRaises(edgee.EdgeeStreamError) as cm:
+            edgee.SSEDecoder(max_event_bytes=1000).feed(b"data: " + b"x" * 2000 + b"\n\n")
+        self.assertIn("1000", str(cm.exception))  # the message names the limit
+        self.assertIsInstance(cm.exception, RuntimeError)
+
+    def test_oversized_line_raises_before_it_ends(self):
+        decoder = edgee.SSEDecoder(64)
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(100):  # 1,000 bytes and no line end: refused long before
+                decoder.feed(b"data: xxxx")
+        decoder = edgee.SSEDecoder(max_event_bytes=1000)
+        self.assertEqual(decoder.feed(b"data: " + b"x" * 600), [])
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(10):  # pieces without a line end: bounded by the limit
+                decoder.feed(b"x" * 600)
+
+    def test_oversized_comment_line_fed_in_pieces_raises(self):
+        decoder = edgee.SSEDecoder(64)
+        with self.assertRaises(edgee.EdgeeStreamError):
+            decoder.feed(b": ")
+            for _ in range(100):
+                decoder.feed(b"yyyyyyyyyy")
+        comment = edgee.SSEDecoder(max_event_bytes=1000)
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(10):
+                comment.feed(b": " + b"z" * 600)
+
+    def test_oversized_event_of_many_lines_raises(self):
+        with self.assertRaises(edgee.EdgeeStreamError):
+            _sse_events([b"data: 0123456789\n" * 20 + b"\n"], max_event_bytes=64)
+        decoder = edgee.SSEDecoder(64)
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(20):
+                decoder.feed(b"data: 0123456789\n")
+        with self.assertRaises(edgee.EdgeeStreamError):
+            edgee.SSEDecoder(max_event_bytes=1000).feed((b"data: " + b"y" * 400 + b"\n") * 3)
+
+    def test_oversized_non_data_line_in_one_feed_raises(self):
+        # A line longer than the limit is refused whatever its field and however it arrives.
+        for line in (b": " + b"c" * 200, b"event: " + b"e" * 200, b"id: " + b"i" * 200):
+            with self.assertRaises(edgee.EdgeeStreamError, msg=line[:10]):
+                _sse_events([line + b"\ndata: a\n\n"], max_event_bytes=64)
+
+    def test_limit_counts_per_event(self):
+        # Many small events: each is under the limit, their total is not.
+        self.assertEqual(len(_sse_datas_limited([b"data: 0123456789\n\n" * 50], 64)), 50)
+
+
+_SSE_ALPHABET = [
+    "a",
+    "b",
+    "z",
+    "Q",
+    " ",
+    "  ",
+    ".",
+    ",",
+    ":",
+    "data: ",
+    "\u00e9",
+    "\u00fc",
+    "\u6f22",
+    "\u5b57",
+    "\U0001f389",
+    "\U0001f600",
+    "\u2028",
+    "\u2029",
+    "\x85",
+    "\u00a0",
+    "\ufeff",
+    '"',
+    "\\",
+    "\n",
+    "\r",
+    "\r\n",
+    "\t",
+    "{",
+    "}",
+    "[DONE]",
+]
+_SSE_FINISH = ("stop", "length", "tool_calls", "content_filter")
+# Lines that must change nothing where they stand (inside an event or between events).
+_SSE_NOISE = [
+    b": keep-alive",
+    b":",
+    b': data: {"x": 1}',
+    b": \xc3\xa9\xe6\xbc\xa2 \xe2\x80\xa8",
+    b"event: delta",
+    b"event: message",
+    b"event:",
+    b"event: completion.chunk",
+    b"id: 17",
+    b"id",
+    b"id: a\x00b",
+    b"id: \xe5\xad\x97",
+    b"retry: 2500",
+    b"retry: soon",
+    b"foo: bar",
+    b"foo",
+    b"x:y",
+    b'Data: {"choices":[{"delta":{"content":"BAD"}}]}',
+    b"DATA: nope",
+    b"Event: error",
+    b"data : no",
+]
+
+
+def _sse_random_text(rng):
+    n = rng.choice((0, 1, 2, 3, 5, 8, 13)) if rng.random() < 0.9 else rng.randint(20, 200)
+    return "".join(rng.choice(_SSE_ALPHABET) for _ in range(n))
+
+
+def _sse_json_cuts(text):
+    """Positions in a JSON text where a line break is harmless (outside strings)."""
+    points, in_string, escaped = [], False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in ",:{[":
+            points.append(i + 1)
+    return points
+
+
+def _sse_random_event(rng, obj, le):
+    """One event holding `obj`: maybe noise fields, its JSON over one or more data lines."""
+    separators = (",", ":") if rng.random() < 0.7 else (", ", ": ")
+    text = json.dumps(obj, separators=separators, ensure_ascii=rng.random() < 0.15)
+    cuts = _sse_json_cuts(text)
+    chosen = sorted(rng.sample(cuts, min(len(cuts), rng.choice((0, 0, 0, 1, 2))))) if cuts else []
+    parts, last = [], 0
+    for c in chosen:
+        parts.append(text[last:c])
+        last = c
+    parts.append(text[last:])
+    lines = []
+    if rng.random() < 0.25:
+        lines.append(rng.choice(_SSE_NOISE))
+    if rng.random() < 0.03:
+        lines.append(b"data")  # an empty first data line: the JSON starts after an LF
+    for part in parts:
+        lines.append((b"data: " if rng.random() < 0.7 else b"data:") + part.encode("utf-8"))
+        if rng.random() < 0.1:
+            lines.append(rng.choice(_SSE_NOISE))
+    if rng.random() < 0.03:
+        lines.append(b"data:")  # an empty last data line: the JSON ends with an LF
+    return le.join(lines) + le + le
+
+
+def _sse_random_noise(rng, le):
+    """Between events: comments, ignored fields and blank lines, dispatching nothing."""
+    out = []
+    for _ in range(rng.choice((0, 0, 0, 1, 2, 3))):
+        if rng.random() < 0.3:
+            out.append(le)
+        else:
+            lines = [rng.choice(_SSE_NOISE) for _ in range(rng.randint(1, 3))]
+            out.append(le.join(lines) + le + le)
+    return b"".join(out)
+
+
+def _sse_random_stream(rng):
+    """(stream bytes, expected [(role, content)] of the chunks with choices, finish, ending)."""
+    ending = rng.choice(sorted(_SSE_ENDINGS))
+    le = _SSE_ENDINGS[ending]
+    contents = [_sse_random_text(rng) for _ in range(rng.randint(0, 6))]
+    finish = rng.choice(_SSE_FINISH)
+    objs = [_sse_delta(role="assistant")] + [_sse_delta(c) for c in contents]
+    objs.append(_sse_delta(finish=finish))
+    expected = [("assistant", None)] + [(None, c) for c in contents] + [(None, None)]
+    if rng.random() < 0.2:
+        objs.append(
+            {
+                "choices": [],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            }
+        )
+    out = [_SSE_BOM] if rng.random() < 0.15 else []
+    for obj in objs:
+        out.append(_sse_random_noise(rng, le))
+        out.append(_sse_random_event(rng, obj, le))
+    out.append(_sse_random_noise(rng, le))
+    out.append((b"data: [DONE]" if rng.random() < 0.7 else b"data:[DONE]") + le + le)
+    if rng.random() < 0.2:  # anything after [DONE] is never read
+        out.append(_sse_random_event(rng, _sse_delta("AFTER DONE"), le))
+        out.append(_sse_random_event(rng, _sse_delta(finish="length"), le))
+    return b"".join(out), expected, finish, ending
+
+
+def _sse_random_cuts(rng, blob, max_pieces=None):
+    """`blob` cut at random places (some at CRs, some empty pieces, sometimes byte by byte)."""
+    n = len(blob)
+    if max_pieces is None and rng.random() < 0.03:
+        return [blob[i : i + 1] for i in range(n)]
+    limit = max_pieces - 1 if max_pieces is not None else 40
+    points = set(rng.sample(range(1, n), min(n - 1, rng.randint(0, limit)))) if n > 1 else set()
+    crs = [i + 1 for i, b in enumerate(blob) if b == 13]
+    if crs and rng.random() < 0.5:
+        points.update(rng.sample(crs, min(len(crs), rng.randint(1, 3))))
+    points = sorted(points)
+    if max_pieces is not None:
+        points = points[: max_pieces - 1]
+    pieces, last = [], 0
+    for p in [*points, n]:
+        pieces.append(blob[last:p])
+        last = p
+    if max_pieces is None and rng.random() < 0.1:
+        pieces.insert(rng.randint(0, len(pieces)), b"")
+    return pieces
+
+
+def _sse_consume(pieces):
+    """What a client makes of the pieces: the decoder, then the chunk-building path."""
+    decoder = edgee.SSEDecoder()
+    deltas, finish = [], None
+    for piece in pieces:
+        for event in decoder.feed(piece):
+            if event.data == "[DONE]":
+                return deltas, finish, True
+            if event.event == "error":
+                raise AssertionError(f"error event {event.data!r}")
+            if not event.data:
+                continue
+            chunk = edgee.chunk_from_json(json.loads(event.data))
+            for choice in chunk.choices:
+                deltas.append((choice.delta.role, choice.delta.content))
+                if choice.finish_reason:
+                    finish = choice.finish_reason
+    return deltas, finish, False
+
+
+def _sse_seed():
+    value = os.environ.get("EDGEE_TEST_SEED")
+    return int(value) if value else random.SystemRandom().randrange(2**32)
+
+
+class SSEFramingTest(unittest.TestCase):
+    """Random streams cut at random places decode to exactly what was sent.
+
+    The seed is fresh on each run and printed on failure; set EDGEE_TEST_SEED to replay.
+    """
+
+    STREAMS = 2000
+
+    def test_random_streams_through_decoder(self):
+        seed = _sse_seed()
+        rng = random.Random(seed)
+        endings = set()
+        for i in range(self.STREAMS):
+            blob, expected, finish, ending = _sse_random_stream(rng)
+            endings.add(ending)
+            pieces = _sse_random_cuts(rng, blob)
+            try:
+                got = _sse_consume(pieces)
+            except Exception as exc:  # reported with the seed below
+                got = f"raised {exc!r}"
+            if got != (expected, finish, True):
+                self.fail(
+                    f"seed={seed} stream={i} ending={ending}\n"
+                    f"expected {(expected, finish, True)!r}\n"
+                    f"got      {got!r}\npieces {pieces[:60]!r}"
+                )
+        self.assertEqual(endings, set(_SSE_ENDINGS), f"seed={seed}")
+
+
+# Events of a streamed answer as raw `data:` lines, and their texts (the chunked-body tests).
+CUT_EVENTS = [
+    b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"content":" \xc3\xa9t\xc3\xa9"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
+    b"data: [DONE]\n\n",
+]
+CUT_TEXTS = ["", "Hi", " \u00e9t\u00e9", ""]
+
+
+class ChunkedDecodingTest(unittest.TestCase):
+    """edgee.ChunkedDecoder: an HTTP/1.1 chunked body fed in pieces of any size."""
+
+    def decode(self, pieces):
+        """(payload, decoder) after feeding `pieces` until the body is done."""
+        decoder = edgee.ChunkedDecoder()
+        out = []
+        for piece in pieces:
+            if decoder.done:
+                break
+            out.append(decoder.feed(piece))
+        return b"".join(out), decoder
+
+    def test_every_split_gives_the_payload(self):
+        body = b"".join(chunk_frame(e) for e in CUT_EVENTS) + CHUNK_END
+        payload = b"".join(CUT_EVENTS)
+        for i in range(len(body) + 1):
+            out, decoder = self.decode([body[:i], body[i:]])
+            self.assertEqual((out, decoder.done, decoder.extra), (payload, True, b""), i)
+        out, decoder = self.decode([body[k : k + 1] for k in range(len(body))])
+        self.assertEqual((out, decoder.done), (payload, True))
+
+    def test_cut_body_is_not_done(self):
+        body = b"".join(chunk_frame(e) for e in CUT_EVENTS) + CHUNK_END
+        payload = b"".join(CUT_EVENTS)
+        for cut in range(len(body)):
+            out, decoder = self.decode([body[:cut]])
+            self.assertFalse(decoder.done, cut)
+            self.assertTrue(payload.startswith(out), cut)  # nothing beyond what arrived
+
+    def test_extensions_trailers_and_extra_bytes(self):
+        body = b"5;name=value\r\nhello\r\n1\r\n!\r\n0\r\nX-Trailer: yes\r\n\r\n"
+        out, decoder = self.decode([body + b"HTTP/1.1 200 OK\r\n"])
+        self.assertEqual((out, decoder.done), (b"hello!", True))
+        self.assertEqual(decoder.extra, b"HTTP/1.1 200 OK\r\n")  # the bytes after the body
+
+    def test_malformed_framing_raises(self):
+        for bad in (b"zz\r\nhello\r\n", b"5\r\nhelloXX0\r\n\r\n", b"-5\r\nhello\r\n"):
+            with self.assertRaises(edgee.EdgeeStreamError, msg=bad):
+                edgee.ChunkedDecoder().feed(bad)
+        decoder = edgee.ChunkedDecoder()
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(64):  # a size line that never ends: refused, not buffered forever
+                decoder.feed(b"a" * 65536)
+
+
+class BackoffTest(unittest.TestCase):
+    def test_backoff_delay_is_exponential_capped_and_jittered(self):
+        for attempt in range(10):
+            nominal = min(0.5 * 2**attempt, 8.0)
+            samples = [edgee.backoff_delay(attempt) for _ in range(200)]
+            for delay in samples:
+                self.assertGreaterEqual(delay, 0.75 * nominal - 1e-9)
+                self.assertLessEqual(delay, nominal + 1e-9)
+            self.assertGreater(len(set(samples)), 100)  # jittered, not a fixed value
+            self.assertGreater(max(samples) - min(samples), 0.1 * nominal)
+        self.assertLessEqual(max(edgee.backoff_delay(50) for _ in range(50)), 8.0)
+
+
+# ---- requests: what each input form becomes, and what is refused ----
+
+WEATHER_PARAMS = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": WEATHER_PARAMS,
+    },
+}
+NON_ASCII = "héllo wörld € 你好 🎉"
+# The header of each compression toggle (field name -> header), as the official package sends it.
+TOGGLE_HEADERS = {
+    "tool_result_trimming": "X-Edgee-Compression-Tool-Result-Trimming",
+    "tool_surface_reduction": "X-Edgee-Compression-Tool-Surface-Reduction",
+    "output_brevity": "X-Edgee-Compression-Brevity",
+}
+
+
+def _case(name, input, messages, fields=None, model=DEFAULT_MODEL, headers=None):
+    """One request case: (name, model, input, JSON body sent without `stream`, extra headers)."""
+    return (name, model, input, dict(fields or {}, model=model, messages=messages), headers or {})
+
+
+def _toggle_cases():
+    """Compression toggles in an InputObject and in a dict: headers, never body fields."""
+    user = [{"role": "user", "content": "t"}]
+    cases = []
+    for values in [
+        (True, False, None),
+        (False, None, True),
+        (None, True, False),
+        (None, None, None),
+        (True, True, True),
+    ]:
+        toggles = dict(zip(TOGGLE_HEADERS, values))
+        headers = {
+            TOGGLE_HEADERS[name]: "true" if value else "false"
+            for name, value in toggles.items()
+            if value is not None
+        }
+        for form, value in (
+            ("InputObject", edgee.InputObject(messages=user, **toggles)),
+            ("dict", dict(toggles, messages=user)),
+        ):
+            cases.append(_case(f"toggles {values} in a {form}", value, user, headers=headers))
+    return cases
+
+
+def request_cases():
+    """Every input form and what it becomes, built afresh for each test."""
+    x = [{"role": "user", "content": "x"}]
+    s = [{"role": "user", "content": "s"}]
+    lyon = [{"role": "user", "content": "Lyon"}]
+    paris = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Paris", "name": "bob", "cache_control": {"type": "ephemeral"}},
+    ]
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": WEATHER_PARAMS,
+        },
+    }
+    bare = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_PARAMS}}
+    described = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather",
+            "parameters": WEATHER_PARAMS,
+        },
+    }
+    pinned = {"type": "function", "function": {"name": "get_weather"}}
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+    }
+    extra = {
+        "max_tokens": 50,
+        "temperature": 0.25,
+        "top_p": 1,
+        "stream_options": {"include_usage": True},
+        "edgee_tool_ids": ["edgee_current_time", "edgee_generate_uuid"],
+    }
+    cases = [
+        _case("string", "Hello, world!", [{"role": "user", "content": "Hello, world!"}]),
+        _case("non-ASCII string", NON_ASCII, [{"role": "user", "content": NON_ASCII}]),
+        _case(
+            "dict with every field",
+            {"messages": paris, "tools": [tool], "tool_choice": "auto", "tags": ["prod", "chat"]},
+            paris,
+            {"tools": [tool], "tool_choice": "auto", "tags": ["prod", "chat"]},
+        ),
+        _case(
+            "InputObject with a Tool dataclass",
+            edgee.InputObject(
+                messages=lyon,
+                tools=[
+                    edgee.Tool(
+                        type="function",
+                        function=edgee.FunctionDefinition(
+                            name="get_weather", parameters=WEATHER_PARAMS
+                        ),
+                    )
+                ],
+                tool_choice=pinned,
+                tags=["t1"],
+            ),
+            lyon,
+            {"tools": [bare], "tool_choice": pinned, "tags": ["t1"]},
+        ),
+        _case("InputObject with only messages", edgee.InputObject(messages=x), x),
+        _case(
+            "Message dataclasses",
+            {
+                "messages": [
+                    edgee.Message(role="system", content="You are terse."),
+                    edgee.Message(role="user", content="hi there", name="ann"),
+                ]
+            },
+            [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "hi there", "name": "ann"},
+            ],
+        ),
+        _case(
+            "positional Message",
+            edgee.InputObject(messages=[edgee.Message("user", "pos")]),
+            [{"role": "user", "content": "pos"}],
+        ),
+        _case(
+            "tool round trip with dataclasses",
+            edgee.InputObject(
+                messages=[
+                    edgee.Message(role="user", content="Weather in Paris?"),
+                    edgee.Message(
+                        role="assistant",
+                        tool_calls=[
+                            edgee.ToolCall(id="call_1", type="function", function=call["function"])
+                        ],
+                    ),
+                    edgee.Message(role="tool", content="sunny, 21C", tool_call_id="call_1"),
+                ],
+                tools=[
+                    edgee.Tool(
+                        type="function",
+                        function=edgee.FunctionDefinition(
+                            name="get_weather",
+                            description="Current weather",
+                            parameters=WEATHER_PARAMS,
+                        ),
+                    )
+                ],
+            ),
+            [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "tool_calls": [call]},
+                {"role": "tool", "content": "sunny, 21C", "tool_call_id": "call_1"},
+            ],
+            {"tools": [described]},
+        ),
+    ]
+    for choice in ("auto", "none", {"type": "auto"}, pinned):
+        cases.append(
+            _case(
+                f"tool_choice {choice}",
+                {"messages": x, "tool_choice": choice},
+                x,
+                {"tool_choice": choice},
+            )
+        )
+    tags = ["production", "chatbot"]
+    cases += [
+        _case("None fields", {"messages": x, "tool_choice": None, "tags": None, "tools": None}, x),
+        _case("tags", {"messages": x, "tags": tags}, x, {"tags": tags}),
+        _case(
+            "InputObject tags",
+            edgee.InputObject(messages=x, tags=["stream-tag"]),
+            x,
+            {"tags": ["stream-tag"]},
+        ),
+    ]
+    for value in ("claude", "codex", "opencode", "cursor"):
+        fields = {"compression_model": value}
+        cases.append(
+            _case(f"{value} in an InputObject", edgee.InputObject(messages=x, **fields), x, fields)
+        )
+        cases.append(_case(f"{value} in a dict", dict(fields, messages=x), x, fields))
+    q = [{"role": "user", "content": "q"}]
+    m = [{"role": "user", "content": "m"}]
+    cases += [
+        _case("extra fields", dict(extra, messages=x), x, extra),
+        _case(
+            "extra_body",
+            edgee.InputObject(messages=x, tags=["a"], extra_body=extra),
+            x,
+            dict(extra, tags=["a"]),
+        ),
+        _case("n", {"messages": q, "n": 3}, q, {"n": 3}),
+        _case(
+            "model from the argument",
+            {"model": "other/model", "messages": m},
+            m,
+            model="anthropic/claude-haiku-4-5",
+        ),
+        _case("stream in the input", {"messages": s, "stream": True}, s),
+        _case(
+            "stream False in extra_body",
+            edgee.InputObject(messages=s, extra_body={"stream": False}),
+            s,
+        ),
+    ]
+    return cases + _toggle_cases()
+
+
+def bad_inputs():
+    """(name, model, input, a word the error names) of arguments refused before sending."""
+    m = DEFAULT_MODEL
+    ok = [{"role": "user", "content": "hi"}]
+
+    def with_tools(*tools):
+        return {"messages": ok, "tools": list(tools)}
+
+    cases = [
+        ("model None", None, "hi", "model"),
+        ("model int", 42, "hi", "model"),
+        ("model empty", "", "hi", "model"),
+        ("model blank", "   ", "hi", "model"),
+        ("input int", m, 42, "input"),
+        ("input None", m, None, "input"),
+        ("input list", m, ok, "input"),
+        ("no messages", m, {}, "messages"),
+        ("messages None", m, {"messages": None}, "messages"),
+        ("messages a string", m, {"messages": "hi"}, "messages"),
+        ("empty messages", m, {"messages": []}, "empty"),
+        ("empty InputObject", m, edgee.InputObject(messages=[]), "empty"),
+        ("message not a dict", m, {"messages": ["hi"]}, "messages[0]"),
+        ("message without role", m, {"messages": [{"content": "hi"}]}, "role"),
+        ("unknown role", m, {"messages": [{"role": "wizard", "content": "hi"}]}, "wizard"),
+        (
+            "second message bad",
+            m,
+            {"messages": [*ok, {"role": "robot", "content": "x"}]},
+            "messages[1]",
+        ),
+        ("content an object", m, {"messages": [{"role": "user", "content": object()}]}, "content"),
+        ("content a number", m, {"messages": [{"role": "user", "content": 5}]}, "content"),
+        (
+            "tool without function name",
+            m,
+            with_tools({"type": "function", "function": {"parameters": {}}}),
+            "name",
+        ),
+        (
+            "tool with a bad name",
+            m,
+            with_tools({"type": "function", "function": {"name": "get weather!"}}),
+            "name",
+        ),
+        (
+            "tool with a bad type",
+            m,
+            with_tools({"type": "retrieval", "function": {"name": "f"}}),
+            "type",
+        ),
+        ("tool without function", m, with_tools({"type": "function"}), "function"),
+        ("tool not a dict", m, with_tools("get_weather"), "tools[0]"),
+        ("tools not a list", m, {"messages": ok, "tools": "f"}, "tools"),
+        ("extra field an object", m, {"messages": ok, "metadata": object()}, "JSON"),
+        ("NaN", m, {"messages": ok, "temperature": float("nan")}, "JSON"),
+        ("infinity", m, {"messages": ok, "temperature": math.inf}, "JSON"),
+        (
+            "toggle not a bool",
+            m,
+            {"messages": ok, "tool_result_trimming": "yes"},
+            "tool_result_trimming",
+        ),
+    ]
+    for value in ("gzip", "Claude", "", 7):
+        cases.append(
+            (
+                f"compression_model {value!r} in a dict",
+                m,
+                {"messages": ok, "compression_model": value},
+                "compression_model",
+            )
+        )
+        cases.append(
+            (
+                f"compression_model {value!r} in an InputObject",
+                m,
+                edgee.InputObject(messages=ok, compression_model=value),
+                "compression_model",
+            )
+        )
+    return cases
+
+
+class RequestBuildingTest(unittest.TestCase):
+    """edgee.build_request: the JSON body and extra headers of each input form."""
+
+    def build(self, model, input, stream=False):
+        body, headers = edgee.build_request(model, input, stream)
+        return json.loads(body.decode("utf-8")), {k.lower(): v for k, v in headers.items()}
+
+    def test_every_input_form(self):
+        for name, model, value, expected, headers in request_cases():
+            headers = {k.lower(): v for k, v in headers.items()}
+            with self.subTest(case=name):
+                self.assertEqual(self.build(model, value), (expected, headers))
+                stream = dict(expected, stream=True)  # only the method asks for a stream
+                self.assertEqual(self.build(model, value, True), (stream, headers))
+
+    def test_caller_input_is_not_modified(self):
+        for name, model, value, _, _ in request_cases():
+            original = copy.deepcopy(value)
+            self.build(model, value, True)
+            self.assertEqual(value, original, name)
+
+    def test_bad_input_is_named(self):
+        for name, model, value, word in bad_inputs():
+            for stream in (False, True):
+                with self.subTest(case=name, stream=stream):
+                    with self.assertRaises((ValueError, TypeError)) as cm:
+                        edgee.build_request(model, value, stream)
+                    self.assertIsInstance(cm.exception, edgee.EdgeeInputError)
+                    self.assertIsInstance(cm.exception, RuntimeError)
+                    self.assertIn(word.lower(), str(cm.exception).lower())
 
 
 # ---- tests: api ----
@@ -3252,42 +4287,6 @@ class ApiCliTest(ApiTestBase):
 
 # ---- tests: sse ----
 
-_SSE_BOM = b"\xef\xbb\xbf"
-_SSE_ENDINGS = {"LF": b"\n", "CRLF": b"\r\n", "CR": b"\r"}
-_SSE_MODEL = "openai/gpt-5.2"
-
-
-def _sse_events(pieces, max_event_bytes=None):
-    """Feed `pieces` to a fresh SSEDecoder; the events as (event, data, id, retry) tuples."""
-    decoder = edgee.SSEDecoder() if max_event_bytes is None else edgee.SSEDecoder(max_event_bytes)
-    out = []
-    for piece in pieces:
-        out.extend(decoder.feed(piece))
-    return [(e.event, e.data, e.id, e.retry) for e in out]
-
-
-def _sse_datas(pieces):
-    """Only the data of each dispatched event."""
-    return [e[1] for e in _sse_events(pieces)]
-
-
-def _sse_msg(data, event="message", id="", retry=None):
-    return (event, data, id, retry)
-
-
-def _sse_event_bytes(obj, le=b"\n", space=True):
-    """One `data:` event for a JSON object (non-ASCII kept raw), with line ending `le`."""
-    return (b"data: " if space else b"data:") + compact_json(obj) + le + le
-
-
-def _sse_delta(content=None, role=None, finish=None):
-    delta = {}
-    if role is not None:
-        delta["role"] = role
-    if content is not None:
-        delta["content"] = content
-    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
 
 def _sse_summary(chunks):
     """(role, text, finish_reason) of each chunk: what the stream gave back, in order."""
@@ -3350,7 +4349,7 @@ def _sse_run_raw_jobs(test, jobs, workers=4):
             for label, parts, expected in group:
                 gw.push(Raw(parts))
                 try:
-                    got = _sse_summary(client.stream(_SSE_MODEL, "hi"))
+                    got = _sse_summary(client.stream(DEFAULT_MODEL, "hi"))
                 except Exception as exc:  # reported below with the job's label
                     got = f"raised {exc!r}"
                 with lock:
@@ -3379,357 +4378,6 @@ def _sse_run_raw_jobs(test, jobs, workers=4):
     test.assertEqual(done[0], len(jobs))
 
 
-# ---- 1. the decoder on its own ----
-
-
-class SseDecoderTest(unittest.TestCase):
-    """edgee.SSEDecoder / edgee.parse_sse_events against WHATWG HTML 9.2.6 and the project rules."""
-
-    # -- line endings --
-
-    def test_lf_line_endings(self):
-        self.assertEqual(_sse_events([b"data: a\n\ndata: b\n\n"]), [_sse_msg("a"), _sse_msg("b")])
-
-    def test_crlf_line_endings(self):
-        self.assertEqual(
-            _sse_events([b"data: a\r\n\r\ndata: b\r\n\r\n"]), [_sse_msg("a"), _sse_msg("b")]
-        )
-
-    def test_cr_line_endings(self):
-        self.assertEqual(
-            _sse_events([b"data: a\r\rdata: b\rdata: c\r\r"]), [_sse_msg("a"), _sse_msg("b\nc")]
-        )
-
-    def test_mixed_line_endings_in_one_stream(self):
-        # LF, CR, CRLF each end one line; "\n\r\n" is LF then CRLF: a blank line.
-        self.assertEqual(
-            _sse_datas([b"data: a\r\ndata: b\rdata: c\n\r\ndata: d\r\r"]), ["a\nb\nc", "d"]
-        )
-
-    def test_cr_lf_split_across_feeds_is_one_line_end(self):
-        decoder = edgee.SSEDecoder()
-        self.assertEqual(decoder.feed(b"data: a\r"), [])
-        self.assertEqual(decoder.feed(b"\n"), [])  # completes the CRLF: not a blank line
-        events = decoder.feed(b"data: b\r")
-        self.assertEqual(events, [])
-        events = decoder.feed(b"\n\r")
-        self.assertEqual([e.data for e in events], ["a\nb"])
-        self.assertEqual(decoder.feed(b"\n"), [])  # the LF of that last CRLF
-
-    def test_cr_lf_split_with_empty_feed_between(self):
-        self.assertEqual(_sse_datas([b"data: a\r", b"", b"\ndata: b\r\n\r\n"]), ["a\nb"])
-
-    def test_lf_after_cr_split_counts_once(self):
-        # If the LF were counted as a line end of its own, "a" would be dispatched alone.
-        self.assertEqual(_sse_datas([b"data: a\r", b"\ndata: b\r\n\r\n"]), ["a\nb"])
-        self.assertEqual(
-            _sse_datas([b"data: a\r", b"\n", b"data: b\r", b"\n", b"\r", b"\n"]), ["a\nb"]
-        )
-
-    def test_cr_at_end_of_feed_then_other_byte(self):
-        self.assertEqual(_sse_datas([b"data: a\r", b"data: b\n", b"\n"]), ["a\nb"])
-        # The CR memory is spent on the next non-empty feed: a later LF is a line end.
-        self.assertEqual(_sse_datas([b"data: a\r", b"data: b", b"\n\n"]), ["a\nb"])
-        self.assertEqual(_sse_datas([b"data: a\r", b"x", b"\n\n"]), ["a"])
-
-    def test_cr_cr_lf(self):
-        # CR, then CRLF: two line ends, the second one blank.
-        self.assertEqual(_sse_datas([b"data: a\r\r\ndata: b\n\n"]), ["a", "b"])
-        self.assertEqual(_sse_datas([b"data: a\r\r", b"\ndata: b\n\n"]), ["a", "b"])
-        self.assertEqual(_sse_datas([b"data: a\r", b"\r", b"\n", b"data: b\n\n"]), ["a", "b"])
-
-    def test_every_split_gives_the_same_events(self):
-        stream = (
-            _SSE_BOM + b": hi\r\nevent: e\r\nid: 7\rdata: x\xc3\xa9\r\ndata:\xe6\xbc\xa2\n\r\n"
-            b"retry: 30\ndata: \xf0\x9f\x8e\x89\xe2\x80\xa8\r\r"
-            b"data\r\n\r\ndata: last\r\n\r\n"
-        )
-        expected = [
-            ("e", "x\u00e9\n\u6f22", "7", None),
-            ("message", "\U0001f389\u2028", "7", 30),
-            ("message", "", "7", 30),
-            ("message", "last", "7", 30),
-        ]
-        self.assertEqual(_sse_events([stream]), expected)
-        n = len(stream)
-        for i in range(n + 1):
-            self.assertEqual(_sse_events([stream[:i], stream[i:]]), expected, f"split at {i}")
-        for i in range(0, n + 1, 2):
-            for j in range(i, n + 1):
-                self.assertEqual(
-                    _sse_events([stream[:i], stream[i:j], stream[j:]]),
-                    expected,
-                    f"split at {i} and {j}",
-                )
-        self.assertEqual(_sse_events([stream[k : k + 1] for k in range(n)]), expected)
-
-    # -- byte order mark --
-
-    def test_bom_dropped(self):
-        self.assertEqual(_sse_datas([_SSE_BOM + b"data: a\n\n"]), ["a"])
-
-    def test_bom_split_across_feeds(self):
-        for pieces in (
-            [b"\xef", b"\xbb", b"\xbfdata: a\n\n"],
-            [b"\xef\xbb", b"\xbfdata: a\n\n"],
-            [b"\xef", b"\xbb\xbf", b"data: a\n\n"],
-            [b"", b"\xef", b"", b"\xbb\xbf", b"", b"data: a\n\n"],
-            [b"", _SSE_BOM + b"data: a\n\n"],
-            [_SSE_BOM, b"data: a\n\n"],
-        ):
-            self.assertEqual(_sse_datas(pieces), ["a"], pieces)
-
-    def test_only_one_bom_dropped(self):
-        # A second BOM belongs to the field name, which then is not "data".
-        self.assertEqual(_sse_datas([_SSE_BOM + _SSE_BOM + b"data: a\n\ndata: b\n\n"]), ["b"])
-        self.assertEqual(_sse_datas([_SSE_BOM, _SSE_BOM + b"data: a\n\ndata: b\n\n"]), ["b"])
-
-    def test_bom_only_at_the_very_start(self):
-        self.assertEqual(_sse_datas([b"data: a\n\n" + _SSE_BOM + b"data: b\n\n"]), ["a"])
-        self.assertEqual(_sse_datas([b"data: a\n\n", _SSE_BOM + b"data: b\n\n"]), ["a"])
-        self.assertEqual(_sse_datas([b"d", _SSE_BOM + b"ata: b\n\ndata: c\n\n"]), ["c"])
-        self.assertEqual(_sse_datas([b"data: " + _SSE_BOM + b"x\n\n"]), ["\ufeffx"])
-
-    def test_bom_prefix_that_is_not_a_bom_is_kept(self):
-        # The held-back first bytes must come back when they turn out not to be a BOM.
-        self.assertEqual(_sse_datas([b"\xef", b"data: a\n\ndata: b\n\n"]), ["b"])
-        self.assertEqual(_sse_datas([b"\xef\xbb", b"data: a\n\ndata: b\n\n"]), ["b"])
-        self.assertEqual(_sse_datas([b"d", b"ata: a\n\n"]), ["a"])
-        self.assertEqual(_sse_datas([b"da", b"ta: a\n\n"]), ["a"])
-        self.assertEqual(_sse_datas([b"\n", _SSE_BOM + b"data: a\n\ndata: b\n\n"]), ["b"])
-
-    # -- fields --
-
-    def test_comments_ignored(self):
-        self.assertEqual(_sse_events([b": hello\ndata: a\n: data: no\n:\n\n"]), [_sse_msg("a")])
-        self.assertEqual(_sse_events([b": only a comment\n\n:\n\n"]), [])
-
-    def test_space_after_colon(self):
-        self.assertEqual(_sse_datas([b"data:a\n\n"]), ["a"])
-        self.assertEqual(_sse_datas([b"data: a\n\n"]), ["a"])
-        self.assertEqual(_sse_datas([b"data:  a\n\n"]), [" a"])
-        self.assertEqual(_sse_datas([b"data:   a\n\n"]), ["  a"])
-        self.assertEqual(_sse_datas([b"data:\ta\n\n"]), ["\ta"])
-        self.assertEqual(_sse_datas([b"data: a \n\n"]), ["a "])
-        self.assertEqual(_sse_datas([b"data: a:b: c\n\n"]), ["a:b: c"])
-
-    def test_space_after_colon_other_fields(self):
-        self.assertEqual(
-            _sse_events([b"event:  x\nid:  7\ndata: a\n\n"]), [_sse_msg("a", event=" x", id=" 7")]
-        )
-        self.assertEqual(
-            _sse_events([b"event:x\nid:7\ndata: a\n\n"]), [_sse_msg("a", event="x", id="7")]
-        )
-
-    def test_multiline_data_joined_with_lf(self):
-        self.assertEqual(_sse_datas([b"data: a\ndata: b\ndata:c\n\n"]), ["a\nb\nc"])
-        self.assertEqual(_sse_datas([b"data: a\n: comment\nid: 1\ndata: b\n\n"]), ["a\nb"])
-
-    def test_empty_data_lines(self):
-        self.assertEqual(_sse_events([b"data:\n\n"]), [_sse_msg("")])
-        self.assertEqual(_sse_events([b"data: \n\n"]), [_sse_msg("")])
-        self.assertEqual(_sse_datas([b"data: a\ndata:\n\n"]), ["a\n"])
-        self.assertEqual(_sse_datas([b"data:\ndata:\n\n"]), ["\n"])
-        self.assertEqual(_sse_datas([b"data:\ndata: a\n\n"]), ["\na"])
-
-    def test_data_without_colon(self):
-        self.assertEqual(_sse_events([b"data\n\n"]), [_sse_msg("")])
-        self.assertEqual(_sse_datas([b"data\ndata\n\n"]), ["\n"])
-        self.assertEqual(_sse_datas([b"data: a\ndata\n\n"]), ["a\n"])
-        # Without a colon the whole line is the name: "data " is an unknown field.
-        self.assertEqual(_sse_events([b"data \n\ndata x\n\n"]), [])
-
-    def test_json_split_over_two_data_lines(self):
-        events = _sse_datas(
-            [b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"hi"}}]}\n\n']
-        )
-        self.assertEqual(events, ['{"choices":[{"index":0,\n"delta":{"content":"hi"}}]}'])
-        chunk = edgee.chunk_from_json(json.loads(events[0]))
-        self.assertEqual(chunk.text, "hi")
-
-    def test_event_field(self):
-        self.assertEqual(
-            _sse_events([b"event: add\ndata: 1\n\ndata: 2\n\n"]),
-            [_sse_msg("1", event="add"), _sse_msg("2")],
-        )
-        self.assertEqual(
-            _sse_events([b"event: add\nevent: remove\ndata: 1\n\n"]),
-            [_sse_msg("1", event="remove")],
-        )
-        self.assertEqual(_sse_events([b"event:\ndata: 1\n\n"]), [_sse_msg("1")])
-        self.assertEqual(_sse_events([b"data: 1\nevent: late\n\n"]), [_sse_msg("1", event="late")])
-
-    def test_event_type_reset_by_blank_line_without_data(self):
-        self.assertEqual(_sse_events([b"event: error\n\ndata: a\n\n"]), [_sse_msg("a")])
-
-    def test_id_field(self):
-        self.assertEqual(
-            _sse_events([b"id: 1\ndata: a\n\ndata: b\n\nid\ndata: c\n\n"]),
-            [_sse_msg("a", id="1"), _sse_msg("b", id="1"), _sse_msg("c", id="")],
-        )
-
-    def test_id_set_by_event_without_data(self):
-        decoder = edgee.SSEDecoder()
-        self.assertEqual(decoder.feed(b"id: 5\n\n"), [])
-        self.assertEqual(decoder.last_event_id, "5")
-        self.assertEqual([e.id for e in decoder.feed(b"data: a\n\n")], ["5"])
-
-    def test_id_with_nul_ignored(self):
-        self.assertEqual(
-            _sse_events([b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\nid: 4\ndata: c\n\n"]),
-            [_sse_msg("a", id="1"), _sse_msg("b", id="1"), _sse_msg("c", id="4")],
-        )
-
-    def test_retry_field(self):
-        decoder = edgee.SSEDecoder()
-        self.assertEqual([e.retry for e in decoder.feed(b"retry: 1500\ndata: a\n\n")], [1500])
-        self.assertEqual(decoder.retry, 1500)
-        for bad in (
-            b"retry: 15x0",
-            b"retry: -1",
-            b"retry:",
-            b"retry",
-            b"retry: 1.5",
-            b"retry:  20",
-            b"retry: 20 ",
-            b"retry: \xd9\xa3",
-            b"retry: +3",
-        ):
-            events = decoder.feed(bad + b"\ndata: b\n\n")
-            self.assertEqual([(e.data, e.retry) for e in events], [("b", 1500)], bad)
-        self.assertEqual(decoder.retry, 1500)
-        self.assertEqual([e.retry for e in decoder.feed(b"retry:0042\ndata: c\n\n")], [42])
-
-    def test_unknown_fields_ignored(self):
-        self.assertEqual(
-            _sse_events([b"foo: bar\nfoo\nx-data: y\ndata: a\nzzz:\n\n"]), [_sse_msg("a")]
-        )
-        self.assertEqual(_sse_events([b"foo: bar\n\n"]), [])
-
-    def test_field_names_case_sensitive(self):
-        self.assertEqual(
-            _sse_events([b"Data: x\n\nDATA: y\n\nEvent: error\nID: 9\nRetry: 5\ndata: z\n\n"]),
-            [_sse_msg("z")],
-        )
-
-    # -- dispatch --
-
-    def test_blank_lines_without_data_dispatch_nothing(self):
-        self.assertEqual(_sse_events([b"\n\n\n\r\n\r\r"]), [])
-        self.assertEqual(_sse_events([b"event: x\nid: 1\nretry: 5\n\n"]), [])
-
-    def test_dispatched_at_blank_line_and_not_before(self):
-        decoder = edgee.SSEDecoder()
-        self.assertEqual(decoder.feed(b"data: a"), [])
-        self.assertEqual(decoder.feed(b"\n"), [])
-        self.assertEqual(decoder.feed(b"data: b\n"), [])
-        self.assertEqual([e.data for e in decoder.feed(b"\n")], ["a\nb"])
-        # Everything complete in one feed comes out of that feed, in order.
-        self.assertEqual(
-            [e.data for e in decoder.feed(b"data: c\n\ndata: d\n\ndata: e")], ["c", "d"]
-        )
-        self.assertEqual([e.data for e in decoder.feed(b"\r\r")], ["e"])  # no wait for an LF
-
-    def test_parse_sse_events_yields_before_next_piece(self):
-        pulled = []
-
-        def pieces():
-            for piece in (b"data: a\n", b"\n", b"data: b\n\n", b"data: c"):
-                pulled.append(piece)
-                yield piece
-
-        events = edgee.parse_sse_events(pieces())
-        self.assertEqual(next(events).data, "a")
-        self.assertEqual(pulled, [b"data: a\n", b"\n"])
-        self.assertEqual(next(events).data, "b")
-        self.assertEqual(len(pulled), 3)
-        self.assertEqual(list(events), [])  # "c" never ended: discarded at EOF
-
-    def test_eof_discards_unfinished_event(self):
-        self.assertEqual([e.data for e in edgee.parse_sse_events([b"data: a\n\ndata: b\n"])], ["a"])
-        self.assertEqual([e.data for e in edgee.parse_sse_events([b"data: a\n\ndata: b"])], ["a"])
-        self.assertEqual(
-            [e.data for e in edgee.parse_sse_events([b"data: a\r\n\r\ndata: b\r\n"])], ["a"]
-        )
-        decoder = edgee.SSEDecoder()
-        decoder.feed(b"data: a\n\ndata: b\n")
-        self.assertTrue(decoder.pending)
-        decoder.feed(b"\n")
-        self.assertFalse(decoder.pending)
-
-    # -- text --
-
-    def test_unicode_line_separators_do_not_split_lines(self):
-        # U+2028, U+2029, U+0085, VT, FF and the C0 separators are line breaks only to
-        # str.splitlines: in an event stream only CR and LF end lines.
-        text = "a\u2028b\u2029c\x85d\x0be\x0cf\x1cg\x1dh\x1ei"
-        self.assertEqual(_sse_datas([b"data: " + text.encode("utf-8") + b"\n\n"]), [text])
-        payload = compact_json({"choices": [{"delta": {"content": text}}]})
-        self.assertIn(b"\xe2\x80\xa8", payload)
-        data = _sse_datas([b"data: " + payload + b"\r\n\r\n"])
-        self.assertEqual(edgee.chunk_from_json(json.loads(data[0])).text, text)
-
-    def test_multibyte_utf8_split_at_every_byte(self):
-        text = "\u00e9\u6f22\u5b57\U0001f389\u2028z"
-        stream = b"event: \xc3\xa9v\ndata: " + text.encode("utf-8") + b"\nid: \xe5\xad\x97\n\n"
-        expected = [("\u00e9v", text, "\u5b57", None)]
-        for i in range(len(stream) + 1):
-            self.assertEqual(_sse_events([stream[:i], stream[i:]]), expected, f"split at {i}")
-        self.assertEqual(_sse_events([stream[k : k + 1] for k in range(len(stream))]), expected)
-
-    def test_invalid_utf8_is_replaced_not_raised(self):
-        self.assertEqual(_sse_datas([b"data: a\xff\xfeb\n\n"]), ["a\ufffd\ufffdb"])
-        self.assertEqual(_sse_datas([b"data: \xe6\xbc\n\n"]), ["\ufffd"])  # cut character
-        self.assertEqual(
-            _sse_events([b"event: \xff\nid: \xc3\ndata: x\n\n"]),
-            [_sse_msg("x", event="\ufffd", id="\ufffd")],
-        )
-
-    # -- limits --
-
-    def test_within_limit_ok(self):
-        self.assertEqual(_sse_datas_limited([b"data: " + b"x" * 40 + b"\n\n"], 64), ["x" * 40])
-
-    def test_oversized_data_line_raises(self):
-        with self.assertRaises(edgee.EdgeeStreamError):
-            _sse_events([b"data: " + b"x" * 200 + b"\n\n"], max_event_bytes=64)
-
-    def test_oversized_line_raises_before_it_ends(self):
-        decoder = edgee.SSEDecoder(64)
-        with self.assertRaises(edgee.EdgeeStreamError):
-            for _ in range(100):  # 1,000 bytes and no line end: refused long before
-                decoder.feed(b"data: xxxx")
-
-    def test_oversized_comment_line_fed_in_pieces_raises(self):
-        decoder = edgee.SSEDecoder(64)
-        with self.assertRaises(edgee.EdgeeStreamError):
-            decoder.feed(b": ")
-            for _ in range(100):
-                decoder.feed(b"yyyyyyyyyy")
-
-    def test_oversized_event_of_many_lines_raises(self):
-        with self.assertRaises(edgee.EdgeeStreamError):
-            _sse_events([b"data: 0123456789\n" * 20 + b"\n"], max_event_bytes=64)
-        decoder = edgee.SSEDecoder(64)
-        with self.assertRaises(edgee.EdgeeStreamError):
-            for _ in range(20):
-                decoder.feed(b"data: 0123456789\n")
-
-    def test_oversized_non_data_line_in_one_feed_raises(self):
-        # A line longer than the limit is refused whatever its field and however it arrives.
-        for line in (b": " + b"c" * 200, b"event: " + b"e" * 200, b"id: " + b"i" * 200):
-            with self.assertRaises(edgee.EdgeeStreamError, msg=line[:10]):
-                _sse_events([line + b"\ndata: a\n\n"], max_event_bytes=64)
-
-    def test_limit_counts_per_event(self):
-        # Many small events: each is under the limit, their total is not.
-        self.assertEqual(len(_sse_datas_limited([b"data: 0123456789\n\n" * 50], 64)), 50)
-
-
-def _sse_datas_limited(pieces, limit):
-    return [e[1] for e in _sse_events(pieces, max_event_bytes=limit)]
-
-
 # ---- 2. over the wire ----
 
 
@@ -3743,7 +4391,7 @@ class SseWireTest(unittest.TestCase):
         self.addCleanup(self.client.close)
 
     def stream(self):
-        return self.client.stream(_SSE_MODEL, "hi")
+        return self.client.stream(DEFAULT_MODEL, "hi")
 
     def summary(self):
         return _sse_summary(self.stream())
@@ -4040,230 +4688,13 @@ class SseWireTest(unittest.TestCase):
             self.assertEqual(chunks[-1].finish_reason, "stop")
 
 
-# ---- 3. randomized framing ----
-
-_SSE_ALPHABET = [
-    "a",
-    "b",
-    "z",
-    "Q",
-    " ",
-    "  ",
-    ".",
-    ",",
-    ":",
-    "data: ",
-    "\u00e9",
-    "\u00fc",
-    "\u6f22",
-    "\u5b57",
-    "\U0001f389",
-    "\U0001f600",
-    "\u2028",
-    "\u2029",
-    "\x85",
-    "\u00a0",
-    "\ufeff",
-    '"',
-    "\\",
-    "\n",
-    "\r",
-    "\r\n",
-    "\t",
-    "{",
-    "}",
-    "[DONE]",
-]
-_SSE_FINISH = ("stop", "length", "tool_calls", "content_filter")
-# Lines that must change nothing where they stand (inside an event or between events).
-_SSE_NOISE = [
-    b": keep-alive",
-    b":",
-    b': data: {"x": 1}',
-    b": \xc3\xa9\xe6\xbc\xa2 \xe2\x80\xa8",
-    b"event: delta",
-    b"event: message",
-    b"event:",
-    b"event: completion.chunk",
-    b"id: 17",
-    b"id",
-    b"id: a\x00b",
-    b"id: \xe5\xad\x97",
-    b"retry: 2500",
-    b"retry: soon",
-    b"foo: bar",
-    b"foo",
-    b"x:y",
-    b'Data: {"choices":[{"delta":{"content":"BAD"}}]}',
-    b"DATA: nope",
-    b"Event: error",
-    b"data : no",
-]
-
-
-def _sse_random_text(rng):
-    n = rng.choice((0, 1, 2, 3, 5, 8, 13)) if rng.random() < 0.9 else rng.randint(20, 200)
-    return "".join(rng.choice(_SSE_ALPHABET) for _ in range(n))
-
-
-def _sse_json_cuts(text):
-    """Positions in a JSON text where a line break is harmless (outside strings)."""
-    points, in_string, escaped = [], False, False
-    for i, ch in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in ",:{[":
-            points.append(i + 1)
-    return points
-
-
-def _sse_random_event(rng, obj, le):
-    """One event holding `obj`: maybe noise fields, its JSON over one or more data lines."""
-    separators = (",", ":") if rng.random() < 0.7 else (", ", ": ")
-    text = json.dumps(obj, separators=separators, ensure_ascii=rng.random() < 0.15)
-    cuts = _sse_json_cuts(text)
-    chosen = sorted(rng.sample(cuts, min(len(cuts), rng.choice((0, 0, 0, 1, 2))))) if cuts else []
-    parts, last = [], 0
-    for c in chosen:
-        parts.append(text[last:c])
-        last = c
-    parts.append(text[last:])
-    lines = []
-    if rng.random() < 0.25:
-        lines.append(rng.choice(_SSE_NOISE))
-    if rng.random() < 0.03:
-        lines.append(b"data")  # an empty first data line: the JSON starts after an LF
-    for part in parts:
-        lines.append((b"data: " if rng.random() < 0.7 else b"data:") + part.encode("utf-8"))
-        if rng.random() < 0.1:
-            lines.append(rng.choice(_SSE_NOISE))
-    if rng.random() < 0.03:
-        lines.append(b"data:")  # an empty last data line: the JSON ends with an LF
-    return le.join(lines) + le + le
-
-
-def _sse_random_noise(rng, le):
-    """Between events: comments, ignored fields and blank lines, dispatching nothing."""
-    out = []
-    for _ in range(rng.choice((0, 0, 0, 1, 2, 3))):
-        if rng.random() < 0.3:
-            out.append(le)
-        else:
-            lines = [rng.choice(_SSE_NOISE) for _ in range(rng.randint(1, 3))]
-            out.append(le.join(lines) + le + le)
-    return b"".join(out)
-
-
-def _sse_random_stream(rng):
-    """(stream bytes, expected [(role, content)] of the chunks with choices, finish, ending)."""
-    ending = rng.choice(sorted(_SSE_ENDINGS))
-    le = _SSE_ENDINGS[ending]
-    contents = [_sse_random_text(rng) for _ in range(rng.randint(0, 6))]
-    finish = rng.choice(_SSE_FINISH)
-    objs = [_sse_delta(role="assistant")] + [_sse_delta(c) for c in contents]
-    objs.append(_sse_delta(finish=finish))
-    expected = [("assistant", None)] + [(None, c) for c in contents] + [(None, None)]
-    if rng.random() < 0.2:
-        objs.append(
-            {
-                "choices": [],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
-            }
-        )
-    out = [_SSE_BOM] if rng.random() < 0.15 else []
-    for obj in objs:
-        out.append(_sse_random_noise(rng, le))
-        out.append(_sse_random_event(rng, obj, le))
-    out.append(_sse_random_noise(rng, le))
-    out.append((b"data: [DONE]" if rng.random() < 0.7 else b"data:[DONE]") + le + le)
-    if rng.random() < 0.2:  # anything after [DONE] is never read
-        out.append(_sse_random_event(rng, _sse_delta("AFTER DONE"), le))
-        out.append(_sse_random_event(rng, _sse_delta(finish="length"), le))
-    return b"".join(out), expected, finish, ending
-
-
-def _sse_random_cuts(rng, blob, max_pieces=None):
-    """`blob` cut at random places (some at CRs, some empty pieces, sometimes byte by byte)."""
-    n = len(blob)
-    if max_pieces is None and rng.random() < 0.03:
-        return [blob[i : i + 1] for i in range(n)]
-    limit = max_pieces - 1 if max_pieces is not None else 40
-    points = set(rng.sample(range(1, n), min(n - 1, rng.randint(0, limit)))) if n > 1 else set()
-    crs = [i + 1 for i, b in enumerate(blob) if b == 13]
-    if crs and rng.random() < 0.5:
-        points.update(rng.sample(crs, min(len(crs), rng.randint(1, 3))))
-    points = sorted(points)
-    if max_pieces is not None:
-        points = points[: max_pieces - 1]
-    pieces, last = [], 0
-    for p in [*points, n]:
-        pieces.append(blob[last:p])
-        last = p
-    if max_pieces is None and rng.random() < 0.1:
-        pieces.insert(rng.randint(0, len(pieces)), b"")
-    return pieces
-
-
-def _sse_consume(pieces):
-    """What a client makes of the pieces: the decoder, then the chunk-building path."""
-    decoder = edgee.SSEDecoder()
-    deltas, finish = [], None
-    for piece in pieces:
-        for event in decoder.feed(piece):
-            if event.data == "[DONE]":
-                return deltas, finish, True
-            if event.event == "error":
-                raise AssertionError(f"error event {event.data!r}")
-            if not event.data:
-                continue
-            chunk = edgee.chunk_from_json(json.loads(event.data))
-            for choice in chunk.choices:
-                deltas.append((choice.delta.role, choice.delta.content))
-                if choice.finish_reason:
-                    finish = choice.finish_reason
-    return deltas, finish, False
-
-
-def _sse_seed():
-    value = os.environ.get("EDGEE_TEST_SEED")
-    return int(value) if value else random.SystemRandom().randrange(2**32)
-
-
 class SseRandomFramingTest(unittest.TestCase):
     """Random streams cut at random write boundaries give back exactly what was sent.
 
     The seed is fresh on each run and printed on failure; set EDGEE_TEST_SEED to replay.
     """
 
-    DECODER_STREAMS = 2000
     SOCKET_STREAMS = 200
-
-    def test_random_streams_through_decoder(self):
-        seed = _sse_seed()
-        rng = random.Random(seed)
-        endings = set()
-        for i in range(self.DECODER_STREAMS):
-            blob, expected, finish, ending = _sse_random_stream(rng)
-            endings.add(ending)
-            pieces = _sse_random_cuts(rng, blob)
-            try:
-                got = _sse_consume(pieces)
-            except Exception as exc:  # reported with the seed below
-                got = f"raised {exc!r}"
-            if got != (expected, finish, True):
-                self.fail(
-                    f"seed={seed} stream={i} ending={ending}\n"
-                    f"expected {(expected, finish, True)!r}\n"
-                    f"got      {got!r}\npieces {pieces[:60]!r}"
-                )
-        self.assertEqual(endings, set(_SSE_ENDINGS), f"seed={seed}")
 
     def test_random_streams_over_sockets(self):
         seed = _sse_seed()
@@ -4288,7 +4719,7 @@ class SseRandomFramingTest(unittest.TestCase):
                 parts.append(piece)
             gw.push(Raw(parts))
             try:
-                chunks = list(client.stream(_SSE_MODEL, "hi"))
+                chunks = list(client.stream(DEFAULT_MODEL, "hi"))
                 got = (
                     [
                         (c.choices[0].delta.role, c.choices[0].delta.content)
@@ -4756,17 +5187,6 @@ class RelRetryTest(_RelHelpers, unittest.TestCase):
                 with self.assertRaises(edgee.EdgeeAPIError):
                     list(client.stream(REL_MODEL, "hi"))
                 self.assertEqual((slept, len(gw.requests)), ([], 2))
-
-    def test_backoff_delay_is_exponential_capped_and_jittered(self):
-        for attempt in range(10):
-            nominal = min(0.5 * 2**attempt, 8.0)
-            samples = [edgee.backoff_delay(attempt) for _ in range(200)]
-            for delay in samples:
-                self.assertGreaterEqual(delay, 0.75 * nominal - 1e-9)
-                self.assertLessEqual(delay, nominal + 1e-9)
-            self.assertGreater(len(set(samples)), 100)  # jittered, not a fixed value
-            self.assertGreater(max(samples) - min(samples), 0.1 * nominal)
-        self.assertLessEqual(max(edgee.backoff_delay(50) for _ in range(50)), 8.0)
 
     def test_retry_delay_reads_the_server_headers(self):
         rd = edgee.retry_delay
@@ -5259,31 +5679,6 @@ class RelBoundedTest(_RelHelpers, unittest.TestCase):
         self.assertTrue(gw.wait_disconnects(1, 3.0), "the connection was not dropped")
         self.assertEqual(client.send(REL_MODEL, "next").text, "Echo: next")
         self.assertEqual(gw.connections, 2)  # the half-read connection was not reused
-
-    def test_decoder_refuses_an_oversized_event(self):
-        decoder = edgee.SSEDecoder(max_event_bytes=1000)
-        events = decoder.feed(b"data: " + b"x" * 900 + b"\n\n")
-        self.assertEqual([len(e.data) for e in events], [900])
-        with self.assertRaises(edgee.EdgeeStreamError) as cm:
-            edgee.SSEDecoder(max_event_bytes=1000).feed(b"data: " + b"x" * 2000 + b"\n\n")
-        self.assertIn("1000", str(cm.exception))
-        self.assertIsInstance(cm.exception, RuntimeError)
-
-    def test_decoder_refuses_an_endless_line(self):
-        decoder = edgee.SSEDecoder(max_event_bytes=1000)
-        self.assertEqual(decoder.feed(b"data: " + b"x" * 600), [])
-        with self.assertRaises(edgee.EdgeeStreamError):
-            for _ in range(10):  # pieces without a line end: bounded by the limit
-                decoder.feed(b"x" * 600)
-        comment = edgee.SSEDecoder(max_event_bytes=1000)
-        with self.assertRaises(edgee.EdgeeStreamError):
-            for _ in range(10):
-                comment.feed(b": " + b"z" * 600)
-
-    def test_decoder_refuses_an_event_of_many_lines(self):
-        decoder = edgee.SSEDecoder(max_event_bytes=1000)
-        with self.assertRaises(edgee.EdgeeStreamError):
-            decoder.feed((b"data: " + b"y" * 400 + b"\n") * 3)
 
     def test_two_megabyte_event_over_the_wire(self):
         gw = self.gateway()
