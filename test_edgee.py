@@ -3060,6 +3060,15 @@ class OfficialSurfaceTest(ClientTestCase):
         list(client.send(DEFAULT_MODEL, {"messages": msgs, "stream": False}, True))
         self.assertIs(gw.requests[-1].json["stream"], True)
 
+    def test_send_stream_true_per_call_timeout(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        gw.push(Raw([STALL]))  # reads the request, then says nothing
+        exc = assert_quick_timeout(
+            self, lambda: list(client.send(DEFAULT_MODEL, "hi", stream=True, timeout=QUICK))
+        )
+        self.assertIn(str(QUICK), str(exc))  # the message names the timeout
+
     def test_send_stream_true_checks_input(self):
         gw = self.gateway()
         client = self.client(gw)
@@ -4877,6 +4886,602 @@ class ConnectionErrorsTest(ClientTestCase):
         self.both(body)
 
 
+class TimeoutTest(ClientTestCase):
+    """A stalled gateway raises EdgeeTimeoutError about `timeout` seconds later."""
+
+    def test_stall_before_status_line_every_way_to_set_the_timeout(self):
+        def body(api):
+            key, url = self.key, api.gw.url
+            config = edgee.EdgeeConfig(api_key=key, base_url=url, timeout=QUICK)
+            ways = [
+                ("config dict", {"api_key": key, "base_url": url, "timeout": QUICK}, {}, "send"),
+                ("config object", config, {}, "send"),
+                ("keyword", None, {"timeout": QUICK}, "send"),
+                ("keyword", None, {"timeout": QUICK}, "stream"),
+                ("per call", None, {}, "send"),
+                ("per call", None, {}, "stream"),
+            ]
+            for way, config, options, call in ways:
+                with self.subTest(way=way, call=call):
+                    if config is None:
+                        options = dict(options, api_key=key, base_url=url)
+                    client = self.drive(api.kind, edgee.Edgee(config, **options))
+                    per_call = {"timeout": QUICK} if way == "per call" else {}
+                    method = getattr(client, call)
+                    api.gw.push(Raw([STALL]))  # reads the request, then says nothing
+                    exc = assert_quick_timeout(
+                        self, lambda m=method, o=per_call: m(DEFAULT_MODEL, "hi", **o)
+                    )
+                    self.assertIn(str(QUICK), str(exc))  # the message names the timeout
+
+        self.both(body)
+
+    def test_per_call_timeout_overrides_a_shorter_client_timeout(self):
+        def body(api):
+            data = compact_json(completion_body("late but fine"))
+            head = http_head(200, [("Content-Type", "application/json")], content_length=len(data))
+            api.gw.push(Raw([2 * QUICK, head + data]))
+            self.assertEqual(api.send(DEFAULT_MODEL, "hi", timeout=5).text, "late but fine")
+            events = stream_events("slow")
+            api.gw.push(SSE([events[0], 2 * QUICK, *events[1:]]))
+            self.assertEqual(text_of(api.stream(DEFAULT_MODEL, "hi", timeout=5)), "slow")
+
+        self.both(body, timeout=QUICK)
+
+    def test_stall_after_the_headers(self):
+        def body(api):
+            api.gw.push(Raw([SSE_HEAD, STALL]))
+            exc = assert_quick_timeout(self, lambda: api.stream(DEFAULT_MODEL, "hi"))
+            self.assertIn(str(QUICK), str(exc))
+            head = http_head(200, [("Content-Type", "application/json")], content_length=80)
+            api.gw.push(Raw([head, b'{"id":"chatcmpl-test",', STALL]))
+            assert_quick_timeout(self, lambda: api.send(DEFAULT_MODEL, "hi"))
+
+        self.both(body, timeout=QUICK, max_retries=2)
+
+    def test_stall_in_the_middle_of_a_stream(self):
+        def body(api):
+            events = stream_events("Hel", "lo", " world")
+            api.gw.push(SSE([*events[:3], STALL, *events[3:]]))
+            got = []
+            assert_quick_timeout(self, lambda: api.each(got.append, DEFAULT_MODEL, "hi"))
+            self.assertEqual(text_of(got), "Hello")  # everything before the stall was yielded
+            self.assertEqual(len(got), 3)
+
+        self.both(body, timeout=QUICK, max_retries=2)
+
+    def test_slow_stream_that_keeps_sending_does_not_time_out(self):
+        def body(api):
+            pieces = [f"p{i} " for i in range(8)]
+            pause = QUICK / 3
+            events = [completion_chunk(role="assistant")]
+            for piece in pieces:
+                events += [pause, completion_chunk(content=piece)]
+            events += [pause, completion_chunk(finish_reason="stop")]
+            api.gw.push(SSE(events))
+            start = time.monotonic()
+            chunks = api.stream(DEFAULT_MODEL, "hi")
+            elapsed = time.monotonic() - start
+            self.assertGreater(elapsed, 2 * QUICK)  # the whole answer outlasted the timeout
+            self.assertEqual(text_of(chunks), "".join(pieces))
+            self.assertEqual(chunks[-1].finish_reason, "stop")
+
+        self.both(body, timeout=QUICK, max_retries=2)
+
+
+class RetryTest(ClientTestCase):
+    """max_retries (default 2), which answers are retried, and how long the client waits."""
+
+    def test_retryable_statuses_then_success(self):
+        def body(api):
+            for status in (429, 500, 502, 503, 504, 408, 409):
+                with self.subTest(status=status):
+                    retrying = self.api(api.kind, max_retries=None)  # the default: 2
+                    gw = retrying.gw
+                    gw.push(ErrorReply(status, None, f"busy {status}", headers=FAST_RETRY))
+                    self.assertEqual(retrying.send(DEFAULT_MODEL, "hi").text, "Echo: hi")
+                    self.assertEqual(len(gw.requests), 2)
+                    self.assertEqual(gw.requests[0].body, gw.requests[1].body)
+                    auth = gw.requests[1].headers.get("authorization")
+                    self.assertEqual(auth, "Bearer " + self.key)
+                    gw.push(
+                        ErrorReply(status, None, "busy", headers=FAST_RETRY),
+                        ErrorReply(status, None, "still busy", headers=FAST_RETRY),
+                    )
+                    self.assertEqual(
+                        text_of(retrying.stream(DEFAULT_MODEL, "again")), "Echo: again"
+                    )
+                    self.assertEqual(len(gw.requests), 5)
+
+        self.both(body)
+
+    def test_exhausted_retries_raise_the_last_error(self):
+        def body(api):
+            for retries, stream in ((None, False), (None, True), (0, False), (4, True)):
+                with self.subTest(max_retries=retries, stream=stream):
+                    retrying = self.api(api.kind, max_retries=retries)  # None: the default
+                    gw = retrying.gw
+                    attempts = (2 if retries is None else retries) + 1
+                    gw.push(
+                        *[
+                            ErrorReply(503, None, f"attempt {i + 1}", headers=FAST_RETRY)
+                            for i in range(attempts)
+                        ]
+                    )
+                    gw.push(Reply(200, completion_body("one too many")))  # a further retry's
+                    with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                        if stream:
+                            retrying.stream(DEFAULT_MODEL, "hi")
+                        else:
+                            retrying.send(DEFAULT_MODEL, "hi")
+                    self.assertEqual(cm.exception.status, 503)
+                    self.assertEqual(cm.exception.message, f"attempt {attempts}")
+                    self.assertEqual(len(gw.requests), attempts)
+
+        self.both(body)
+
+    def test_client_errors_are_never_retried(self):
+        def body(api):
+            slept = api.fake_sleep()
+            for status in (400, 401, 403):
+                with self.subTest(status=status):
+                    code = STATUS_CODES[status]
+                    before = len(api.gw.requests)
+                    headers = {"retry-after-ms": "1", "Retry-After": "0"}
+                    api.gw.push(ErrorReply(status, code, f"no {status}", headers=headers))
+                    with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                        api.send(DEFAULT_MODEL, "hi")  # the fake LLM would answer a retry
+                    self.assertEqual((cm.exception.status, cm.exception.code), (status, code))
+                    api.gw.push(ErrorReply(status, code, "no", headers=FAST_RETRY))
+                    with self.assertRaises(edgee.EdgeeAPIError):
+                        api.stream(DEFAULT_MODEL, "hi")
+                    self.assertEqual(len(api.gw.requests) - before, 2)
+                    self.assertEqual(slept, [])
+
+        self.both(body, max_retries=5)
+
+    def test_connection_refused_is_retried_with_growing_backoff(self):
+        def body(api):
+            refused = self.api(api.kind, f"http://127.0.0.1:{free_port()}", max_retries=4)
+            slept = refused.fake_sleep()
+            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                refused.send(DEFAULT_MODEL, "hi")
+            self.assertIn("refused", str(cm.exception))
+            self.assertEqual(len(slept), 4)  # 5 attempts: the first and 4 retries
+            for attempt, delay in enumerate(slept):
+                nominal = min(0.5 * 2**attempt, 8.0)
+                self.assertGreaterEqual(delay, 0.75 * nominal - 1e-9)
+                self.assertLessEqual(delay, nominal + 1e-9)
+            self.assertEqual(slept, sorted(slept))
+            self.assertLess(slept[0], slept[-1])
+
+        self.both(body)
+
+    def test_connection_refused_measured(self):
+        def body(api):
+            refused = self.api(api.kind, f"http://127.0.0.1:{free_port()}", max_retries=1)
+            start = time.monotonic()
+            with self.assertRaises(edgee.EdgeeConnectionError):
+                refused.send(DEFAULT_MODEL, "hi")
+            elapsed = time.monotonic() - start
+            self.assertGreaterEqual(elapsed, 0.3)  # one real backoff of 0.375-0.5 s
+            self.assertLess(elapsed, 2.0)
+
+        self.both(body)
+
+    def test_dropped_connections_are_retried(self):
+        def body(api):
+            for then in ("close", "reset"):
+                with self.subTest(then=then):
+                    retrying = self.api(api.kind, max_retries=2)
+                    gw = retrying.gw
+                    slept = retrying.fake_sleep()
+                    gw.push(Raw([], then=then))  # reads the request, answers nothing
+                    self.assertEqual(retrying.send(DEFAULT_MODEL, "hi").text, "Echo: hi")
+                    self.assertEqual(len(gw.requests), 2)
+                    self.assertEqual(len(slept), 1)
+                    gw.push(Raw([], then=then), Raw([], then=then))
+                    self.assertEqual(text_of(retrying.stream(DEFAULT_MODEL, "yo")), "Echo: yo")
+                    self.assertEqual(len(gw.requests), 5)
+
+        self.both(body)
+
+    def retried_after(self, api, *replies):
+        """The delays slept for `replies` (error answers), then success."""
+        retrying = self.api(api.kind, max_retries=len(replies))
+        slept = retrying.fake_sleep()
+        retrying.gw.push(*replies)
+        self.assertEqual(retrying.send(DEFAULT_MODEL, "hi").text, "Echo: hi")
+        self.assertEqual(len(retrying.gw.requests), len(replies) + 1)
+        return slept
+
+    def slow_down(self, headers):
+        return ErrorReply(429, "usage_limit_exceeded", "slow down", headers=headers)
+
+    def test_retry_after_seconds(self):
+        def body(api):
+            for value, delay in (("0", 0.0), ("2", 2.0), ("60", 60.0)):
+                slept = self.retried_after(api, self.slow_down({"Retry-After": value}))
+                self.assertEqual(slept, [delay])
+
+        self.both(body)
+
+    def test_retry_after_http_date(self):
+        def body(api):
+            date = email.utils.formatdate(time.time() + 3, usegmt=True)
+            slept = self.retried_after(api, self.slow_down({"Retry-After": date}))
+            self.assertEqual(len(slept), 1)
+            self.assertGreater(slept[0], 1.0)
+            self.assertLessEqual(slept[0], 3.5)
+            past = email.utils.formatdate(time.time() - 60, usegmt=True)
+            self.assertEqual(self.retried_after(api, self.slow_down({"Retry-After": past})), [0.0])
+
+        self.both(body)
+
+    def test_retry_after_ms(self):
+        def body(api):
+            ms = {"retry-after-ms": "250"}
+            self.assertEqual(self.retried_after(api, self.slow_down(ms)), [0.25])
+            # the finer header wins over Retry-After
+            both = {"retry-after-ms": "250", "Retry-After": "30"}
+            self.assertEqual(self.retried_after(api, self.slow_down(both)), [0.25])
+            # the server's pause counts whatever the attempt; without one, backoff
+            busy = ErrorReply(503, None, "busy")
+            slept = self.retried_after(api, busy, busy, self.slow_down({"retry-after-ms": "1500"}))
+            self.assertEqual(slept[2], 1.5)
+            for attempt, delay in enumerate(slept[:2]):
+                nominal = 0.5 * 2**attempt
+                self.assertTrue(0.75 * nominal - 1e-9 <= delay <= nominal + 1e-9, slept)
+
+        self.both(body)
+
+    def test_unreadable_retry_headers_mean_backoff(self):
+        def body(api):
+            for headers in ({"Retry-After": "soon"}, {"Content-Type": "application/json"}):
+                slept = self.retried_after(api, ErrorReply(503, None, "busy", headers=headers))
+                self.assertEqual(len(slept), 1)
+                self.assertTrue(0.375 - 1e-9 <= slept[0] <= 0.5 + 1e-9, (headers, slept))
+
+        self.both(body)
+
+    def test_retry_after_beyond_the_cap_raises_at_once(self):
+        def body(api):
+            far_date = email.utils.formatdate(time.time() + 3600, usegmt=True)
+            for headers in (
+                {"Retry-After": "120"},
+                {"Retry-After": "61"},
+                {"retry-after-ms": "61000"},
+                {"retry-after-ms": "60001"},
+                {"Retry-After": far_date},
+            ):
+                with self.subTest(headers=headers):
+                    retrying = self.api(api.kind, max_retries=2)
+                    gw = retrying.gw
+                    slept = retrying.fake_sleep()  # a regression must not hang the suite
+                    gw.push(
+                        ErrorReply(429, "usage_limit_exceeded", "come back later", headers=headers)
+                    )
+                    start = time.monotonic()
+                    with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                        retrying.send(DEFAULT_MODEL, "hi")
+                    self.assertLess(time.monotonic() - start, 1.0)
+                    error = cm.exception
+                    self.assertEqual((error.status, error.message), (429, "come back later"))
+                    self.assertEqual((slept, len(gw.requests)), ([], 1))
+                    gw.push(ErrorReply(503, None, "later", headers=headers))
+                    with self.assertRaises(edgee.EdgeeAPIError):
+                        retrying.stream(DEFAULT_MODEL, "hi")
+                    self.assertEqual((slept, len(gw.requests)), ([], 2))
+
+        self.both(body)
+
+    def test_no_retry_once_a_chunk_reached_the_caller(self):
+        def body(api):
+            slept = api.fake_sleep()
+            first = SSE_HEAD + frames(stream_events("Hel", finish=None))
+            api.gw.push(Raw([first, 0.05], then="reset"), SSE(stream_events("Hel", "lo")))
+            got, exc = chunks_until(self, api, edgee.EdgeeStreamError)
+            self.assertIn("cut", str(exc))
+            self.assertEqual(text_of(got), "Hel")  # no duplicated text from a second answer
+            self.assertEqual(len(api.gw.requests), 1)
+            self.assertEqual(slept, [])
+
+        self.both(body, max_retries=3)
+
+
+class TruncationTest(ClientTestCase):
+    """A stream cut before [DONE] and before any finish_reason raises EdgeeStreamError."""
+
+    def assert_cut(self, api, reply, text, count):
+        api.gw.push(reply)
+        got, exc = chunks_until(self, api, edgee.EdgeeStreamError)
+        self.assertIn("cut", str(exc))
+        self.assertIsInstance(exc, RuntimeError)
+        self.assertEqual(text_of(got), text)  # everything received before the cut
+        self.assertEqual(len(got), count)
+        return exc
+
+    def test_eof_without_done(self):
+        def body(api):
+            events = stream_events("Hel", "lo", finish=None)
+            self.assert_cut(api, SSE(events, done=False, chunked=False), "Hello", 3)
+            # a complete chunked body
+            self.assert_cut(api, SSE(events, done=False), "Hello", 3)
+
+        self.both(body)
+
+    def test_reset(self):
+        def body(api):
+            events = stream_events("Hel", "lo", finish=None)
+            self.assert_cut(api, Raw([SSE_HEAD + frames(events), 0.05], then="reset"), "Hello", 3)
+            plain = _sse_head("close")
+            data = b"".join(sse_bytes(e) for e in events)
+            self.assert_cut(api, Raw([plain + data, 0.05], then="reset"), "Hello", 3)
+
+        self.both(body)
+
+    def test_chunked_body_cut_at_every_byte(self):
+        def body(api):
+            data = b"".join(chunk_frame(e) for e in CUT_EVENTS) + CHUNK_END
+            ends, position = [], 0  # where the last byte of each event's data lies in `data`
+            for event in CUT_EVENTS:
+                frame = chunk_frame(event)
+                ends.append(position + frame.index(b"\r\n") + 2 + len(event))
+                position += len(frame)
+            finished_at = ends[3]  # from here on the finish_reason chunk has arrived
+            api.gw.push(*[Raw([SSE_HEAD + data[:cut]]) for cut in range(len(data) + 1)])
+            problems = []
+            deadline = time.monotonic() + 15.0
+            for cut in range(len(data) + 1):
+                self.assertLess(time.monotonic(), deadline, "the cuts are too slow")
+                whole = sum(1 for end in ends[:4] if end <= cut)
+                expected_text = "".join(CUT_TEXTS[:whole])
+                got = []
+                try:
+                    api.each(got.append, DEFAULT_MODEL, "hi")
+                except edgee.EdgeeStreamError as exc:
+                    if cut >= finished_at:
+                        problems.append(f"cut {cut}: raised {exc!r} after the finish_reason")
+                    elif "cut" not in str(exc):
+                        problems.append(f"cut {cut}: message {str(exc)!r}")
+                except Exception as exc:
+                    problems.append(f"cut {cut}: {exc!r}")
+                else:
+                    if cut < finished_at:
+                        problems.append(f"cut {cut}: no error, {len(got)} chunks")
+                if (len(got), text_of(got)) != (whole, expected_text):
+                    problems.append(
+                        f"cut {cut}: got {len(got)} chunks {text_of(got)!r}, "
+                        f"expected {whole} {expected_text!r}"
+                    )
+            self.assertEqual(problems[:10], [])
+            self.assertEqual(len(api.gw.requests), len(data) + 1)
+
+        self.both(body)
+
+    def test_body_shorter_than_its_content_length(self):
+        def body(api):
+            data = b"".join(sse_bytes(e) for e in stream_events("Hel", "lo"))
+            cut = data.index(b"data:", len(sse_bytes(stream_events()[0])) + 1)  # after 2 events
+            head = http_head(200, [("Content-Type", "text/event-stream")], content_length=len(data))
+            exc = self.assert_cut(api, Raw([head + data[:cut]]), "Hel", 2)
+            self.assertIn("missing", str(exc))
+            answer = compact_json(completion_body("whole"))
+            head = http_head(
+                200, [("Content-Type", "application/json")], content_length=len(answer)
+            )
+            api.gw.push(Raw([head + answer[:-5]]))
+            with self.assertRaises(edgee.EdgeeStreamError) as cm:
+                api.send(DEFAULT_MODEL, "hi")
+            self.assertIn("cut", str(cm.exception))
+
+        self.both(body)
+
+    def test_utf8_character_cut_in_half_at_the_end(self):
+        def body(api):
+            data = (
+                sse_bytes(completion_chunk(role="assistant"))
+                + sse_bytes(completion_chunk(content="caf\u00e9"))
+                + b'data: {"choices":[{"index":0,"delta":{"content":"d\xc3'
+            )
+            self.assert_cut(api, Raw([_sse_head("close") + data]), "caf\u00e9", 2)
+            framed = frames(stream_events("caf\u00e9", finish=None)) + chunk_frame(
+                b'data: {"choices":[{"index":0,"delta":{"content":"\xe2\x82'
+            )
+            self.assert_cut(api, Raw([SSE_HEAD + framed]), "caf\u00e9", 2)
+
+        self.both(body)
+
+    def test_eof_after_finish_reason_ends_cleanly(self):
+        def body(api):
+            for chunked in (False, True):
+                with self.subTest(chunked=chunked):
+                    before = len(api.gw.requests)
+                    api.gw.push(SSE(stream_events("Hel", "lo"), done=False, chunked=chunked))
+                    chunks = api.stream(DEFAULT_MODEL, "hi")
+                    self.assertEqual(text_of(chunks), "Hello")
+                    self.assertEqual(chunks[-1].finish_reason, "stop")
+                    self.assertEqual(len(api.gw.requests) - before, 1)
+
+        self.both(body, max_retries=2)
+
+
+class SecurityTest(ClientTestCase):
+    """The key goes to the configured origin only, and shows up in no error or log."""
+
+    def test_cross_origin_redirects_are_refused(self):
+        def body(api):
+            gw, other, secure = api.gw, self.gateway(), self.gateway(tls=True)
+            path = "/v1/chat/completions"
+            targets = [
+                ("other port", other.url + path, f"127.0.0.1:{other.port}"),
+                ("other host name", f"http://localhost:{gw.port}{path}", f"localhost:{gw.port}"),
+                (
+                    "other scheme",
+                    f"https://127.0.0.1:{gw.port}{path}",
+                    f"https://127.0.0.1:{gw.port}",
+                ),
+                ("https gateway", secure.url + path, f"localhost:{secure.port}"),
+            ]
+            for status in (301, 302, 303, 307, 308):
+                for name, location, origin in targets:
+                    for stream in (False, True):
+                        with self.subTest(status=status, target=name, stream=stream):
+                            before = len(gw.requests)
+                            gw.push(Redirect(status, location))
+                            with self.assertRaises(edgee.EdgeeError) as cm:
+                                if stream:
+                                    api.stream(DEFAULT_MODEL, "hi")
+                                else:
+                                    api.send(DEFAULT_MODEL, "hi")
+                            message = str(cm.exception)
+                            self.assertIsInstance(cm.exception, RuntimeError)
+                            self.assertIn("redirect", message.lower())
+                            self.assertIn(origin, message)
+                            self.assertNotIn(self.key, everything(cm.exception))
+                            self.assertEqual(len(gw.requests), before + 1)  # not followed
+            time.sleep(0.05)
+            self.assertEqual((other.requests, other.connections), ([], 0))
+            self.assertEqual((secure.requests, secure.connections), ([], 0))
+
+        self.both(body, max_retries=2)
+
+    def test_same_origin_307_308_keep_method_and_body(self):
+        def body(api):
+            gw = api.gw
+            for status, location in (
+                (307, "/v1/moved/chat/completions"),
+                (308, "/v2/chat/completions"),
+                (307, None),
+                (308, None),
+            ):
+                with self.subTest(status=status, location=location):
+                    target = location or gw.url + "/v3/chat/completions"  # absolute, same origin
+                    answer = Reply(200, completion_body(f"moved {status}"))
+                    gw.push(Redirect(status, target), answer)
+                    self.assertEqual(api.send(DEFAULT_MODEL, "keep me").text, f"moved {status}")
+                    first, second = gw.requests[-2:]
+                    path = target.replace(gw.url, "")
+                    self.assertEqual((second.method, second.path), ("POST", path))
+                    self.assertEqual(second.body, first.body)
+                    self.assertEqual(second.json["messages"][0]["content"], "keep me")
+                    self.assertEqual(second.headers.get("authorization"), "Bearer " + self.key)
+            gw.push(Redirect(308, "/v2/chat/completions"), SSE(stream_events("str", "eam")))
+            self.assertEqual(text_of(api.stream(DEFAULT_MODEL, "stream me")), "stream")
+            first, second = gw.requests[-2:]
+            self.assertEqual((second.method, second.body), ("POST", first.body))
+            self.assertIs(second.json["stream"], True)
+
+        self.both(body, max_retries=2)
+
+    def assert_key_not_echoed(self, api, cases):
+        for name, reply, call in cases:
+            with self.subTest(case=name):
+                api.gw.push(reply)
+                with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                    if call == "send":
+                        api.send(DEFAULT_MODEL, "hi")
+                    else:
+                        api.stream(DEFAULT_MODEL, "hi")
+                self.assertIn("API key", str(cm.exception))
+                self.assertNotIn(self.key, everything(cm.exception))
+
+    def test_key_in_no_exception_message_of_an_error_answer(self):
+        def body(api):
+            echo = f"Invalid API key provided: {self.key}"
+            self.assert_key_not_echoed(
+                api,
+                [
+                    ("401 JSON", ErrorReply(401, "unauthorized", echo), "send"),
+                    (
+                        "403 text",
+                        Reply(403, f"API key {self.key} is inactive", content_type="text/plain"),
+                        "send",
+                    ),
+                    ("400 to a stream", ErrorReply(400, "invalid_request", echo), "stream"),
+                ],
+            )
+            retrying = self.api(api.kind, api.gw, max_retries=2)
+            echoed = ErrorReply(500, "internal_error", f"echo {self.key}", headers=FAST_RETRY)
+            api.gw.push(echoed, echoed, echoed)
+            with self.assertRaises(edgee.EdgeeAPIError) as cm:  # retried, then raised
+                retrying.send(DEFAULT_MODEL, "hi")
+            self.assertNotIn(self.key, everything(cm.exception))
+
+        self.both(body)
+
+    def test_key_in_no_exception_message_of_an_error_inside_a_200_answer(self):
+        def body(api):
+            envelope = {
+                "error": {
+                    "message": f"Invalid API key provided: {self.key}",
+                    "type": "authentication_error",
+                    "code": "unauthorized",
+                }
+            }
+            event = b"event: error\ndata: " + compact_json(envelope) + b"\n\n"
+            self.assert_key_not_echoed(
+                api,
+                [
+                    ("JSON envelope to send", Reply(200, envelope), "send"),
+                    ("JSON envelope to stream", Reply(200, envelope), "stream"),
+                    (
+                        "error object in a stream",
+                        SSE([*stream_events("Hi", finish=None), envelope]),
+                        "stream",
+                    ),
+                    (
+                        "event: error in a stream",
+                        SSE([*stream_events("Hi", finish=None), event]),
+                        "stream",
+                    ),
+                ],
+            )
+
+        self.both(body)
+
+    def test_key_in_no_log_record(self):
+        records = []
+
+        class Capture(logging.Handler):
+            def emit(self, record):
+                records.append(self.format(record) + " " + repr(record.__dict__))
+
+        handler = Capture(logging.DEBUG)
+        root = logging.getLogger()
+        old_level = root.level
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
+        self.addCleanup(root.setLevel, old_level)
+        self.addCleanup(root.removeHandler, handler)
+
+        def body(api):
+            gw = api.gw
+            out, err = io.StringIO(), io.StringIO()
+            refused = self.api(api.kind, f"http://127.0.0.1:{free_port()}")
+            with redirect_stdout(out), redirect_stderr(err):
+                api.send(DEFAULT_MODEL, "hello")
+                api.stream(DEFAULT_MODEL, "hello")
+                gw.push(ErrorReply(503, None, f"busy {self.key}", headers=FAST_RETRY))
+                api.send(DEFAULT_MODEL, "retried")
+                gw.push(ErrorReply(401, "unauthorized", f"bad key {self.key}"))
+                for call in (api.send, refused.send):
+                    try:
+                        call(DEFAULT_MODEL, "hi")
+                    except edgee.EdgeeError:
+                        logging.getLogger("app").exception("call failed")
+                gw.push(Redirect(307, f"http://localhost:{gw.port}/x"))
+                try:
+                    api.send(DEFAULT_MODEL, "hi")
+                except edgee.EdgeeError as exc:
+                    logging.getLogger("app").error("failed: %s %r", exc, exc)
+            self.assertTrue(records)  # the capture works
+            captured = "\n".join(records) + out.getvalue() + err.getvalue()
+            self.assertNotIn(self.key, captured)
+
+        self.both(body, max_retries=2)
+
+
 # ---- tests: api ----
 
 API_EDGEE_PY = os.path.join(HERE, "edgee.py")
@@ -5559,453 +6164,6 @@ class _RelHelpers:
         return cm.exception
 
 
-# ---- time ----
-
-
-class RelTimeoutTest(_RelHelpers, unittest.TestCase):
-    """A stalled gateway raises EdgeeTimeoutError about `timeout` seconds later."""
-
-    def test_stall_before_status_line_every_way_to_set_the_timeout(self):
-        def config_dict(gw):
-            return self.client({"api_key": REL_KEY, "base_url": gw.url, "timeout": 0.3}).send(
-                REL_MODEL, "hi"
-            )
-
-        def config_object(gw):
-            config = edgee.EdgeeConfig(api_key=REL_KEY, base_url=gw.url, timeout=0.3)
-            return self.client(config).send(REL_MODEL, "hi")
-
-        def keyword(gw):
-            return self.client(gw, timeout=0.3).send(REL_MODEL, "hi")
-
-        def per_call_send(gw):
-            return self.client(gw).send(REL_MODEL, "hi", timeout=0.3)
-
-        def per_call_stream(gw):
-            return list(self.client(gw).stream(REL_MODEL, "hi", timeout=0.3))
-
-        def per_call_send_stream(gw):
-            return list(self.client(gw).send(REL_MODEL, "hi", stream=True, timeout=0.3))
-
-        def keyword_stream(gw):
-            return list(self.client(gw, timeout=0.3).stream(REL_MODEL, "hi"))
-
-        for way in (
-            config_dict,
-            config_object,
-            keyword,
-            per_call_send,
-            per_call_stream,
-            per_call_send_stream,
-            keyword_stream,
-        ):
-            with self.subTest(way=way.__name__):
-                gw = self.gateway()
-                gw.push(Raw([REL_SLOW]))  # reads the request, then says nothing
-                exc = self.assert_quick_timeout(lambda way=way, gw=gw: way(gw))
-                self.assertIn("0.3", str(exc))  # the message names the timeout
-
-    def test_per_call_timeout_overrides_a_shorter_client_timeout(self):
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3, max_retries=0)
-        body = compact_json(_rel_completion("late but fine"))
-        gw.push(
-            Raw(
-                [
-                    0.6,
-                    http_head(200, [("Content-Type", "application/json")], content_length=len(body))
-                    + body,
-                ]
-            )
-        )
-        self.assertEqual(client.send(REL_MODEL, "hi", timeout=5).text, "late but fine")
-        gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    0.6,
-                    completion_chunk(content="slow"),
-                    completion_chunk(finish_reason="stop"),
-                ]
-            )
-        )
-        self.assertEqual(_rel_text(client.stream(REL_MODEL, "hi", timeout=5)), "slow")
-
-    def test_stall_after_the_headers(self):
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3)
-        gw.push(Raw([REL_SSE_HEAD, REL_SLOW]))
-        exc = self.assert_quick_timeout(lambda: list(client.stream(REL_MODEL, "hi")))
-        self.assertIn("0.3", str(exc))
-        gw.push(
-            Raw(
-                [
-                    http_head(200, [("Content-Type", "application/json")], content_length=80),
-                    b'{"id":"chatcmpl-test",',
-                    REL_SLOW,
-                ]
-            )
-        )
-        self.assert_quick_timeout(lambda: client.send(REL_MODEL, "hi"))
-
-    def test_stall_in_the_middle_of_a_stream(self):
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3)
-        events = _rel_events("Hel", "lo", " world")
-        gw.push(SSE([*events[:3], REL_SLOW, *events[3:]]))
-        got = []
-        self.assert_quick_timeout(lambda: _rel_drain(client.stream(REL_MODEL, "hi"), got))
-        self.assertEqual(_rel_text(got), "Hello")  # everything before the stall was yielded
-        self.assertEqual(len(got), 3)
-
-    def test_slow_stream_that_keeps_sending_does_not_time_out(self):
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3)
-        pieces = [f"p{i} " for i in range(8)]
-        events = [completion_chunk(role="assistant")]
-        for piece in pieces:
-            events += [0.1, completion_chunk(content=piece)]
-        events += [0.1, completion_chunk(finish_reason="stop")]
-        gw.push(SSE(events))
-        start = time.monotonic()
-        chunks = list(client.stream(REL_MODEL, "hi"))
-        elapsed = time.monotonic() - start
-        self.assertGreater(elapsed, 0.6)  # the whole answer took longer than twice the timeout
-        self.assertEqual(_rel_text(chunks), "".join(pieces))
-        self.assertEqual(chunks[-1].finish_reason, "stop")
-
-
-# ---- retries ----
-
-
-class RelRetryTest(_RelHelpers, unittest.TestCase):
-    """max_retries (default 2), which answers are retried, and how long the client waits."""
-
-    def test_retryable_statuses_then_success(self):
-        for status in (429, 500, 502, 503, 504, 408, 409):
-            with self.subTest(status=status):
-                gw = self.gateway()
-                client = self.client(gw)
-                gw.push(ErrorReply(status, None, f"busy {status}", headers=REL_FAST))
-                self.assertEqual(client.send(REL_MODEL, "hi").text, "Echo: hi")
-                self.assertEqual(len(gw.requests), 2)
-                self.assertEqual(gw.requests[0].body, gw.requests[1].body)
-                self.assertEqual(gw.requests[1].headers.get("authorization"), "Bearer " + REL_KEY)
-                gw.push(
-                    ErrorReply(status, None, "busy", headers=REL_FAST),
-                    ErrorReply(status, None, "still busy", headers=REL_FAST),
-                )
-                self.assertEqual(_rel_text(client.stream(REL_MODEL, "again")), "Echo: again")
-                self.assertEqual(len(gw.requests), 5)
-
-    def test_exhausted_retries_raise_the_last_error(self):
-        for retries, stream in ((None, False), (None, True), (0, False), (4, True)):
-            with self.subTest(max_retries=retries, stream=stream):
-                gw = self.gateway()
-                options = {} if retries is None else {"max_retries": retries}
-                client = self.client(gw, **options)
-                attempts = (2 if retries is None else retries) + 1
-                gw.push(
-                    *[
-                        ErrorReply(503, None, "attempt %s" % (i + 1), headers=REL_FAST)
-                        for i in range(attempts)
-                    ]
-                )
-                gw.push(Reply(200, _rel_completion("one too many")))  # a further retry's answer
-                with self.assertRaises(edgee.EdgeeAPIError) as cm:
-                    if stream:
-                        list(client.stream(REL_MODEL, "hi"))
-                    else:
-                        client.send(REL_MODEL, "hi")
-                self.assertEqual(cm.exception.status, 503)
-                self.assertEqual(cm.exception.message, f"attempt {attempts}")
-                self.assertEqual(len(gw.requests), attempts)
-
-    def test_client_errors_are_never_retried(self):
-        for status in (400, 401, 403):
-            with self.subTest(status=status):
-                gw = self.gateway()
-                client = self.client(gw, max_retries=5)
-                slept = self.fake_sleep(client)
-                gw.push(
-                    ErrorReply(
-                        status,
-                        STATUS_CODES[status],
-                        f"no {status}",
-                        headers={"retry-after-ms": "1", "Retry-After": "0"},
-                    )
-                )
-                with self.assertRaises(edgee.EdgeeAPIError) as cm:
-                    client.send(REL_MODEL, "hi")  # the fake LLM would answer a retry
-                self.assertEqual(
-                    (cm.exception.status, cm.exception.code), (status, STATUS_CODES[status])
-                )
-                gw.push(ErrorReply(status, STATUS_CODES[status], "no", headers=REL_FAST))
-                with self.assertRaises(edgee.EdgeeAPIError):
-                    list(client.stream(REL_MODEL, "hi"))
-                self.assertEqual(len(gw.requests), 2)
-                self.assertEqual(slept, [])
-
-    def test_connection_refused_is_retried_with_growing_backoff(self):
-        client = self.client(f"http://127.0.0.1:{_rel_free_port()}", max_retries=4)
-        slept = self.fake_sleep(client)
-        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
-            client.send(REL_MODEL, "hi")
-        self.assertIn("refused", str(cm.exception))
-        self.assertEqual(len(slept), 4)  # 5 attempts: the first and 4 retries
-        for attempt, delay in enumerate(slept):
-            nominal = min(0.5 * 2**attempt, 8.0)
-            self.assertGreaterEqual(delay, 0.75 * nominal - 1e-9)
-            self.assertLessEqual(delay, nominal + 1e-9)
-        self.assertEqual(slept, sorted(slept))
-        self.assertLess(slept[0], slept[-1])
-
-    def test_connection_refused_measured(self):
-        client = self.client(f"http://127.0.0.1:{_rel_free_port()}", max_retries=1)
-        start = time.monotonic()
-        with self.assertRaises(edgee.EdgeeConnectionError):
-            client.send(REL_MODEL, "hi")
-        elapsed = time.monotonic() - start
-        self.assertGreaterEqual(elapsed, 0.3)  # one real backoff of 0.375-0.5 s
-        self.assertLess(elapsed, 2.0)
-
-    def test_dropped_connections_are_retried(self):
-        for then in ("close", "reset"):
-            with self.subTest(then=then):
-                gw = self.gateway()
-                client = self.client(gw)
-                slept = self.fake_sleep(client)
-                gw.push(Raw([], then=then))  # reads the request, answers nothing
-                self.assertEqual(client.send(REL_MODEL, "hi").text, "Echo: hi")
-                self.assertEqual(len(gw.requests), 2)
-                self.assertEqual(len(slept), 1)
-                gw.push(Raw([], then=then), Raw([], then=then))
-                self.assertEqual(_rel_text(client.stream(REL_MODEL, "yo")), "Echo: yo")
-                self.assertEqual(len(gw.requests), 5)
-
-    def _retried_after(self, headers):
-        """The delays slept for one 429 carrying `headers`, then success."""
-        gw = self.gateway()
-        client = self.client(gw)
-        slept = self.fake_sleep(client)
-        gw.push(ErrorReply(429, "usage_limit_exceeded", "slow down", headers=headers))
-        self.assertEqual(client.send(REL_MODEL, "hi").text, "Echo: hi")
-        self.assertEqual(len(gw.requests), 2)
-        return slept
-
-    def test_retry_after_zero(self):
-        self.assertEqual(self._retried_after({"Retry-After": "0"}), [0.0])
-
-    def test_retry_after_seconds(self):
-        self.assertEqual(self._retried_after({"Retry-After": "2"}), [2.0])
-
-    def test_retry_after_http_date(self):
-        date = email.utils.formatdate(time.time() + 3, usegmt=True)
-        slept = self._retried_after({"Retry-After": date})
-        self.assertEqual(len(slept), 1)
-        self.assertGreater(slept[0], 1.0)
-        self.assertLessEqual(slept[0], 3.5)
-        past = email.utils.formatdate(time.time() - 60, usegmt=True)
-        self.assertEqual(self._retried_after({"Retry-After": past}), [0.0])
-
-    def test_retry_after_ms(self):
-        self.assertEqual(self._retried_after({"retry-after-ms": "250"}), [0.25])
-        # the finer header wins over Retry-After
-        self.assertEqual(
-            self._retried_after({"retry-after-ms": "250", "Retry-After": "30"}), [0.25]
-        )
-
-    def test_retry_after_beyond_the_cap_raises_at_once(self):
-        far_date = email.utils.formatdate(time.time() + 3600, usegmt=True)
-        for headers in (
-            {"Retry-After": "120"},
-            {"retry-after-ms": "61000"},
-            {"Retry-After": far_date},
-        ):
-            with self.subTest(headers=headers):
-                gw = self.gateway()
-                client = self.client(gw)
-                slept = self.fake_sleep(client)  # a regression must not hang the suite
-                gw.push(ErrorReply(429, "usage_limit_exceeded", "come back later", headers=headers))
-                start = time.monotonic()
-                with self.assertRaises(edgee.EdgeeAPIError) as cm:
-                    client.send(REL_MODEL, "hi")
-                self.assertLess(time.monotonic() - start, 1.0)
-                self.assertEqual(
-                    (cm.exception.status, cm.exception.message), (429, "come back later")
-                )
-                self.assertEqual((slept, len(gw.requests)), ([], 1))
-                gw.push(ErrorReply(503, None, "later", headers=headers))
-                with self.assertRaises(edgee.EdgeeAPIError):
-                    list(client.stream(REL_MODEL, "hi"))
-                self.assertEqual((slept, len(gw.requests)), ([], 2))
-
-    def test_retry_delay_reads_the_server_headers(self):
-        rd = edgee.retry_delay
-        self.assertEqual(rd(0, {"retry-after": "3"}), 3.0)
-        self.assertEqual(rd(0, {"retry-after": "0"}), 0.0)
-        self.assertEqual(rd(4, {"retry-after-ms": "1500"}), 1.5)
-        self.assertEqual(rd(0, {"retry-after-ms": "250", "retry-after": "30"}), 0.25)
-        self.assertEqual(rd(0, {"retry-after": "60"}), 60.0)
-        self.assertIsNone(rd(0, {"retry-after": "61"}))
-        self.assertIsNone(rd(0, {"retry-after-ms": "60001"}))
-        future = email.utils.formatdate(time.time() + 30, usegmt=True)
-        self.assertTrue(28.0 <= rd(0, {"retry-after": future}) <= 30.5)
-        past = email.utils.formatdate(time.time() - 30, usegmt=True)
-        self.assertEqual(rd(0, {"retry-after": past}), 0.0)
-        for attempt, headers in (
-            (0, None),
-            (1, {}),
-            (2, {"retry-after": "soon"}),
-            (3, {"content-type": "application/json"}),
-        ):
-            nominal = min(0.5 * 2**attempt, 8.0)
-            delay = rd(attempt, headers)
-            self.assertTrue(0.75 * nominal - 1e-9 <= delay <= nominal + 1e-9, (attempt, delay))
-
-    def test_no_retry_once_a_chunk_reached_the_caller(self):
-        gw = self.gateway()
-        client = self.client(gw, max_retries=3)
-        slept = self.fake_sleep(client)
-        first = REL_SSE_HEAD + _rel_frames(_rel_events("Hel", finish=None))
-        gw.push(Raw([first, 0.1], then="reset"), SSE(_rel_events("Hel", "lo")))
-        got = []
-        with self.assertRaises(edgee.EdgeeStreamError) as cm:
-            _rel_drain(client.stream(REL_MODEL, "hi"), got)
-        self.assertIn("cut", str(cm.exception))
-        self.assertEqual(_rel_text(got), "Hel")  # no duplicated text from a second answer
-        self.assertEqual(len(gw.requests), 1)
-        self.assertEqual(slept, [])
-
-
-# ---- truncation ----
-
-
-class RelTruncationTest(_RelHelpers, unittest.TestCase):
-    """A stream cut before [DONE] and before any finish_reason raises EdgeeStreamError."""
-
-    def assert_cut(self, reply, text, count, **options):
-        gw = self.gateway()
-        client = self.client(gw, max_retries=0, **options)
-        gw.push(reply)
-        got = []
-        with self.assertRaises(edgee.EdgeeStreamError) as cm:
-            _rel_drain(client.stream(REL_MODEL, "hi"), got)
-        self.assertIn("cut", str(cm.exception))
-        self.assertIsInstance(cm.exception, RuntimeError)
-        self.assertEqual(_rel_text(got), text)  # everything received before the cut
-        self.assertEqual(len(got), count)
-        return cm.exception
-
-    def test_eof_without_done(self):
-        self.assert_cut(
-            SSE(_rel_events("Hel", "lo", finish=None), done=False, chunked=False), "Hello", 3
-        )
-
-    def test_eof_of_a_complete_chunked_body_without_done(self):
-        self.assert_cut(SSE(_rel_events("Hel", "lo", finish=None), done=False), "Hello", 3)
-
-    def test_reset(self):
-        frames = _rel_frames(_rel_events("Hel", "lo", finish=None))
-        self.assert_cut(Raw([REL_SSE_HEAD + frames, 0.1], then="reset"), "Hello", 3)
-        plain = http_head(200, [("Content-Type", "text/event-stream"), ("Connection", "close")])
-        body = b"".join(sse_bytes(e) for e in _rel_events("Hel", "lo", finish=None))
-        self.assert_cut(Raw([plain + body, 0.1], then="reset"), "Hello", 3)
-
-    def test_chunked_body_cut_at_every_byte(self):
-        events = [
-            b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n',
-            b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n',
-            b'data: {"choices":[{"index":0,"delta":{"content":" \xc3\xa9t\xc3\xa9"}}]}\n\n',
-            b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
-            b"data: [DONE]\n\n",
-        ]
-        texts = ["", "Hi", " \u00e9t\u00e9", ""]
-        body = b"".join(chunk_frame(e) for e in events) + CHUNK_END
-        ends, position = [], 0  # where the last byte of each event's data lies in `body`
-        for event in events:
-            frame = chunk_frame(event)
-            ends.append(position + frame.index(b"\r\n") + 2 + len(event))
-            position += len(frame)
-        finished_at = ends[3]  # from here on the finish_reason chunk has arrived
-        gw = self.gateway()
-        client = self.client(gw, max_retries=0)
-        gw.push(*[Raw([REL_SSE_HEAD + body[:cut]]) for cut in range(len(body) + 1)])
-        problems = []
-        deadline = time.monotonic() + 15.0
-        for cut in range(len(body) + 1):
-            self.assertLess(time.monotonic(), deadline, "the cuts are too slow")
-            whole = sum(1 for end in ends[:4] if end <= cut)
-            expected_text = "".join(texts[:whole])
-            got = []
-            try:
-                _rel_drain(client.stream(REL_MODEL, "hi"), got)
-            except edgee.EdgeeStreamError as exc:
-                if cut >= finished_at:
-                    problems.append(f"cut {cut}: raised {exc!r} after the finish_reason")
-                elif "cut" not in str(exc):
-                    problems.append(f"cut {cut}: message {str(exc)!r}")
-            except Exception as exc:
-                problems.append(f"cut {cut}: {exc!r}")
-            else:
-                if cut < finished_at:
-                    problems.append(f"cut {cut}: no error, {len(got)} chunks")
-            if (len(got), _rel_text(got)) != (whole, expected_text):
-                problems.append(
-                    f"cut {cut}: got {len(got)} chunks {_rel_text(got)!r}, "
-                    f"expected {whole} {expected_text!r}"
-                )
-        self.assertEqual(problems[:10], [])
-        self.assertEqual(len(gw.requests), len(body) + 1)
-
-    def test_body_shorter_than_its_content_length(self):
-        body = b"".join(sse_bytes(e) for e in _rel_events("Hel", "lo"))
-        cut = body.index(b"data:", len(sse_bytes(_rel_events()[0])) + 1)  # after 2 events
-        head = http_head(200, [("Content-Type", "text/event-stream")], content_length=len(body))
-        exc = self.assert_cut(Raw([head + body[:cut]]), "Hel", 2)
-        self.assertIn("missing", str(exc))
-
-    def test_send_body_shorter_than_its_content_length(self):
-        gw = self.gateway()
-        client = self.client(gw, max_retries=0)
-        body = compact_json(_rel_completion("whole"))
-        gw.push(
-            Raw(
-                [
-                    http_head(200, [("Content-Type", "application/json")], content_length=len(body))
-                    + body[:-5]
-                ]
-            )
-        )
-        with self.assertRaises(edgee.EdgeeStreamError) as cm:
-            client.send(REL_MODEL, "hi")
-        self.assertIn("cut", str(cm.exception))
-
-    def test_utf8_character_cut_in_half_at_the_end(self):
-        head = http_head(200, [("Content-Type", "text/event-stream"), ("Connection", "close")])
-        body = (
-            sse_bytes(completion_chunk(role="assistant"))
-            + sse_bytes(completion_chunk(content="caf\u00e9"))
-            + b'data: {"choices":[{"index":0,"delta":{"content":"d\xc3'
-        )
-        self.assert_cut(Raw([head + body]), "caf\u00e9", 2)
-        frames = _rel_frames(_rel_events("caf\u00e9", finish=None)) + chunk_frame(
-            b'data: {"choices":[{"index":0,"delta":{"content":"\xe2\x82'
-        )
-        self.assert_cut(Raw([REL_SSE_HEAD + frames]), "caf\u00e9", 2)
-
-    def test_eof_after_finish_reason_ends_cleanly(self):
-        for chunked in (False, True):
-            with self.subTest(chunked=chunked):
-                gw = self.gateway()
-                client = self.client(gw)
-                gw.push(SSE(_rel_events("Hel", "lo"), done=False, chunked=chunked))
-                chunks = list(client.stream(REL_MODEL, "hi"))
-                self.assertEqual(_rel_text(chunks), "Hello")
-                self.assertEqual(chunks[-1].finish_reason, "stop")
-                self.assertEqual(len(gw.requests), 1)
-
-
 # ---- resources ----
 
 _REL_CHILD = r"""
@@ -6135,183 +6293,6 @@ class RelThreadSafetyTest(_RelHelpers, unittest.TestCase):
             self.assertEqual(streamed, "Echo: " + prompt)
             self.assertEqual(sent, "Echo: " + prompt + "!")
         self.assertEqual(len(gw.requests), 2 * count)
-
-
-# ---- the key ----
-
-
-class RelSecurityTest(_RelHelpers, unittest.TestCase):
-    """The key goes to the configured origin only, and shows up nowhere."""
-
-    def test_cross_origin_redirects_are_refused(self):
-        gw = self.gateway()
-        other = self.gateway()
-        secure = self.gateway(tls=True)
-        client = self.client(gw)
-        targets = [
-            ("other port", other.url + REL_API, f"127.0.0.1:{other.port}"),
-            (
-                "other host name",
-                f"http://localhost:{gw.port}{REL_API}",
-                f"localhost:{gw.port}",
-            ),
-            (
-                "other scheme",
-                f"https://127.0.0.1:{gw.port}{REL_API}",
-                f"https://127.0.0.1:{gw.port}",
-            ),
-            ("https gateway", secure.url + REL_API, f"localhost:{secure.port}"),
-        ]
-        for status in (301, 302, 303, 307, 308):
-            for name, location, origin in targets:
-                for stream in (False, True):
-                    with self.subTest(status=status, target=name, stream=stream):
-                        before = len(gw.requests)
-                        gw.push(Redirect(status, location))
-                        with self.assertRaises(edgee.EdgeeError) as cm:
-                            if stream:
-                                list(client.stream(REL_MODEL, "hi"))
-                            else:
-                                client.send(REL_MODEL, "hi")
-                        message = str(cm.exception)
-                        self.assertIsInstance(cm.exception, RuntimeError)
-                        self.assertIn("redirect", message.lower())
-                        self.assertIn(origin, message)
-                        self.assertNotIn(REL_KEY, _rel_everything(cm.exception))
-                        self.assertEqual(len(gw.requests), before + 1)  # not followed
-        time.sleep(0.05)
-        self.assertEqual((other.requests, other.connections), ([], 0))
-        self.assertEqual((secure.requests, secure.connections), ([], 0))
-
-    def test_same_origin_307_308_keep_method_and_body(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        for status, location in (
-            (307, "/v1/moved/chat/completions"),
-            (308, "/v2/chat/completions"),
-            (307, None),
-            (308, None),
-        ):
-            with self.subTest(status=status, location=location):
-                target = location or gw.url + "/v3/chat/completions"  # absolute, same origin
-                gw.push(Redirect(status, target), Reply(200, _rel_completion(f"moved {status}")))
-                self.assertEqual(client.send(REL_MODEL, "keep me").text, f"moved {status}")
-                first, second = gw.requests[-2:]
-                self.assertEqual((second.method, second.path), ("POST", target.replace(gw.url, "")))
-                self.assertEqual(second.body, first.body)
-                self.assertEqual(second.json["messages"][0]["content"], "keep me")
-                self.assertEqual(second.headers.get("authorization"), "Bearer " + REL_KEY)
-        gw.push(Redirect(308, "/v2/chat/completions"), SSE(_rel_events("str", "eam")))
-        self.assertEqual(_rel_text(client.stream(REL_MODEL, "stream me")), "stream")
-        first, second = gw.requests[-2:]
-        self.assertEqual((second.method, second.body), ("POST", first.body))
-        self.assertIs(second.json["stream"], True)
-
-    def assert_key_not_echoed(self, cases):
-        for name, reply, call in cases:
-            with self.subTest(case=name):
-                gw = self.gateway()
-                client = self.client(gw, max_retries=0)
-                gw.push(reply)
-                with self.assertRaises(edgee.EdgeeAPIError) as cm:
-                    if call == "send":
-                        client.send(REL_MODEL, "hi")
-                    else:
-                        list(client.stream(REL_MODEL, "hi"))
-                self.assertIn("API key", str(cm.exception))
-                self.assertNotIn(REL_KEY, _rel_everything(cm.exception))
-
-    def test_key_in_no_exception_message_of_an_error_answer(self):
-        echo = f"Invalid API key provided: {REL_KEY}"
-        self.assert_key_not_echoed(
-            [
-                ("401 JSON", ErrorReply(401, "unauthorized", echo), "send"),
-                (
-                    "403 text",
-                    Reply(403, f"API key {REL_KEY} is inactive", content_type="text/plain"),
-                    "send",
-                ),
-                ("400 to a stream", ErrorReply(400, "invalid_request", echo), "stream"),
-            ]
-        )
-        gw = self.gateway()
-        client = self.client(gw)
-        gw.push(*[ErrorReply(500, "internal_error", f"echo {REL_KEY}", headers=REL_FAST)] * 3)
-        with self.assertRaises(edgee.EdgeeAPIError) as cm:  # retried, then raised
-            client.send(REL_MODEL, "hi")
-        self.assertNotIn(REL_KEY, _rel_everything(cm.exception))
-
-    def test_key_in_no_exception_message_of_an_error_inside_a_200_answer(self):
-        envelope = {
-            "error": {
-                "message": f"Invalid API key provided: {REL_KEY}",
-                "type": "authentication_error",
-                "code": "unauthorized",
-            }
-        }
-        self.assert_key_not_echoed(
-            [
-                ("JSON envelope to send", Reply(200, envelope), "send"),
-                ("JSON envelope to stream", Reply(200, envelope), "stream"),
-                (
-                    "error object in a stream",
-                    SSE([*_rel_events("Hi", finish=None), envelope]),
-                    "stream",
-                ),
-                (
-                    "event: error in a stream",
-                    SSE(
-                        [
-                            *_rel_events("Hi", finish=None),
-                            b"event: error\ndata: " + compact_json(envelope) + b"\n\n",
-                        ]
-                    ),
-                    "stream",
-                ),
-            ]
-        )
-
-    def test_key_in_no_log_record(self):
-        records = []
-
-        class Capture(logging.Handler):
-            def emit(self, record):
-                records.append(self.format(record) + " " + repr(record.__dict__))
-
-        handler = Capture(logging.DEBUG)
-        root = logging.getLogger()
-        old_level = root.level
-        root.addHandler(handler)
-        root.setLevel(logging.DEBUG)
-        self.addCleanup(root.setLevel, old_level)
-        self.addCleanup(root.removeHandler, handler)
-        out, err = io.StringIO(), io.StringIO()
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3)
-        with redirect_stdout(out), redirect_stderr(err):
-            client.send(REL_MODEL, "hello")
-            list(client.stream(REL_MODEL, "hello"))
-            gw.push(ErrorReply(503, None, f"busy {REL_KEY}", headers=REL_FAST))
-            client.send(REL_MODEL, "retried")
-            gw.push(ErrorReply(401, "unauthorized", f"bad key {REL_KEY}"))
-            for call in (
-                lambda: client.send(REL_MODEL, "hi"),
-                lambda: self.client(f"http://127.0.0.1:{_rel_free_port()}", max_retries=0).send(
-                    REL_MODEL, "hi"
-                ),
-            ):
-                try:
-                    call()
-                except edgee.EdgeeError:
-                    logging.getLogger("rel.app").exception("call failed")
-            gw.push(Redirect(307, f"http://localhost:{gw.port}/x"))
-            try:
-                client.send(REL_MODEL, "hi")
-            except edgee.EdgeeError as exc:
-                logging.getLogger("rel.app").error("failed: %s %r", exc, exc)
-        self.assertTrue(records)  # the capture works
-        captured = "\n".join(records) + out.getvalue() + err.getvalue()
-        self.assertNotIn(REL_KEY, captured)
 
 
 # ---- tests: the README ----
