@@ -3421,6 +3421,32 @@ class ResultsTest(ClientTestCase):
 
         self.both(body)
 
+    def test_sync_and_async_give_equal_results(self):
+        results = {}
+
+        def body(api):
+            sent = api.send(DEFAULT_MODEL, "async hello")
+            chunks = api.stream(DEFAULT_MODEL, "async hello")
+            models = api.models()
+            collected = api.collect(
+                DEFAULT_MODEL,
+                {
+                    "messages": [{"role": "user", "content": "async hello"}],
+                    "stream_options": {"include_usage": True},
+                },
+            )
+            self.assertEqual(sent.text, "Echo: async hello")
+            self.assertTrue(all(isinstance(c, edgee.StreamChunk) for c in chunks))
+            self.assertEqual(text_of(chunks), "Echo: async hello")
+            self.assertEqual(
+                [m.id for m in models], ["openai/gpt-5.2", "anthropic/claude-opus-4-6"]
+            )
+            self.assertEqual(collected, sent)
+            results[api.kind] = (sent, chunks, models, collected)
+
+        self.both(body)
+        self.assertEqual(results["async"], results["sync"])
+
 
 class AccumulateTest(ClientTestCase):
     """A streamed answer collected (collect, acollect, StreamAccumulator) equals send()."""
@@ -5482,6 +5508,470 @@ class SecurityTest(ClientTestCase):
         self.both(body, max_retries=2)
 
 
+def held_stream(gw, *pieces):
+    """Queue a stream that sends a role chunk and `pieces`, then holds the connection open."""
+    pieces = pieces or ("Hel", "lo")
+    gw.push(Raw([SSE_HEAD + frames(stream_events(*pieces, finish=None))], then="hold"))
+
+
+def closing_completion(text):
+    """A whole answer that looks keep-alive (no Connection: close); the server closes after it."""
+    data = compact_json(completion_body(text))
+    head = http_head(200, {"Content-Type": "application/json"}, content_length=len(data))
+    return Raw([head, data], then="close")
+
+
+class PoolingTest(ClientTestCase):
+    """Kept-alive connections are reused, and given up when an answer or a stream says so."""
+
+    def many_calls(self, api):
+        self.assertEqual(api.send(DEFAULT_MODEL, "one").text, "Echo: one")
+        self.assertEqual(api.collect(DEFAULT_MODEL, "two").text, "Echo: two")
+        self.assertEqual(api.send(DEFAULT_MODEL, "three").text, "Echo: three")
+        self.assertEqual(len(api.models()), 2)
+        self.assertEqual(text_of(api.stream(DEFAULT_MODEL, "four")), "Echo: four")
+        self.assertEqual(api.send(DEFAULT_MODEL, "five").text, "Echo: five")
+        self.assertEqual(len(api.gw.requests), 6)
+        self.assertEqual(api.gw.connections, 1)
+
+    def test_one_connection_plain_http(self):
+        self.both(self.many_calls)
+
+    def test_one_connection_tls(self):
+        def body(api):
+            self.assertTrue(api.gw.url.startswith("https://localhost:"))
+            self.many_calls(api)
+
+        self.both(body, tls=True)
+
+    def test_finished_stream_reused_when_last_chunk_arrives_late(self):
+        # Servers often write the terminating 0-size chunk separately after [DONE]:
+        # the finished stream must still give its connection back to the pool.
+        def body(api):
+            api.gw.push(SSE([*stream_events("done"), b"data: [DONE]\n\n", 0.05], done=False))
+            self.assertEqual(api.collect(DEFAULT_MODEL, "x").text, "done")
+            self.assertEqual(api.send(DEFAULT_MODEL, "y").text, "Echo: y")
+            self.assertEqual(len(api.gw.requests), 2)
+            self.assertEqual(api.gw.connections, 1)
+
+        self.both(body)
+
+    def test_leaving_a_stream_early_closes_its_connection(self):
+        def body(api):
+            for n in (1, 2):  # break (and aclose) after the role chunk, or after some text
+                with self.subTest(chunks=n):
+                    held_stream(api.gw)
+                    chunks = api.first(n, DEFAULT_MODEL, "hi")
+                    left_at = time.monotonic()
+                    got = [(c.role, c.text) for c in chunks]
+                    self.assertEqual(got, [("assistant", None), (None, "Hel")][:n])
+                    closed = api.gw.wait_disconnects(n, 2.0)
+                    self.assertTrue(closed, "the gateway did not see the close")
+                    self.assertLess(time.monotonic() - left_at, 1.5)
+                    self.assertEqual(api.send(DEFAULT_MODEL, "after").text, "Echo: after")
+
+        self.both(body, max_retries=2)
+
+    def test_stream_left_early_is_not_pooled(self):
+        def body(api):
+            events = stream_events("first", " second")
+            api.gw.push(SSE([*events[:2], 0.1, *events[2:]]))
+            self.assertEqual(api.first(2, DEFAULT_MODEL, "leave early")[1].text, "first")
+            self.assertEqual(api.send(DEFAULT_MODEL, "next").text, "Echo: next")
+            self.assertEqual(api.gw.connections, 2)
+            self.assertTrue(api.gw.wait_disconnects(1, 3.0))
+
+        self.both(body)
+
+    def test_connection_close_answer_not_reused(self):
+        def body(api):
+            answer = completion_body("closing")
+            api.gw.push(Reply(200, answer, headers={"Connection": "close"}))
+            self.assertEqual(api.send(DEFAULT_MODEL, "x").text, "closing")
+            self.assertEqual(api.send(DEFAULT_MODEL, "y").text, "Echo: y")
+            self.assertEqual(api.send(DEFAULT_MODEL, "z").text, "Echo: z")
+            self.assertEqual(len(api.gw.requests), 3)
+            self.assertEqual(api.gw.connections, 2)
+
+        self.both(body)
+
+    def test_pooled_connection_closed_by_server(self):
+        # max_retries=0: no retry may hide a dead pooled socket
+        def body(api):
+            api.gw.push(closing_completion("bye"))
+            self.assertEqual(api.send(DEFAULT_MODEL, "x").text, "bye")
+            time.sleep(0.1)  # the server's FIN reaches the idle pooled socket
+            self.assertEqual(api.send(DEFAULT_MODEL, "y").text, "Echo: y")
+            self.assertEqual(api.gw.connections, 2)
+            self.assertEqual(len(api.gw.requests), 2)
+            api.gw.push(closing_completion("bye"))
+            self.assertEqual(api.send(DEFAULT_MODEL, "x").text, "bye")
+            time.sleep(0.1)
+            self.assertEqual(api.collect(DEFAULT_MODEL, "y").text, "Echo: y")
+            self.assertEqual(api.send(DEFAULT_MODEL, "z").text, "Echo: z")
+            self.assertEqual(api.gw.connections, 3)
+
+        self.both(body)
+
+
+class ProxyTest(ClientTestCase):
+    """Proxies from the environment (HTTP_PROXY, NO_PROXY), read when the client is made."""
+
+    def test_http_proxy_gets_absolute_uri(self):
+        def body(api):
+            proxy = self.gateway()
+            proxy.push(Reply(200, completion_body("via proxy")))
+            os.environ["HTTP_PROXY"] = f"http://127.0.0.1:{proxy.port}"  # isolate_env restores
+            client = self.api(api.kind, "http://example.invalid")
+            self.assertEqual(client.send(DEFAULT_MODEL, "hi").text, "via proxy")
+            self.assertEqual(len(proxy.requests), 1)
+            request = proxy.requests[0]
+            self.assertTrue(
+                request.path.startswith("http://example.invalid/v1/chat/completions"), request.path
+            )
+            self.assertTrue(
+                request.raw_head.startswith(
+                    b"POST http://example.invalid/v1/chat/completions HTTP/1.1\r\n"
+                ),
+                request.raw_head,
+            )
+            self.assertEqual(request.headers["host"], "example.invalid")
+            self.assertEqual(request.json["messages"], [{"role": "user", "content": "hi"}])
+            self.assertEqual(api.gw.requests, [])
+
+        self.both(body)
+
+    def test_no_proxy_bypasses_proxy(self):
+        def body(api):
+            proxy = self.gateway()
+            os.environ["HTTP_PROXY"] = f"http://127.0.0.1:{proxy.port}"
+            os.environ["NO_PROXY"] = "127.0.0.1"
+            client = self.api(api.kind, api.gw)
+            self.assertEqual(client.send(DEFAULT_MODEL, "direct").text, "Echo: direct")
+            self.assertEqual(len(api.gw.requests), 1)
+            self.assertEqual(api.last().path, "/v1/chat/completions")
+            self.assertEqual(proxy.requests, [])
+            self.assertEqual(proxy.connections, 0)
+
+        self.both(body)
+
+
+# A child process run in dev mode with warnings as errors: streams left in every way,
+# clients dropped with pooled connections, one left for interpreter exit.
+CHILD_SCRIPT = r"""
+import gc, sys, threading
+sys.path.insert(0, sys.argv[1])
+import edgee
+url, key, model = sys.argv[2], sys.argv[3], "openai/gpt-5.2"
+
+client = edgee.Edgee(api_key=key, base_url=url, max_retries=0)
+for chunk in client.stream(model, "break early please, this is long"):
+    break
+stream = client.stream(model, "close early please, this is long")
+next(stream)
+stream.close()
+stream = client.stream(model, "drop me early, this is long")
+next(stream)
+del stream
+assert "".join(c.text or "" for c in client.stream(model, "whole")) == "Echo: whole"
+assert client.send(model, "pooled").text == "Echo: pooled"
+
+pooled = edgee.Edgee(api_key=key, base_url=url)
+barrier = threading.Barrier(4, timeout=10)
+def work(i):
+    barrier.wait()
+    assert pooled.send(model, "t%d" % i).text == "Echo: t%d" % i
+threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(20)
+del client, pooled  # dropped with connections in their pools
+gc.collect()
+
+kept = edgee.Edgee(api_key=key, base_url=url)  # left for interpreter exit
+assert kept.send(model, "kept").text == "Echo: kept"
+print("child ok")
+"""
+
+
+class SyncOnlyTest(ClientTestCase):
+    """Behaviours of the sync API alone: generators closed or dropped, threads, dev mode."""
+
+    def test_generator_close_closes_the_connection(self):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=2)
+        held_stream(gw)
+        stream = client.stream(DEFAULT_MODEL, "hi")
+        self.assertEqual(next(stream).role, "assistant")
+        self.assertEqual(next(stream).text, "Hel")
+        stream.close()
+        self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
+        self.assertEqual(client.send(DEFAULT_MODEL, "after").text, "Echo: after")
+        del stream
+
+    def test_dropping_the_generator_closes_the_connection(self):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=2)
+        held_stream(gw)
+        stream = client.stream(DEFAULT_MODEL, "hi")
+        self.assertEqual(next(stream).role, "assistant")
+        del stream
+        self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
+        self.assertEqual(client.send(DEFAULT_MODEL, "after").text, "Echo: after")
+
+    def test_no_resource_warning_in_dev_mode(self):
+        gw = self.gateway()
+        here = os.path.dirname(os.path.abspath(edgee.__file__))
+        env = dict(os.environ)
+        env.pop("PYTHONWARNINGS", None)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-X",
+                "dev",
+                "-W",
+                "error",
+                "-c",
+                CHILD_SCRIPT,
+                here,
+                gw.url,
+                self.key,
+            ],
+            capture_output=True,
+            timeout=60,
+            env=env,
+        )
+        stdout = proc.stdout.decode("utf-8", "replace")
+        stderr = proc.stderr.decode("utf-8", "replace")
+        self.assertEqual(proc.returncode, 0, stderr)
+        self.assertIn("child ok", stdout)
+        self.assertNotIn("ResourceWarning", stderr)
+        self.assertNotIn("Exception ignored", stderr)
+        self.assertTrue(gw.wait_disconnects(3, 5.0))  # break, close() and drop
+
+    def test_64_threads_share_one_client(self):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=2)
+        count = 64
+        barrier = threading.Barrier(count, timeout=15)
+        results = [None] * count
+        errors = []
+
+        def work(i):
+            try:
+                prompt = f"thread {i:02d} says {chr(ord('a') + i % 26) * (5 + i % 11)}"
+                barrier.wait()
+                streamed = text_of(client.stream(DEFAULT_MODEL, prompt))
+                sent = client.send(DEFAULT_MODEL, prompt + "!").text
+                results[i] = (prompt, streamed, sent)
+            except BaseException as exc:  # reported below
+                errors.append((i, exc))
+
+        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30.0
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.assertFalse(any(t.is_alive() for t in threads), "a thread hung")
+        self.assertEqual(errors, [])
+        for prompt, streamed, sent in results:
+            self.assertEqual(streamed, "Echo: " + prompt)
+            self.assertEqual(sent, "Echo: " + prompt + "!")
+        self.assertEqual(len(gw.requests), 2 * count)
+
+    def test_threads_get_their_own_connections(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        count = 4
+        barrier = threading.Barrier(count, timeout=5.0)
+        results = {}
+        failures = []
+        open_at_once = []
+
+        def worker(i):
+            try:
+                stream = client.stream(DEFAULT_MODEL, f"thread {i}")
+                accumulator = edgee.StreamAccumulator()
+                accumulator.add(next(stream))
+                barrier.wait()  # every thread has a stream open at once
+                open_at_once.append(gw.connections)
+                barrier.wait()  # nobody goes on before everyone has looked
+                for chunk in stream:
+                    accumulator.add(chunk)
+                texts = [accumulator.response().text]
+                for j in range(5):
+                    texts.append(client.send(DEFAULT_MODEL, f"thread {i} call {j}").text)
+                results[i] = texts
+            except BaseException as exc:  # reported below
+                failures.append(exc)
+                barrier.abort()
+
+        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10.0)
+        self.assertFalse(any(t.is_alive() for t in threads))
+        self.assertEqual(failures, [])
+        for i in range(count):
+            self.assertEqual(
+                results[i],
+                [f"Echo: thread {i}"] + [f"Echo: thread {i} call {j}" for j in range(5)],
+            )
+        # Four streams open at the same moment: four connections, none shared.
+        self.assertEqual(open_at_once, [count] * count)
+        self.assertEqual(len(gw.requests), count * 6)
+        # The later calls reuse those four pooled connections.
+        self.assertEqual(gw.connections, count)
+        self.assertEqual(gw.errors, [])
+
+
+def slow_stream(words, pause):
+    """A chunked event stream: one event per word, `pause` seconds before each."""
+    parts = [SSE_HEAD + frames([completion_chunk(role="assistant")])]
+    for word in words:
+        parts += [pause, frames([completion_chunk(content=word)])]
+    parts.append(frames([completion_chunk(finish_reason="stop"), b"data: [DONE]\n\n"]))
+    return Raw([*parts, CHUNK_END])
+
+
+class AsyncOnlyTest(ClientTestCase):
+    """Behaviours of the async API alone: one event loop, many calls, cancellation."""
+
+    def test_concurrent_streams_slow_and_fast(self):
+        api = self.api("async")
+        client = api.client
+        api.gw.push(slow_stream(["one ", "two ", "three ", "four"], 0.2))
+
+        async def body():
+            first_slow = asyncio.Event()
+            ends = {}
+
+            async def slow():
+                text = []
+                async for chunk in client.astream(DEFAULT_MODEL, "slow"):
+                    first_slow.set()
+                    text.append(chunk.text or "")
+                ends["slow"] = time.monotonic()
+                return "".join(text)
+
+            async def fast():
+                await first_slow.wait()  # the slow stream is under way
+                response = await edgee.acollect(client.astream(DEFAULT_MODEL, "fast"))
+                ends["fast"] = time.monotonic()
+                return response.text
+
+            start = time.monotonic()
+            slow_text, fast_text = await asyncio.gather(slow(), fast())
+            return start, ends, slow_text, fast_text
+
+        start, ends, slow_text, fast_text = api.run(body())
+        self.assertEqual(slow_text, "one two three four")
+        self.assertEqual(fast_text, "Echo: fast")
+        self.assertLess(ends["fast"], ends["slow"])
+        self.assertGreater(ends["slow"] - ends["fast"], 0.4)
+        self.assertLess(ends["fast"] - start, 0.5)
+        self.assertGreater(ends["slow"] - start, 0.7)
+
+    def test_event_loop_never_blocked(self):
+        api = self.api("async")
+        api.gw.push(slow_stream(["a", "b", "c", "d"], 0.2))
+
+        async def body():
+            ticks = []
+            stop = asyncio.Event()
+
+            async def ticker():
+                while not stop.is_set() and len(ticks) < 2000:
+                    ticks.append(time.monotonic())
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.ensure_future(ticker())
+            await asyncio.sleep(0)
+            start = time.monotonic()
+            response = await edgee.acollect(api.client.astream(DEFAULT_MODEL, "slow"))
+            end = time.monotonic()
+            stop.set()
+            await task
+            return response, start, end, ticks
+
+        response, start, end, ticks = api.run(body())
+        self.assertEqual(response.text, "abcd")
+        self.assertGreater(end - start, 0.7)
+        during = [t for t in ticks if start <= t <= end]
+        self.assertGreaterEqual(len(during), 20)  # about 80 expected
+        gaps = [b - a for a, b in zip(during, during[1:])]
+        self.assertLess(max(gaps), 0.15)  # a blocking read would stall the loop for 0.2 s
+
+    def test_cancel_stream_task_closes_connection(self):
+        api = self.api("async")
+        held_stream(api.gw, "partial")
+
+        async def body():
+            got = asyncio.Event()
+            chunks = []
+
+            async def consume():
+                async for chunk in api.client.astream(DEFAULT_MODEL, "hold me"):
+                    chunks.append(chunk)
+                    if len(chunks) == 2:
+                        got.set()
+
+            task = asyncio.ensure_future(consume())
+            await got.wait()
+            task.cancel()
+            cancelled_at = time.monotonic()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            loop = asyncio.get_running_loop()
+            closed = await loop.run_in_executor(None, api.gw.wait_disconnects, 1, 3.0)
+            return closed, time.monotonic() - cancelled_at, chunks
+
+        closed, elapsed, chunks = api.run(body())
+        self.assertEqual([c.text for c in chunks], [None, "partial"])
+        self.assertTrue(closed, "the connection stayed open after the task was cancelled")
+        self.assertLess(elapsed, 1.5)
+
+    def test_break_without_aclose_closes_connection(self):
+        api = self.api("async")
+        held_stream(api.gw)
+
+        async def body():
+            async for chunk in api.client.astream(DEFAULT_MODEL, "leave early"):
+                if chunk.text:
+                    break  # the generator is dropped; asyncio finalizes it
+            left_at = time.monotonic()
+            loop = asyncio.get_running_loop()
+            closed = await loop.run_in_executor(None, api.gw.wait_disconnects, 1, 3.0)
+            return closed, time.monotonic() - left_at
+
+        closed, elapsed = api.run(body())
+        self.assertTrue(closed, "the connection stayed open after leaving async for")
+        self.assertLess(elapsed, 1.5)
+
+    def test_cancel_asend_closes_connection(self):
+        api = self.api("async")
+        api.gw.push(Raw([], then="hold"))  # reads the request, then never answers
+
+        async def body():
+            task = asyncio.ensure_future(api.client.asend(DEFAULT_MODEL, "stall"))
+            loop = asyncio.get_running_loop()
+            arrived = await loop.run_in_executor(None, api.gw.wait_requests, 1, 3.0)
+            self.assertTrue(arrived)
+            task.cancel()
+            cancelled_at = time.monotonic()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            closed = await loop.run_in_executor(None, api.gw.wait_disconnects, 1, 3.0)
+            return closed, time.monotonic() - cancelled_at
+
+        closed, elapsed = api.run(body())
+        self.assertTrue(closed, "the connection stayed open after asend() was cancelled")
+        self.assertLess(elapsed, 1.5)
+
+
 # ---- tests: api ----
 
 API_EDGEE_PY = os.path.join(HERE, "edgee.py")
@@ -6164,137 +6654,6 @@ class _RelHelpers:
         return cm.exception
 
 
-# ---- resources ----
-
-_REL_CHILD = r"""
-import gc, sys, threading
-sys.path.insert(0, sys.argv[1])
-import edgee
-url, key, model = sys.argv[2], sys.argv[3], "openai/gpt-5.2"
-
-client = edgee.Edgee(api_key=key, base_url=url, max_retries=0)
-for chunk in client.stream(model, "break early please, this is long"):
-    break
-stream = client.stream(model, "close early please, this is long")
-next(stream)
-stream.close()
-stream = client.stream(model, "drop me early, this is long")
-next(stream)
-del stream
-assert "".join(c.text or "" for c in client.stream(model, "whole")) == "Echo: whole"
-assert client.send(model, "pooled").text == "Echo: pooled"
-
-pooled = edgee.Edgee(api_key=key, base_url=url)
-barrier = threading.Barrier(4, timeout=10)
-def work(i):
-    barrier.wait()
-    assert pooled.send(model, "t%d" % i).text == "Echo: t%d" % i
-threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join(20)
-del client, pooled  # dropped with connections in their pools
-gc.collect()
-
-kept = edgee.Edgee(api_key=key, base_url=url)  # left for interpreter exit
-assert kept.send(model, "kept").text == "Echo: kept"
-print("child ok")
-"""
-
-
-class RelResourceTest(_RelHelpers, unittest.TestCase):
-    """Leaving a stream early closes its connection at once; nothing leaks."""
-
-    def held_stream(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        head = REL_SSE_HEAD + _rel_frames(_rel_events("Hel", "lo", finish=None))
-        gw.push(Raw([head], then="hold"))  # open until the client closes it
-        return gw, client
-
-    def test_break_closes_the_connection(self):
-        gw, client = self.held_stream()
-        for chunk in client.stream(REL_MODEL, "hi"):
-            self.assertEqual(chunk.role, "assistant")
-            break
-        self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
-        self.assertEqual(client.send(REL_MODEL, "after").text, "Echo: after")
-
-    def test_generator_close_closes_the_connection(self):
-        gw, client = self.held_stream()
-        stream = client.stream(REL_MODEL, "hi")
-        self.assertEqual(next(stream).role, "assistant")
-        self.assertEqual(next(stream).text, "Hel")
-        stream.close()
-        self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
-        self.assertEqual(client.send(REL_MODEL, "after").text, "Echo: after")
-        del stream
-
-    def test_dropping_the_generator_closes_the_connection(self):
-        gw, client = self.held_stream()
-        stream = client.stream(REL_MODEL, "hi")
-        self.assertEqual(next(stream).role, "assistant")
-        del stream
-        self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
-        self.assertEqual(client.send(REL_MODEL, "after").text, "Echo: after")
-
-    def test_no_resource_warning_in_dev_mode(self):
-        gw = self.gateway()
-        here = os.path.dirname(os.path.abspath(edgee.__file__))
-        env = dict(os.environ)
-        env.pop("PYTHONWARNINGS", None)
-        proc = subprocess.run(
-            [sys.executable, "-X", "dev", "-W", "error", "-c", _REL_CHILD, here, gw.url, REL_KEY],
-            capture_output=True,
-            timeout=60,
-            env=env,
-        )
-        stdout = proc.stdout.decode("utf-8", "replace")
-        stderr = proc.stderr.decode("utf-8", "replace")
-        self.assertEqual(proc.returncode, 0, stderr)
-        self.assertIn("child ok", stdout)
-        self.assertNotIn("ResourceWarning", stderr)
-        self.assertNotIn("Exception ignored", stderr)
-        self.assertTrue(gw.wait_disconnects(3, 5.0))  # break, close() and drop
-
-
-# ---- threads ----
-
-
-class RelThreadSafetyTest(_RelHelpers, unittest.TestCase):
-    def test_64_threads_share_one_client(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        count = 64
-        barrier = threading.Barrier(count, timeout=15)
-        results = [None] * count
-        errors = []
-
-        def work(i):
-            try:
-                prompt = f"thread {i:02d} says {chr(ord('a') + i % 26) * (5 + i % 11)}"
-                barrier.wait()
-                streamed = _rel_text(client.stream(REL_MODEL, prompt))
-                sent = client.send(REL_MODEL, prompt + "!").text
-                results[i] = (prompt, streamed, sent)
-            except BaseException as exc:  # reported below
-                errors.append((i, exc))
-
-        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(count)]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 30.0
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self.assertFalse(any(t.is_alive() for t in threads), "a thread hung")
-        self.assertEqual(errors, [])
-        for prompt, streamed, sent in results:
-            self.assertEqual(streamed, "Echo: " + prompt)
-            self.assertEqual(sent, "Echo: " + prompt + "!")
-        self.assertEqual(len(gw.requests), 2 * count)
-
-
 # ---- tests: the README ----
 
 
@@ -6421,277 +6780,6 @@ class _ExtBase(unittest.TestCase):
 
 
 # ---------------------------------------------------------------------------
-# asyncio
-# ---------------------------------------------------------------------------
-
-
-class ExtAsyncTest(_ExtBase):
-    def push_held_stream(self, text):
-        """A stream that sends a role chunk and `text`, then holds the connection open."""
-        parts = [
-            ext_sse_head(),
-            ext_event(completion_chunk(role="assistant")),
-            ext_event(completion_chunk(content=text)),
-        ]
-        self.gw.push(Raw(parts, then="hold"))
-
-    def slow_stream_reply(self, words, pause=0.2):
-        """Raw chunked event stream: one event per word with `pause` seconds between."""
-        parts = [ext_sse_head(), ext_event(completion_chunk(role="assistant"))]
-        for word in words:
-            parts += [pause, ext_event(completion_chunk(content=word))]
-        parts += [
-            ext_event(completion_chunk(finish_reason="stop")),
-            chunk_frame(b"data: [DONE]\n\n"),
-            CHUNK_END,
-        ]
-        return Raw(parts)
-
-    def test_asend_astream_amodels_acollect(self):
-        client = self.client()
-
-        async def body():
-            sent = await client.asend(EXT_MODEL, "async hello")
-            chunks = []
-            async for chunk in client.astream(EXT_MODEL, "async hello"):
-                chunks.append(chunk)
-            models = await client.amodels()
-            collected = await edgee.acollect(
-                client.astream(
-                    EXT_MODEL,
-                    {
-                        "messages": [{"role": "user", "content": "async hello"}],
-                        "stream_options": {"include_usage": True},
-                    },
-                )
-            )
-            return sent, chunks, models, collected
-
-        sent, chunks, models, collected = ext_run(body())
-        self.assertEqual(sent, client.send(EXT_MODEL, "async hello"))
-        self.assertEqual(sent.text, "Echo: async hello")
-        self.assertTrue(all(isinstance(c, edgee.StreamChunk) for c in chunks))
-        self.assertEqual(chunks, list(client.stream(EXT_MODEL, "async hello")))
-        self.assertEqual("".join(c.text or "" for c in chunks), "Echo: async hello")
-        self.assertEqual(models, client.models())
-        self.assertEqual([m.id for m in models], ["openai/gpt-5.2", "anthropic/claude-opus-4-6"])
-        self.assertEqual(collected, sent)
-
-    def test_async_errors_match_sync(self):
-        client = self.client()
-        replies = [
-            ErrorReply(400, "model_not_found", "Model 'openai/gpt-1' not found", param="model")
-            for _ in range(3)
-        ]
-        self.gw.push(*replies)
-        with self.assertRaises(edgee.EdgeeAPIError) as sync_error:
-            client.send(EXT_MODEL, "hi")
-
-        async def body():
-            errors = []
-            try:
-                async for _ in client.astream(EXT_MODEL, "hi"):
-                    pass
-            except edgee.EdgeeAPIError as exc:
-                errors.append(exc)
-            try:
-                await client.asend(EXT_MODEL, "hi")
-            except edgee.EdgeeAPIError as exc:
-                errors.append(exc)
-            return errors
-
-        errors = ext_run(body())
-        self.assertEqual(len(errors), 2)
-        expected = sync_error.exception
-        self.assertEqual(expected.status, 400)
-        for error in errors:
-            self.assertEqual(
-                (error.status, error.code, error.type, error.param, error.message),
-                (expected.status, expected.code, expected.type, expected.param, expected.message),
-            )
-            self.assertEqual(str(error), "API error 400: Model 'openai/gpt-1' not found")
-
-    def test_async_stream_error_in_stream(self):
-        client = self.client()
-        self.gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    completion_chunk(content="par"),
-                    {
-                        "error": {
-                            "message": "upstream died",
-                            "type": "provider_error",
-                            "code": "provider_error",
-                        }
-                    },
-                ],
-                done=False,
-            )
-        )
-
-        async def body():
-            got = []
-            with self.assertRaises(edgee.EdgeeAPIError) as caught:
-                async for chunk in client.astream(EXT_MODEL, "hi"):
-                    got.append(chunk.text)
-            return got, caught.exception
-
-        got, error = ext_run(body())
-        self.assertEqual(got, [None, "par"])
-        self.assertEqual((error.status, error.code), (502, "provider_error"))
-
-    def test_concurrent_streams_slow_and_fast(self):
-        client = self.client()
-        self.gw.push(self.slow_stream_reply(["one ", "two ", "three ", "four"]))
-
-        async def body():
-            first_slow = asyncio.Event()
-            ends = {}
-
-            async def slow():
-                text = []
-                async for chunk in client.astream(EXT_MODEL, "slow"):
-                    first_slow.set()
-                    text.append(chunk.text or "")
-                ends["slow"] = time.monotonic()
-                return "".join(text)
-
-            async def fast():
-                await first_slow.wait()  # the slow stream is under way
-                response = await edgee.acollect(client.astream(EXT_MODEL, "fast"))
-                ends["fast"] = time.monotonic()
-                return response.text
-
-            start = time.monotonic()
-            slow_text, fast_text = await asyncio.gather(slow(), fast())
-            return start, ends, slow_text, fast_text
-
-        start, ends, slow_text, fast_text = ext_run(body())
-        self.assertEqual(slow_text, "one two three four")
-        self.assertEqual(fast_text, "Echo: fast")
-        self.assertLess(ends["fast"], ends["slow"])
-        self.assertGreater(ends["slow"] - ends["fast"], 0.4)
-        self.assertLess(ends["fast"] - start, 0.5)
-        self.assertGreater(ends["slow"] - start, 0.7)
-
-    def test_event_loop_never_blocked(self):
-        client = self.client()
-        self.gw.push(self.slow_stream_reply(["a", "b", "c", "d"]))
-
-        async def body():
-            ticks = []
-            stop = asyncio.Event()
-
-            async def ticker():
-                while not stop.is_set() and len(ticks) < 2000:
-                    ticks.append(time.monotonic())
-                    await asyncio.sleep(0.01)
-
-            task = asyncio.ensure_future(ticker())
-            await asyncio.sleep(0)
-            start = time.monotonic()
-            response = await edgee.acollect(client.astream(EXT_MODEL, "slow"))
-            end = time.monotonic()
-            stop.set()
-            await task
-            return response, start, end, ticks
-
-        response, start, end, ticks = ext_run(body())
-        self.assertEqual(response.text, "abcd")
-        self.assertGreater(end - start, 0.7)
-        during = [t for t in ticks if start <= t <= end]
-        self.assertGreaterEqual(len(during), 20)  # about 80 expected
-        gaps = [b - a for a, b in zip(during, during[1:])]
-        self.assertLess(max(gaps), 0.15)  # a blocking read would stall the loop for 0.2 s
-
-    def test_cancel_stream_task_closes_connection(self):
-        client = self.client()
-        self.push_held_stream("partial")
-
-        async def body():
-            got = asyncio.Event()
-            chunks = []
-
-            async def consume():
-                async for chunk in client.astream(EXT_MODEL, "hold me"):
-                    chunks.append(chunk)
-                    if len(chunks) == 2:
-                        got.set()
-
-            task = asyncio.ensure_future(consume())
-            await got.wait()
-            task.cancel()
-            cancelled_at = time.monotonic()
-            with self.assertRaises(asyncio.CancelledError):
-                await task
-            loop = asyncio.get_running_loop()
-            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
-            return closed, time.monotonic() - cancelled_at, chunks
-
-        closed, elapsed, chunks = ext_run(body())
-        self.assertEqual([c.text for c in chunks], [None, "partial"])
-        self.assertTrue(closed, "the connection stayed open after the task was cancelled")
-        self.assertLess(elapsed, 1.5)
-
-    def test_break_and_aclose_closes_connection(self):
-        client = self.client()
-        self.push_held_stream("more to come")
-
-        async def body():
-            stream = client.astream(EXT_MODEL, "leave early")
-            async for chunk in stream:
-                if chunk.text:
-                    break
-            await stream.aclose()
-            left_at = time.monotonic()
-            loop = asyncio.get_running_loop()
-            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
-            return closed, time.monotonic() - left_at
-
-        closed, elapsed = ext_run(body())
-        self.assertTrue(closed, "the connection stayed open after aclose()")
-        self.assertLess(elapsed, 1.5)
-
-    def test_break_without_aclose_closes_connection(self):
-        client = self.client()
-        self.push_held_stream("more to come")
-
-        async def body():
-            async for chunk in client.astream(EXT_MODEL, "leave early"):
-                if chunk.text:
-                    break  # the generator is dropped; asyncio finalizes it
-            left_at = time.monotonic()
-            loop = asyncio.get_running_loop()
-            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
-            return closed, time.monotonic() - left_at
-
-        closed, elapsed = ext_run(body())
-        self.assertTrue(closed, "the connection stayed open after leaving async for")
-        self.assertLess(elapsed, 1.5)
-
-    def test_cancel_asend_closes_connection(self):
-        client = self.client()
-        self.gw.push(Raw([], then="hold"))  # reads the request, then never answers
-
-        async def body():
-            task = asyncio.ensure_future(client.asend(EXT_MODEL, "stall"))
-            loop = asyncio.get_running_loop()
-            arrived = await loop.run_in_executor(None, self.gw.wait_requests, 1, 3.0)
-            self.assertTrue(arrived)
-            task.cancel()
-            cancelled_at = time.monotonic()
-            with self.assertRaises(asyncio.CancelledError):
-                await task
-            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
-            return closed, time.monotonic() - cancelled_at
-
-        closed, elapsed = ext_run(body())
-        self.assertTrue(closed, "the connection stayed open after asend() was cancelled")
-        self.assertLess(elapsed, 1.5)
-
-
-# ---------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------
 
@@ -6730,271 +6818,6 @@ class ExtModelsTest(_ExtBase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stdout, b"")
         self.assertIn(b"API error 403: API key is inactive", result.stderr)
-
-
-# ---------------------------------------------------------------------------
-# Connection reuse
-# ---------------------------------------------------------------------------
-
-
-class ExtConnectionReuseTest(_ExtBase):
-    def many_calls(self, client):
-        self.assertEqual(client.send(EXT_MODEL, "one").text, "Echo: one")
-        self.assertEqual(edgee.collect(client.stream(EXT_MODEL, "two")).text, "Echo: two")
-        self.assertEqual(client.send(EXT_MODEL, "three").text, "Echo: three")
-        self.assertEqual(len(client.models()), 2)
-        self.assertEqual(
-            "".join(c.text or "" for c in client.stream(EXT_MODEL, "four")), "Echo: four"
-        )
-        self.assertEqual(client.send(EXT_MODEL, "five").text, "Echo: five")
-
-    def test_one_connection_plain_http(self):
-        client = self.client()
-        self.many_calls(client)
-        self.assertEqual(len(self.gw.requests), 6)
-        self.assertEqual(self.gw.connections, 1)
-
-    def test_one_connection_with_async_calls(self):
-        client = self.client()
-        self.assertEqual(client.send(EXT_MODEL, "sync").text, "Echo: sync")
-
-        async def body():
-            first = await client.asend(EXT_MODEL, "a")
-            second = await edgee.acollect(client.astream(EXT_MODEL, "b"))
-            models = await client.amodels()
-            return first.text, second.text, len(models)
-
-        self.assertEqual(ext_run(body()), ("Echo: a", "Echo: b", 2))
-        self.assertEqual(client.send(EXT_MODEL, "sync again").text, "Echo: sync again")
-        self.assertEqual(len(self.gw.requests), 5)
-        self.assertEqual(self.gw.connections, 1)
-
-    def test_one_connection_tls(self):
-        gw = self.gateway(tls=True)
-        self.assertTrue(gw.url.startswith("https://localhost:"))
-        client = edgee.Edgee(
-            api_key=EXT_KEY,
-            base_url=gw.url,
-            ssl_context=client_ssl_context(),
-            timeout=5.0,
-            max_retries=0,
-        )
-        self.addCleanup(client.close)
-        self.many_calls(client)
-        self.assertEqual(len(gw.requests), 6)
-        self.assertEqual(gw.connections, 1)
-
-    def test_finished_stream_reused_when_last_chunk_arrives_late(self):
-        # Servers often write the terminating 0-size chunk separately after [DONE]:
-        # the finished stream must still give its connection back to the pool.
-        client = self.client()
-        self.gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    completion_chunk(content="done"),
-                    completion_chunk(finish_reason="stop"),
-                    b"data: [DONE]\n\n",
-                    0.05,
-                ],
-                done=False,
-            )
-        )
-        self.assertEqual(edgee.collect(client.stream(EXT_MODEL, "x")).text, "done")
-        self.assertEqual(client.send(EXT_MODEL, "y").text, "Echo: y")
-        self.assertEqual(len(self.gw.requests), 2)
-        self.assertEqual(self.gw.connections, 1)
-
-    def test_stream_left_early_is_not_pooled(self):
-        client = self.client()
-        self.gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    completion_chunk(content="first"),
-                    0.3,
-                    completion_chunk(content=" second"),
-                    completion_chunk(finish_reason="stop"),
-                ]
-            )
-        )
-        stream = client.stream(EXT_MODEL, "leave early")
-        for chunk in stream:
-            if chunk.text:
-                break
-        stream.close()
-        self.assertEqual(client.send(EXT_MODEL, "next").text, "Echo: next")
-        self.assertEqual(self.gw.connections, 2)
-        self.assertTrue(self.gw.wait_disconnects(1, 3.0))
-
-    def test_connection_close_answer_not_reused(self):
-        client = self.client()
-        body = {
-            "id": COMPLETION_ID,
-            "object": "chat.completion",
-            "created": CREATED,
-            "model": EXT_MODEL,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "closing"},
-                }
-            ],
-        }
-        self.gw.push(Reply(200, body, headers={"Connection": "close"}))
-        self.assertEqual(client.send(EXT_MODEL, "x").text, "closing")
-        self.assertEqual(client.send(EXT_MODEL, "y").text, "Echo: y")
-        self.assertEqual(client.send(EXT_MODEL, "z").text, "Echo: z")
-        self.assertEqual(len(self.gw.requests), 3)
-        self.assertEqual(self.gw.connections, 2)
-
-    def server_closes_after(self, text):
-        body = json.dumps(
-            {
-                "id": COMPLETION_ID,
-                "object": "chat.completion",
-                "created": CREATED,
-                "model": EXT_MODEL,
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": text},
-                    }
-                ],
-            }
-        ).encode("utf-8")
-        # Looks keep-alive (no Connection: close), but the server closes right after.
-        return Raw(
-            [http_head(200, {"Content-Type": "application/json"}, content_length=len(body)), body],
-            then="close",
-        )
-
-    def test_pooled_connection_closed_by_server(self):
-        client = self.client()  # max_retries=0: no retry may hide a dead pooled socket
-        self.gw.push(self.server_closes_after("bye"))
-        self.assertEqual(client.send(EXT_MODEL, "x").text, "bye")
-        time.sleep(0.2)  # the server's FIN reaches the idle pooled socket
-        self.assertEqual(client.send(EXT_MODEL, "y").text, "Echo: y")
-        self.assertEqual(self.gw.connections, 2)
-        self.assertEqual(len(self.gw.requests), 2)
-
-    def test_pooled_connection_closed_by_server_stream(self):
-        client = self.client()
-        self.gw.push(self.server_closes_after("bye"))
-        self.assertEqual(client.send(EXT_MODEL, "x").text, "bye")
-        time.sleep(0.2)
-        self.assertEqual(edgee.collect(client.stream(EXT_MODEL, "y")).text, "Echo: y")
-        self.assertEqual(client.send(EXT_MODEL, "z").text, "Echo: z")
-        self.assertEqual(self.gw.connections, 2)
-
-    def test_threads_get_their_own_connections(self):
-        client = self.client()
-        count = 4
-        barrier = threading.Barrier(count, timeout=5.0)
-        results = {}
-        failures = []
-        open_at_once = []
-
-        def worker(i):
-            try:
-                stream = client.stream(EXT_MODEL, f"thread {i}")
-                accumulator = edgee.StreamAccumulator()
-                accumulator.add(next(stream))
-                barrier.wait()  # every thread has a stream open at once
-                open_at_once.append(self.gw.connections)
-                barrier.wait()  # nobody goes on before everyone has looked
-                for chunk in stream:
-                    accumulator.add(chunk)
-                texts = [accumulator.response().text]
-                for j in range(5):
-                    texts.append(client.send(EXT_MODEL, f"thread {i} call {j}").text)
-                results[i] = texts
-            except BaseException as exc:  # reported below
-                failures.append(exc)
-                barrier.abort()
-
-        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(count)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10.0)
-        self.assertFalse(any(t.is_alive() for t in threads))
-        self.assertEqual(failures, [])
-        for i in range(count):
-            self.assertEqual(
-                results[i],
-                [f"Echo: thread {i}"] + [f"Echo: thread {i} call {j}" for j in range(5)],
-            )
-        # Four streams open at the same moment: four connections, none shared.
-        self.assertEqual(open_at_once, [count] * count)
-        self.assertEqual(len(self.gw.requests), count * 6)
-        # The later calls reuse those four pooled connections.
-        self.assertEqual(self.gw.connections, count)
-        self.assertEqual(self.gw.errors, [])
-
-
-# ---------------------------------------------------------------------------
-# Proxy from the environment
-# ---------------------------------------------------------------------------
-
-
-class ExtProxyTest(_ExtBase):
-    def set_env(self, **values):
-        for name, value in values.items():
-            os.environ[name] = value  # restored by _ExtBase's cleanup (a *_proxy name)
-
-    def test_http_proxy_gets_absolute_uri(self):
-        proxy = self.gateway()
-        proxy.push(
-            Reply(
-                200,
-                {
-                    "id": COMPLETION_ID,
-                    "object": "chat.completion",
-                    "created": CREATED,
-                    "model": EXT_MODEL,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": "via proxy"},
-                        }
-                    ],
-                },
-            )
-        )
-        self.set_env(HTTP_PROXY=f"http://127.0.0.1:{proxy.port}")
-        client = edgee.Edgee(
-            api_key=EXT_KEY, base_url="http://example.invalid", timeout=5.0, max_retries=0
-        )
-        self.addCleanup(client.close)
-        self.assertEqual(client.send(EXT_MODEL, "hi").text, "via proxy")
-        self.assertEqual(len(proxy.requests), 1)
-        request = proxy.requests[0]
-        self.assertTrue(
-            request.path.startswith("http://example.invalid/v1/chat/completions"), request.path
-        )
-        self.assertTrue(
-            request.raw_head.startswith(
-                b"POST http://example.invalid/v1/chat/completions HTTP/1.1\r\n"
-            ),
-            request.raw_head,
-        )
-        self.assertEqual(request.headers["host"], "example.invalid")
-        self.assertEqual(request.json["messages"], [{"role": "user", "content": "hi"}])
-        self.assertEqual(self.gw.requests, [])
-
-    def test_no_proxy_bypasses_proxy(self):
-        proxy = self.gateway()
-        self.set_env(HTTP_PROXY=f"http://127.0.0.1:{proxy.port}", NO_PROXY="127.0.0.1")
-        client = self.client()
-        self.assertEqual(client.send(EXT_MODEL, "direct").text, "Echo: direct")
-        self.assertEqual(len(self.gw.requests), 1)
-        self.assertEqual(self.gw.requests[0].path, "/v1/chat/completions")
-        self.assertEqual(proxy.requests, [])
-        self.assertEqual(proxy.connections, 0)
 
 
 # ---- serve on its own ----
