@@ -2326,6 +2326,20 @@ SPEC = os.path.join(SHARED_REFERENCE, "edgee-openapi.json")
 FAST_RETRY = {"retry-after-ms": "1"}  # keeps retried answers fast
 STALL = 5.0  # a stall far beyond every timeout used here (the gateway's close() ends it)
 SSE_HEAD = http_head(200, [("Content-Type", "text/event-stream")], chunked=True)
+QUICK = 0.2  # seconds: the timeout of the tests that wait for one
+
+
+def assert_quick_timeout(test, call, limit=2.0):
+    """`call()` raises EdgeeTimeoutError after about QUICK s (it did wait), within `limit`."""
+    start = time.monotonic()
+    with test.assertRaises(edgee.EdgeeTimeoutError) as cm:
+        call()
+    elapsed = time.monotonic() - start
+    test.assertGreaterEqual(elapsed, QUICK - 0.05, "it raised before the timeout ran out")
+    test.assertLess(elapsed, limit, "the timeout took far too long")
+    test.assertIsInstance(cm.exception, RuntimeError)
+    test.assertIsInstance(cm.exception, edgee.EdgeeConnectionError)
+    return cm.exception
 
 
 def free_port():
@@ -2854,232 +2868,6 @@ class InputCheckingTest(ClientTestCase):
             assert_nothing_sent(self, api.gw)
 
         self.both(body)
-
-
-class OfficialSurfaceTest(ClientTestCase):
-    """The names, dataclasses and call forms of the official package (sync only, as it is)."""
-
-    DATACLASSES = (
-        "Choice",
-        "Compression",
-        "EdgeeConfig",
-        "FunctionDefinition",
-        "InputObject",
-        "InputTokenDetails",
-        "Message",
-        "Model",
-        "OutputTokenDetails",
-        "SendResponse",
-        "ServerSentEvent",
-        "StreamChoice",
-        "StreamChunk",
-        "StreamDelta",
-        "Tool",
-        "ToolCall",
-        "Usage",
-    )
-
-    # The official package's dataclasses (edgee 1.1.0): fields in order, and whether each
-    # has a default. Ours must start with the same fields, so positional and keyword
-    # construction written for the official package keeps working.
-    OFFICIAL_FIELDS: ClassVar[dict] = {
-        "FunctionDefinition": [("name", False), ("description", True), ("parameters", True)],
-        "Tool": [("type", False), ("function", False)],
-        "ToolCall": [("id", False), ("type", False), ("function", False)],
-        "Message": [
-            ("role", False),
-            ("content", True),
-            ("name", True),
-            ("tool_calls", True),
-            ("tool_call_id", True),
-        ],
-        "InputObject": [
-            ("messages", False),
-            ("tools", True),
-            ("tool_choice", True),
-            ("tags", True),
-            ("compression_model", True),
-            ("tool_result_trimming", True),
-            ("tool_surface_reduction", True),
-            ("output_brevity", True),
-        ],
-        "Choice": [("index", False), ("message", False), ("finish_reason", False)],
-        "Usage": [("prompt_tokens", False), ("completion_tokens", False), ("total_tokens", False)],
-        "Compression": [
-            ("saved_tokens", False),
-            ("cost_savings", False),
-            ("reduction", False),
-            ("time_ms", False),
-        ],
-        "SendResponse": [("choices", False), ("usage", True), ("compression", True)],
-        "StreamDelta": [("role", True), ("content", True), ("tool_calls", True)],
-        "StreamChoice": [("index", False), ("delta", False), ("finish_reason", True)],
-        "StreamChunk": [("choices", False)],
-        "EdgeeConfig": [("api_key", True), ("base_url", True)],
-    }
-    OFFICIAL_NAMES = (
-        "DEFAULT_BASE_URL",
-        "API_ENDPOINT",
-        "COMPRESSION_HEADERS",
-        "Edgee",
-        "EdgeeConfig",
-        *tuple(OFFICIAL_FIELDS),
-    )
-
-    def test_all_names_exist(self):
-        self.assertTrue(edgee.__all__)
-        for name in edgee.__all__:
-            with self.subTest(name=name):
-                self.assertTrue(hasattr(edgee, name), name)
-        self.assertEqual(len(set(edgee.__all__)), len(edgee.__all__))
-        self.assertIsInstance(edgee.__version__, str)
-        self.assertRegex(edgee.__version__, r"^\d+\.\d+")
-
-    def test_star_import(self):
-        namespace = {}
-        exec("from edgee import *", namespace)
-        for name in edgee.__all__:
-            self.assertIn(name, namespace)
-
-    def test_dataclasses(self):
-        for name in self.DATACLASSES:
-            with self.subTest(name=name):
-                self.assertIn(name, edgee.__all__)
-                self.assertTrue(dataclasses.is_dataclass(getattr(edgee, name)), name)
-
-    def test_official_names_and_constants(self):
-        for name in self.OFFICIAL_NAMES:
-            self.assertTrue(hasattr(edgee, name), name)
-        self.assertEqual(edgee.DEFAULT_BASE_URL, "https://edgee.io")
-        self.assertEqual(edgee.API_ENDPOINT, "/v1/chat/completions")
-        self.assertEqual(edgee.COMPRESSION_HEADERS, TOGGLE_HEADERS)
-
-    def test_official_dataclass_fields_compatible(self):
-        for name, official in self.OFFICIAL_FIELDS.items():
-            with self.subTest(name=name):
-                ours = dataclasses.fields(getattr(edgee, name))
-                self.assertEqual([f.name for f in ours[: len(official)]], [n for n, _ in official])
-                for field, (_, has_default) in zip(ours, official):
-                    if has_default:
-                        self.assertTrue(
-                            field.default is not dataclasses.MISSING
-                            or field.default_factory is not dataclasses.MISSING,
-                            f"{name}.{field.name} needs a default",
-                        )
-                for field in ours[len(official) :]:
-                    self.assertTrue(
-                        field.default is not dataclasses.MISSING
-                        or field.default_factory is not dataclasses.MISSING,
-                        f"added field {name}.{field.name} needs a default",
-                    )
-
-    @unittest.skipUnless(os.path.exists(OFFICIAL_INIT), "official package not unpacked")
-    def test_official_field_table_matches_package(self):
-        """The table above is the official package's (read with ast: it needs 3.10 to import)."""
-        with open(OFFICIAL_INIT, encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-        found = {}
-        for node in tree.body:
-            if isinstance(node, ast.ClassDef) and any(
-                getattr(d, "id", None) == "dataclass" for d in node.decorator_list
-            ):
-                found[node.name] = [
-                    (s.target.id, s.value is not None)
-                    for s in node.body
-                    if isinstance(s, ast.AnnAssign)
-                ]
-        self.assertEqual(found, self.OFFICIAL_FIELDS)
-
-    def test_official_style_construction(self):
-        # positional/keyword construction exactly as code for the official package does it
-        edgee.Message("user", "hi")
-        edgee.Choice(0, {"role": "assistant", "content": "x"}, "stop")
-        edgee.Usage(1, 2, 3)
-        edgee.Compression(1, 2, 3, 4)
-        edgee.SendResponse(choices=[], usage=None, compression=None)
-        chunk = edgee.StreamChunk(
-            choices=[
-                edgee.StreamChoice(
-                    index=0, delta=edgee.StreamDelta(role="assistant", content="hey")
-                )
-            ]
-        )
-        self.assertEqual((chunk.text, chunk.role, chunk.finish_reason), ("hey", "assistant", None))
-        response = edgee.SendResponse(
-            [edgee.Choice(0, {"content": "a", "tool_calls": [1]}, "stop")]
-        )
-        self.assertEqual(
-            (response.text, response.finish_reason, response.tool_calls), ("a", "stop", [1])
-        )
-        obj = edgee.InputObject(
-            [{"role": "user", "content": "x"}], None, None, ["t"], "claude", True, False, None
-        )
-        self.assertEqual(
-            (obj.tags, obj.compression_model, obj.tool_result_trimming), (["t"], "claude", True)
-        )
-
-    def test_error_hierarchy(self):
-        self.assertTrue(issubclass(edgee.EdgeeAPIError, RuntimeError))
-        self.assertTrue(issubclass(edgee.EdgeeError, RuntimeError))
-        self.assertTrue(issubclass(edgee.EdgeeConnectionError, RuntimeError))
-        self.assertTrue(issubclass(edgee.EdgeeConnectionError, urllib.error.URLError))
-        self.assertTrue(issubclass(edgee.EdgeeTimeoutError, edgee.EdgeeConnectionError))
-        self.assertTrue(issubclass(edgee.EdgeeStreamError, RuntimeError))
-        self.assertTrue(issubclass(edgee.EdgeeInputError, ValueError))
-
-    def test_send_stream_true_returns_what_stream_does(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        streamed = client.stream(DEFAULT_MODEL, "same thing")
-        sent = client.send(DEFAULT_MODEL, "same thing", stream=True)
-        positional = client.send(DEFAULT_MODEL, "same thing", True)
-        self.assertTrue(inspect.isgenerator(streamed))
-        self.assertTrue(inspect.isgenerator(sent))
-        self.assertTrue(inspect.isgenerator(positional))
-        summary = []
-        for gen in (streamed, sent, positional):
-            chunks = list(gen)
-            self.assertTrue(all(isinstance(c, edgee.StreamChunk) for c in chunks))
-            summary.append([(c.role, c.text, c.finish_reason) for c in chunks])
-        self.assertEqual(summary[0], summary[1])
-        self.assertEqual(summary[0], summary[2])
-        self.assertEqual("".join(t or "" for _, t, _ in summary[0]), "Echo: same thing")
-        self.assertEqual(len(gw.requests), 3)
-        for rec in gw.requests:
-            assert_stream_headers(self, rec, self.key)
-            self.assertIs(rec.json["stream"], True)
-
-    def test_send_stream_true_asks_for_a_stream(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        msgs = [{"role": "user", "content": "s"}]
-        list(client.send(DEFAULT_MODEL, {"messages": msgs}, stream=True))
-        self.assertEqual(
-            gw.requests[-1].json, {"model": DEFAULT_MODEL, "messages": msgs, "stream": True}
-        )
-        list(client.send(DEFAULT_MODEL, {"messages": msgs, "stream": False}, True))
-        self.assertIs(gw.requests[-1].json["stream"], True)
-
-    def test_send_stream_true_per_call_timeout(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        gw.push(Raw([STALL]))  # reads the request, then says nothing
-        exc = assert_quick_timeout(
-            self, lambda: list(client.send(DEFAULT_MODEL, "hi", stream=True, timeout=QUICK))
-        )
-        self.assertIn(str(QUICK), str(exc))  # the message names the timeout
-
-    def test_send_stream_true_checks_input(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        for name, model, value, options, word in refused_calls():
-            with self.subTest(case=name):
-
-                def call(model=model, value=value, options=options):
-                    return next(iter(client.send(model, value, stream=True, **options)))
-
-                assert_refused(self, gw, call, word)
-        assert_nothing_sent(self, gw)
 
 
 class ResultsTest(ClientTestCase):
@@ -4742,22 +4530,6 @@ class PlainHTTPServer:
         self._sock.close()
 
 
-QUICK = 0.2  # seconds: the timeout of the tests that wait for one
-
-
-def assert_quick_timeout(test, call, limit=2.0):
-    """`call()` raises EdgeeTimeoutError after about QUICK s (it did wait), within `limit`."""
-    start = time.monotonic()
-    with test.assertRaises(edgee.EdgeeTimeoutError) as cm:
-        call()
-    elapsed = time.monotonic() - start
-    test.assertGreaterEqual(elapsed, QUICK - 0.05, "it raised before the timeout ran out")
-    test.assertLess(elapsed, limit, "the timeout took far too long")
-    test.assertIsInstance(cm.exception, RuntimeError)
-    test.assertIsInstance(cm.exception, edgee.EdgeeConnectionError)
-    return cm.exception
-
-
 class ConnectionErrorsTest(ClientTestCase):
     """Network failures raise EdgeeConnectionError: a RuntimeError, a URLError, an OSError."""
 
@@ -5695,6 +5467,232 @@ print("child ok")
 """
 
 
+class OfficialSurfaceTest(ClientTestCase):
+    """The names, dataclasses and call forms of the official package (sync only, as it is)."""
+
+    DATACLASSES = (
+        "Choice",
+        "Compression",
+        "EdgeeConfig",
+        "FunctionDefinition",
+        "InputObject",
+        "InputTokenDetails",
+        "Message",
+        "Model",
+        "OutputTokenDetails",
+        "SendResponse",
+        "ServerSentEvent",
+        "StreamChoice",
+        "StreamChunk",
+        "StreamDelta",
+        "Tool",
+        "ToolCall",
+        "Usage",
+    )
+
+    # The official package's dataclasses (edgee 1.1.0): fields in order, and whether each
+    # has a default. Ours must start with the same fields, so positional and keyword
+    # construction written for the official package keeps working.
+    OFFICIAL_FIELDS: ClassVar[dict] = {
+        "FunctionDefinition": [("name", False), ("description", True), ("parameters", True)],
+        "Tool": [("type", False), ("function", False)],
+        "ToolCall": [("id", False), ("type", False), ("function", False)],
+        "Message": [
+            ("role", False),
+            ("content", True),
+            ("name", True),
+            ("tool_calls", True),
+            ("tool_call_id", True),
+        ],
+        "InputObject": [
+            ("messages", False),
+            ("tools", True),
+            ("tool_choice", True),
+            ("tags", True),
+            ("compression_model", True),
+            ("tool_result_trimming", True),
+            ("tool_surface_reduction", True),
+            ("output_brevity", True),
+        ],
+        "Choice": [("index", False), ("message", False), ("finish_reason", False)],
+        "Usage": [("prompt_tokens", False), ("completion_tokens", False), ("total_tokens", False)],
+        "Compression": [
+            ("saved_tokens", False),
+            ("cost_savings", False),
+            ("reduction", False),
+            ("time_ms", False),
+        ],
+        "SendResponse": [("choices", False), ("usage", True), ("compression", True)],
+        "StreamDelta": [("role", True), ("content", True), ("tool_calls", True)],
+        "StreamChoice": [("index", False), ("delta", False), ("finish_reason", True)],
+        "StreamChunk": [("choices", False)],
+        "EdgeeConfig": [("api_key", True), ("base_url", True)],
+    }
+    OFFICIAL_NAMES = (
+        "DEFAULT_BASE_URL",
+        "API_ENDPOINT",
+        "COMPRESSION_HEADERS",
+        "Edgee",
+        "EdgeeConfig",
+        *tuple(OFFICIAL_FIELDS),
+    )
+
+    def test_all_names_exist(self):
+        self.assertTrue(edgee.__all__)
+        for name in edgee.__all__:
+            with self.subTest(name=name):
+                self.assertTrue(hasattr(edgee, name), name)
+        self.assertEqual(len(set(edgee.__all__)), len(edgee.__all__))
+        self.assertIsInstance(edgee.__version__, str)
+        self.assertRegex(edgee.__version__, r"^\d+\.\d+")
+
+    def test_star_import(self):
+        namespace = {}
+        exec("from edgee import *", namespace)
+        for name in edgee.__all__:
+            self.assertIn(name, namespace)
+
+    def test_dataclasses(self):
+        for name in self.DATACLASSES:
+            with self.subTest(name=name):
+                self.assertIn(name, edgee.__all__)
+                self.assertTrue(dataclasses.is_dataclass(getattr(edgee, name)), name)
+
+    def test_official_names_and_constants(self):
+        for name in self.OFFICIAL_NAMES:
+            self.assertTrue(hasattr(edgee, name), name)
+        self.assertEqual(edgee.DEFAULT_BASE_URL, "https://edgee.io")
+        self.assertEqual(edgee.API_ENDPOINT, "/v1/chat/completions")
+        self.assertEqual(edgee.COMPRESSION_HEADERS, TOGGLE_HEADERS)
+
+    def test_official_dataclass_fields_compatible(self):
+        for name, official in self.OFFICIAL_FIELDS.items():
+            with self.subTest(name=name):
+                ours = dataclasses.fields(getattr(edgee, name))
+                self.assertEqual([f.name for f in ours[: len(official)]], [n for n, _ in official])
+                for field, (_, has_default) in zip(ours, official):
+                    if has_default:
+                        self.assertTrue(
+                            field.default is not dataclasses.MISSING
+                            or field.default_factory is not dataclasses.MISSING,
+                            f"{name}.{field.name} needs a default",
+                        )
+                for field in ours[len(official) :]:
+                    self.assertTrue(
+                        field.default is not dataclasses.MISSING
+                        or field.default_factory is not dataclasses.MISSING,
+                        f"added field {name}.{field.name} needs a default",
+                    )
+
+    @unittest.skipUnless(os.path.exists(OFFICIAL_INIT), "official package not unpacked")
+    def test_official_field_table_matches_package(self):
+        """The table above is the official package's (read with ast: it needs 3.10 to import)."""
+        with open(OFFICIAL_INIT, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        found = {}
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and any(
+                getattr(d, "id", None) == "dataclass" for d in node.decorator_list
+            ):
+                found[node.name] = [
+                    (s.target.id, s.value is not None)
+                    for s in node.body
+                    if isinstance(s, ast.AnnAssign)
+                ]
+        self.assertEqual(found, self.OFFICIAL_FIELDS)
+
+    def test_official_style_construction(self):
+        # positional/keyword construction exactly as code for the official package does it
+        edgee.Message("user", "hi")
+        edgee.Choice(0, {"role": "assistant", "content": "x"}, "stop")
+        edgee.Usage(1, 2, 3)
+        edgee.Compression(1, 2, 3, 4)
+        edgee.SendResponse(choices=[], usage=None, compression=None)
+        chunk = edgee.StreamChunk(
+            choices=[
+                edgee.StreamChoice(
+                    index=0, delta=edgee.StreamDelta(role="assistant", content="hey")
+                )
+            ]
+        )
+        self.assertEqual((chunk.text, chunk.role, chunk.finish_reason), ("hey", "assistant", None))
+        response = edgee.SendResponse(
+            [edgee.Choice(0, {"content": "a", "tool_calls": [1]}, "stop")]
+        )
+        self.assertEqual(
+            (response.text, response.finish_reason, response.tool_calls), ("a", "stop", [1])
+        )
+        obj = edgee.InputObject(
+            [{"role": "user", "content": "x"}], None, None, ["t"], "claude", True, False, None
+        )
+        self.assertEqual(
+            (obj.tags, obj.compression_model, obj.tool_result_trimming), (["t"], "claude", True)
+        )
+
+    def test_error_hierarchy(self):
+        self.assertTrue(issubclass(edgee.EdgeeAPIError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeConnectionError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeConnectionError, urllib.error.URLError))
+        self.assertTrue(issubclass(edgee.EdgeeTimeoutError, edgee.EdgeeConnectionError))
+        self.assertTrue(issubclass(edgee.EdgeeStreamError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeInputError, ValueError))
+
+    def test_send_stream_true_returns_what_stream_does(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        streamed = client.stream(DEFAULT_MODEL, "same thing")
+        sent = client.send(DEFAULT_MODEL, "same thing", stream=True)
+        positional = client.send(DEFAULT_MODEL, "same thing", True)
+        self.assertTrue(inspect.isgenerator(streamed))
+        self.assertTrue(inspect.isgenerator(sent))
+        self.assertTrue(inspect.isgenerator(positional))
+        summary = []
+        for gen in (streamed, sent, positional):
+            chunks = list(gen)
+            self.assertTrue(all(isinstance(c, edgee.StreamChunk) for c in chunks))
+            summary.append([(c.role, c.text, c.finish_reason) for c in chunks])
+        self.assertEqual(summary[0], summary[1])
+        self.assertEqual(summary[0], summary[2])
+        self.assertEqual("".join(t or "" for _, t, _ in summary[0]), "Echo: same thing")
+        self.assertEqual(len(gw.requests), 3)
+        for rec in gw.requests:
+            assert_stream_headers(self, rec, self.key)
+            self.assertIs(rec.json["stream"], True)
+
+    def test_send_stream_true_asks_for_a_stream(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        msgs = [{"role": "user", "content": "s"}]
+        list(client.send(DEFAULT_MODEL, {"messages": msgs}, stream=True))
+        self.assertEqual(
+            gw.requests[-1].json, {"model": DEFAULT_MODEL, "messages": msgs, "stream": True}
+        )
+        list(client.send(DEFAULT_MODEL, {"messages": msgs, "stream": False}, True))
+        self.assertIs(gw.requests[-1].json["stream"], True)
+
+    def test_send_stream_true_per_call_timeout(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        gw.push(Raw([STALL]))  # reads the request, then says nothing
+        exc = assert_quick_timeout(
+            self, lambda: list(client.send(DEFAULT_MODEL, "hi", stream=True, timeout=QUICK))
+        )
+        self.assertIn(str(QUICK), str(exc))  # the message names the timeout
+
+    def test_send_stream_true_checks_input(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        for name, model, value, options, word in refused_calls():
+            with self.subTest(case=name):
+
+                def call(model=model, value=value, options=options):
+                    return next(iter(client.send(model, value, stream=True, **options)))
+
+                assert_refused(self, gw, call, word)
+        assert_nothing_sent(self, gw)
+
+
 class SyncOnlyTest(ClientTestCase):
     """Behaviours of the sync API alone: generators closed or dropped, threads, dev mode."""
 
@@ -5972,106 +5970,21 @@ class AsyncOnlyTest(ClientTestCase):
         self.assertLess(elapsed, 1.5)
 
 
-# ---- tests: api ----
+# ==== command line and docs ====
 
-API_EDGEE_PY = os.path.join(HERE, "edgee.py")
-API_TEST_EDGEE_PY = os.path.join(HERE, "test_edgee.py")
-API_STREAM_DOC = os.path.join(SHARED_REFERENCE, "python-sdk-stream-method.md")
-API_CLI_TIMEOUT = 30  # seconds; a hung CLI fails the test instead of hanging the suite
-
-
-def _api_env_key(name):
-    return name.startswith("EDGEE_") or name.lower().endswith("_proxy")
+EDGEE_PY = os.path.join(HERE, "edgee.py")
+TEST_EDGEE_PY = os.path.join(HERE, "test_edgee.py")
+STREAM_DOC = os.path.join(SHARED_REFERENCE, "python-sdk-stream-method.md")
+CLI_TIMEOUT = 30  # seconds; a hung CLI fails the test instead of hanging the suite
 
 
-def _api_isolate_env(test):
-    """Remove EDGEE_* and *_proxy variables for the test; restore them afterwards."""
-    saved = {k: v for k, v in os.environ.items() if _api_env_key(k)}
-    for k in saved:
-        del os.environ[k]
-
-    def restore():
-        for k in [k for k in os.environ if _api_env_key(k)]:
-            del os.environ[k]
-        os.environ.update(saved)
-
-    test.addCleanup(restore)
-
-
-def _api_free_port():
-    """A port nothing listens on (bound then released)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-def _api_norm(text):
+def stripped_lines(text):
     """Text with trailing whitespace dropped from each line (for comparing doc snippets)."""
     return "\n".join(line.rstrip() for line in text.splitlines())
 
 
-def _api_completion(content="Hello! How can I assist you today?", finish_reason="stop", **extra):
-    """A chat.completion body like the OpenAPI example."""
-    body = {
-        "id": "chatcmpl-123",
-        "object": "chat.completion",
-        "created": 1677652288,
-        "model": "openai/gpt-5.2",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": 10,
-            "completion_tokens": 10,
-            "total_tokens": 20,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens_details": {"reasoning_tokens": 0},
-        },
-    }
-    body.update(extra)
-    return body
-
-
-class ApiTestBase(unittest.TestCase):
-    """Isolated environment, plus a gateway and a client closed at cleanup."""
-
-    def setUp(self):
-        _api_isolate_env(self)
-
-    def gateway(self):
-        gw = Gateway()
-        self.addCleanup(gw.close)
-        return gw
-
-    def client(self, gw, **options):
-        options.setdefault("api_key", "test-key")
-        options.setdefault("base_url", gw.url)
-        client = edgee.Edgee(**options)
-        self.addCleanup(client.close)
-        return client
-
-    def track(self, client):
-        self.addCleanup(client.close)
-        return client
-
-    def last(self, gw):
-        self.assertTrue(gw.requests, "the gateway received no request")
-        return gw.requests[-1]
-
-
-# ---------------------------------------------------------------------------
-# Documentation examples, run unchanged
-# ---------------------------------------------------------------------------
-
 # python-sdk-stream-method.md, verbatim (checked against the file when present).
-API_DOC_STRING_INPUT = """\
+DOC_STRING_INPUT = """\
 for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
     if chunk.text:
         print(chunk.text, end="", flush=True)
@@ -6081,7 +5994,7 @@ for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
 # Equivalent to: input={"messages": [{"role": "user", "content": "Tell me a story"}]}
 """
 
-API_DOC_MESSAGES = """\
+DOC_MESSAGES = """\
 for chunk in edgee.stream("gpt-5.2", {
     "messages": [
         {"role": "system", "content": "You are a helpful assistant."},
@@ -6092,14 +6005,14 @@ for chunk in edgee.stream("gpt-5.2", {
         print(chunk.text, end="", flush=True)
 """
 
-API_DOC_MULTIPLE_CHOICES = """\
+DOC_MULTIPLE_CHOICES = """\
 for chunk in edgee.stream("gpt-5.2", "Give me creative ideas"):
     for choice in chunk.choices:
         if choice.delta.content:
             print(f"Choice {choice.index}: {choice.delta.content}")
 """
 
-API_DOC_CONVENIENCE = """\
+DOC_CONVENIENCE = """\
 for chunk in edgee.stream("gpt-5.2", "Explain quantum computing"):
     # Content chunks
     if chunk.text:
@@ -6114,7 +6027,7 @@ for chunk in edgee.stream("gpt-5.2", "Explain quantum computing"):
         print(f"\\nFinish reason: {chunk.finish_reason}")
 """
 
-API_DOC_COLLECT = """\
+DOC_COLLECT = """\
 full_text = ""
 
 for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
@@ -6126,20 +6039,20 @@ print(f"\\n\\nFull response ({len(full_text)} characters):")
 print(full_text)
 """
 
-API_DOC_EMPTY_CHUNKS = """\
+DOC_EMPTY_CHUNKS = """\
 for chunk in edgee.stream("gpt-5.2", "Hello"):
     if chunk.text:  # \u2705 Good: Check before using
         print(chunk.text)
     # \u274c Bad: print(chunk.text) - may print None
 """
 
-API_DOC_SEND_STREAM = """\
+DOC_SEND_STREAM = """\
 for chunk in edgee.send("gpt-5.2", "Tell me a story", stream=True):
     if chunk.text:
         print(chunk.text, end="", flush=True)
 """
 
-API_DOC_ERRORS = """\
+DOC_ERRORS = """\
 try:
     for chunk in edgee.stream("gpt-5.2", "Hello!"):
         if chunk.text:
@@ -6151,7 +6064,7 @@ except RuntimeError as error:
 """
 
 # The official package's README (edgee 1.1.0), verbatim.
-API_README_QUICK_START = """\
+README_QUICK_START = """\
 from edgee import Edgee
 
 edgee = Edgee("your-api-key")
@@ -6166,7 +6079,7 @@ print(response.text)
 # "The capital of France is Paris."
 """
 
-API_README_SEND = """\
+README_SEND = """\
 response = edgee.send(
     model="anthropic/claude-haiku-4-5",
     input="Hello, world!"
@@ -6188,7 +6101,7 @@ if response.compression:
     print(f"Time: {response.compression.time_ms} ms")
 """
 
-API_README_STREAM = """\
+README_STREAM = """\
 for chunk in edgee.stream("anthropic/claude-haiku-4-5", "Tell me a story"):
     if chunk.text:
         print(chunk.text, end="", flush=True)
@@ -6198,7 +6111,7 @@ for chunk in edgee.stream("anthropic/claude-haiku-4-5", "Tell me a story"):
 """
 
 
-def _api_run_example(code, namespace):
+def run_example(code, namespace):
     """Exec `code` in `namespace` and return what it printed."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -6206,55 +6119,55 @@ def _api_run_example(code, namespace):
     return out.getvalue()
 
 
-class ApiExamplesTest(ApiTestBase):
+class DocsTest(ClientTestCase):
+    """The documentation's code runs as written, against the loopback gateway (sync, as written)."""
+
     def setUp(self):
         super().setUp()
         self.gw = self.gateway()
-        self.c = self.client(self.gw, max_retries=0)
+        self.c = self.client(self.gw)
 
     def run_doc(self, code):
-        return _api_run_example(code, {"edgee": self.c})
+        return run_example(code, {"edgee": self.c})
 
     def assert_in_doc(self, path, *snippets):
         if not os.path.exists(path):
             return  # the snippets above are the verbatim copies
         with open(path, encoding="utf-8") as f:
-            doc = _api_norm(f.read())
+            doc = stripped_lines(f.read())
         for snippet in snippets:
-            self.assertIn(_api_norm(snippet), doc)
+            self.assertIn(stripped_lines(snippet), doc)
 
     def test_snippets_are_verbatim(self):
         self.assert_in_doc(
-            API_STREAM_DOC,
-            API_DOC_STRING_INPUT,
-            API_DOC_MESSAGES,
-            API_DOC_MULTIPLE_CHOICES,
-            API_DOC_CONVENIENCE,
-            API_DOC_COLLECT,
-            API_DOC_EMPTY_CHUNKS,
-            API_DOC_SEND_STREAM,
-            API_DOC_ERRORS,
+            STREAM_DOC,
+            DOC_STRING_INPUT,
+            DOC_MESSAGES,
+            DOC_MULTIPLE_CHOICES,
+            DOC_CONVENIENCE,
+            DOC_COLLECT,
+            DOC_EMPTY_CHUNKS,
+            DOC_SEND_STREAM,
+            DOC_ERRORS,
         )
-        self.assert_in_doc(
-            OFFICIAL_README, API_README_QUICK_START, API_README_SEND, API_README_STREAM
-        )
+        self.assert_in_doc(OFFICIAL_README, README_QUICK_START, README_SEND, README_STREAM)
 
     def test_doc_string_input(self):
-        out = self.run_doc(API_DOC_STRING_INPUT)
+        out = self.run_doc(DOC_STRING_INPUT)
         self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
-        rec = self.last(self.gw)
+        rec = self.gw.requests[-1]
         self.assertEqual(rec.json["messages"], [{"role": "user", "content": "Tell me a story"}])
         self.assertEqual((rec.json["model"], rec.json["stream"]), ("gpt-5.2", True))
 
     def test_doc_messages(self):
-        self.assertEqual(self.run_doc(API_DOC_MESSAGES), "Echo: Write a poem about coding")
+        self.assertEqual(self.run_doc(DOC_MESSAGES), "Echo: Write a poem about coding")
         self.assertEqual(
-            self.last(self.gw).json["messages"][0],
+            self.gw.requests[-1].json["messages"][0],
             {"role": "system", "content": "You are a helpful assistant."},
         )
 
     def test_doc_multiple_choices(self):
-        out = self.run_doc(API_DOC_MULTIPLE_CHOICES)
+        out = self.run_doc(DOC_MULTIPLE_CHOICES)
         lines = out.split("\n")
         self.assertEqual(lines[-1], "")
         pieces = []
@@ -6265,7 +6178,7 @@ class ApiExamplesTest(ApiTestBase):
 
     def test_doc_multiple_choices_with_n(self):
         # the same loop over a 2-choice stream (n passed through a dict input)
-        code = API_DOC_MULTIPLE_CHOICES.replace(
+        code = DOC_MULTIPLE_CHOICES.replace(
             '"Give me creative ideas"',
             '{"messages": [{"role": "user", "content": "Give me creative ideas"}], "n": 2}',
         )
@@ -6280,39 +6193,39 @@ class ApiExamplesTest(ApiTestBase):
         )
 
     def test_doc_convenience_properties(self):
-        out = self.run_doc(API_DOC_CONVENIENCE)
+        out = self.run_doc(DOC_CONVENIENCE)
         self.assertEqual(
             out, "\nRole: assistant\nEcho: Explain quantum computing\nFinish reason: stop\n"
         )
 
     def test_doc_collect(self):
-        out = self.run_doc(API_DOC_COLLECT)
+        out = self.run_doc(DOC_COLLECT)
         text = "Echo: Tell me a story"
         self.assertEqual(out, f"{text}\n\nFull response ({len(text)} characters):\n{text}\n")
 
     def test_doc_empty_chunks(self):
-        out = self.run_doc(API_DOC_EMPTY_CHUNKS)
+        out = self.run_doc(DOC_EMPTY_CHUNKS)
         self.assertNotIn("None", out)
         self.assertEqual("".join(out.splitlines()), "Echo: Hello")
 
     def test_doc_send_stream(self):
-        self.assertEqual(self.run_doc(API_DOC_SEND_STREAM), "Echo: Tell me a story")
-        self.assertIs(self.last(self.gw).json["stream"], True)
+        self.assertEqual(self.run_doc(DOC_SEND_STREAM), "Echo: Tell me a story")
+        self.assertIs(self.gw.requests[-1].json["stream"], True)
 
     def test_doc_error_handling(self):
-        self.assertEqual(self.run_doc(API_DOC_ERRORS), "Echo: Hello!")
+        self.assertEqual(self.run_doc(DOC_ERRORS), "Echo: Hello!")
         self.gw.push(ErrorReply(401, "unauthorized", "Missing Authorization header"))
         self.assertEqual(
-            self.run_doc(API_DOC_ERRORS),
+            self.run_doc(DOC_ERRORS),
             "Stream failed: API error 401: Missing Authorization header\n",
         )
         self.gw.push(ErrorReply(429, "usage_limit_exceeded", "slow down"))
-        self.assertEqual(self.run_doc(API_DOC_ERRORS), "Stream failed: API error 429: slow down\n")
-        port = _api_free_port()
+        self.assertEqual(self.run_doc(DOC_ERRORS), "Stream failed: API error 429: slow down\n")
+        port = free_port()
         offline = self.track(
             edgee.Edgee(api_key="k", base_url=f"http://127.0.0.1:{port}", max_retries=0)
         )
-        out = _api_run_example(API_DOC_ERRORS, {"edgee": offline})
+        out = run_example(DOC_ERRORS, {"edgee": offline})
         self.assertTrue(out.startswith("Stream failed: "), out)
         self.assertEqual(out.count("\n"), 1)
 
@@ -6320,12 +6233,12 @@ class ApiExamplesTest(ApiTestBase):
         os.environ["EDGEE_BASE_URL"] = self.gw.url
         namespace = {}
         self.addCleanup(lambda: namespace["edgee"].close() if "edgee" in namespace else None)
-        out = _api_run_example(API_README_QUICK_START, namespace)
+        out = run_example(README_QUICK_START, namespace)
         self.assertEqual(out, "Echo: What is the capital of France?\n")
-        rec = self.last(self.gw)
+        rec = self.gw.requests[-1]
         self.assertEqual(rec.headers["authorization"], "Bearer your-api-key")
         self.assertEqual(rec.json["model"], "anthropic/claude-haiku-4-5")
-        body = _api_completion(
+        body = completion_body(
             compression={
                 "saved_tokens": 450,
                 "cost_savings": 27000,
@@ -6334,7 +6247,7 @@ class ApiExamplesTest(ApiTestBase):
             }
         )
         self.gw.push(Reply(body=body))
-        out = _api_run_example(API_README_SEND, namespace)
+        out = run_example(README_SEND, namespace)
         self.assertEqual(
             out.splitlines(),
             [
@@ -6349,32 +6262,55 @@ class ApiExamplesTest(ApiTestBase):
             ],
         )
         self.assertEqual(
-            self.last(self.gw).json["messages"], [{"role": "user", "content": "Hello, world!"}]
+            self.gw.requests[-1].json["messages"], [{"role": "user", "content": "Hello, world!"}]
         )
-        out = _api_run_example(API_README_SEND, namespace)  # the fake LLM: no compression
+        out = run_example(README_SEND, namespace)  # the fake LLM: no compression
         lines = out.splitlines()
         self.assertEqual(lines[:3], ["Echo: Hello, world!", "stop", "None"])
         self.assertEqual(len(lines), 4)
         self.assertRegex(lines[3], r"^Tokens used: [1-9]\d*$")
 
     def test_readme_stream(self):
-        out = _api_run_example(API_README_STREAM, {"edgee": self.c})
+        out = run_example(README_STREAM, {"edgee": self.c})
         self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
-        self.assertEqual(self.last(self.gw).json["model"], "anthropic/claude-haiku-4-5")
+        self.assertEqual(self.gw.requests[-1].json["model"], "anthropic/claude-haiku-4-5")
+
+    def readme_block(self, marker):
+        path = os.path.join(HERE, "README.md")
+        if not os.path.exists(path):
+            self.skipTest("README.md is not beside this file")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        found = re.search(marker + r"\n```python\n(.*?)```", text, re.S)
+        self.assertIsNotNone(found, "README has no block after " + marker)
+        return found.group(1)
+
+    def test_tool_round_trip_loop(self):
+        code = self.readme_block("<!-- tool-round-trip -->")
+        gw = self.gw
+        os.environ.update(EDGEE_API_KEY="readme-key", EDGEE_BASE_URL=gw.url)  # isolate_env restores
+        out = io.StringIO()
+        with redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+        self.assertEqual(
+            out.getvalue(), 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n'
+        )
+        sent = [r.json["messages"] for r in gw.requests]
+        self.assertEqual(len(sent), 2)  # the tool call, then the final answer
+        call = sent[1][1]["tool_calls"][0]
+        self.assertEqual(call["function"], {"name": "get_weather", "arguments": '{"city":"Paris"}'})
+        self.assertEqual(sent[1][2]["tool_call_id"], call["id"])
 
 
-# ---------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------
+class CliTest(ClientTestCase):
+    """`python edgee.py`: the command line, run as a child process."""
 
-
-class ApiCliTest(ApiTestBase):
     def setUp(self):
         super().setUp()
         self.gw = self.gateway()
 
     def env(self, **values):
-        env = {k: v for k, v in os.environ.items() if not _api_env_key(k)}
+        env = dict(os.environ)  # without EDGEE_* and *_proxy (see isolate_env)
         env.update(EDGEE_API_KEY="cli-key", EDGEE_BASE_URL=self.gw.url, PYTHONIOENCODING="utf-8")
         for name, value in values.items():
             if value is None:
@@ -6387,12 +6323,12 @@ class ApiCliTest(ApiTestBase):
         stdin = kwargs.pop("stdin", None)
         env = self.env(**kwargs)
         return subprocess.run(
-            [sys.executable, API_EDGEE_PY, *list(args)],
+            [sys.executable, EDGEE_PY, *list(args)],
             input=stdin,
             stdin=None if stdin is not None else subprocess.DEVNULL,
             capture_output=True,
             env=env,
-            timeout=API_CLI_TIMEOUT,
+            timeout=CLI_TIMEOUT,
             encoding="utf-8",
             errors="replace",
         )
@@ -6409,7 +6345,7 @@ class ApiCliTest(ApiTestBase):
         result = self.cli("hello", "world")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, "Echo: hello world\n")
-        rec = self.last(self.gw)
+        rec = self.gw.requests[-1]
         self.assertEqual(rec.json["messages"], [{"role": "user", "content": "hello world"}])
         self.assertIs(rec.json.get("stream"), True)
         self.assertEqual(rec.headers["accept"], "text/event-stream")
@@ -6424,14 +6360,14 @@ class ApiCliTest(ApiTestBase):
         result = self.cli(stdin="from stdin\n")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.strip(), "Echo: from stdin")
-        self.assertEqual(self.last(self.gw).json["messages"][-1]["content"].strip(), "from stdin")
+        self.assertEqual(self.gw.requests[-1].json["messages"][-1]["content"].strip(), "from stdin")
 
     def test_system_prompt(self):
         result = self.cli("--system", "Be brief.", "question")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, "Echo: question\n")
         self.assertEqual(
-            self.last(self.gw).json["messages"],
+            self.gw.requests[-1].json["messages"],
             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "question"}],
         )
 
@@ -6439,15 +6375,15 @@ class ApiCliTest(ApiTestBase):
         result = self.cli("--model", "anthropic/claude-opus-4-6", "hi")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, "Echo: hi\n")
-        self.assertEqual(self.last(self.gw).json["model"], "anthropic/claude-opus-4-6")
+        self.assertEqual(self.gw.requests[-1].json["model"], "anthropic/claude-opus-4-6")
 
     def test_model_from_environment(self):
         result = self.cli("hi", EDGEE_MODEL="mistral/mistral-large")
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(self.last(self.gw).json["model"], "mistral/mistral-large")
+        self.assertEqual(self.gw.requests[-1].json["model"], "mistral/mistral-large")
 
     def test_base_url_option_overrides_environment(self):
-        closed = f"http://127.0.0.1:{_api_free_port()}"
+        closed = f"http://127.0.0.1:{free_port()}"
         result = self.cli("--base-url", self.gw.url, "routed", EDGEE_BASE_URL=closed)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, "Echo: routed\n")
@@ -6463,7 +6399,7 @@ class ApiCliTest(ApiTestBase):
         result = self.cli("--no-stream", "whole", "answer")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, "Echo: whole answer\n")
-        rec = self.last(self.gw)
+        rec = self.gw.requests[-1]
         self.assertNotIn("stream", rec.json)
         self.assertNotEqual(rec.headers.get("accept"), "text/event-stream")
 
@@ -6471,8 +6407,19 @@ class ApiCliTest(ApiTestBase):
         result = self.cli("--list-models")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
-        rec = self.last(self.gw)
+        rec = self.gw.requests[-1]
         self.assertEqual((rec.method, rec.path), ("GET", "/v1/models"))
+        self.assertEqual(rec.headers["authorization"], "Bearer cli-key")
+        self.assertEqual(
+            result.stdout.splitlines(), ["openai/gpt-5.2", "anthropic/claude-opus-4-6"]
+        )
+
+    def test_list_models_error(self):
+        self.gw.push(ErrorReply(403, "forbidden", "API key is inactive"))
+        result = self.cli("--list-models")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, "")
+        self.assertIn("API error 403: API key is inactive", result.stderr)
 
     def test_missing_key(self):
         result = self.cli("hello", EDGEE_API_KEY=None)
@@ -6485,7 +6432,7 @@ class ApiCliTest(ApiTestBase):
         self.assert_one_line_error(result, "API error 401", ERROR_CODES["unauthorized"][2])
 
     def test_network_error(self):
-        port = _api_free_port()
+        port = free_port()
         result = self.cli("hello", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
         self.assert_one_line_error(result, str(port))
         self.assertEqual(result.stdout.strip(), "")
@@ -6503,9 +6450,9 @@ class ApiCliTest(ApiTestBase):
         self.assertIn(edgee.__version__, result.stdout + result.stderr)
 
     def test_serve_gateway_subprocess(self):
-        port = _api_free_port()
+        port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, API_TEST_EDGEE_PY, "--serve", str(port)],
+            [sys.executable, TEST_EDGEE_PY, "--serve", str(port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -6539,285 +6486,6 @@ class ApiCliTest(ApiTestBase):
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
         self.assertIn(f"http://127.0.0.1:{port}", out)
-
-
-# ---- tests: reliability ----
-
-REL_KEY = "sk-rel-SECRET-0123456789abcdef"  # >= 8 characters, so echoes of it are redacted
-REL_MODEL = "openai/gpt-5.2"
-REL_API = "/v1/chat/completions"
-REL_FAST = {"retry-after-ms": "1"}  # keeps retried answers fast
-REL_SSE_HEAD = http_head(200, [("Content-Type", "text/event-stream")], chunked=True)
-REL_SLOW = 5.0  # a stall far beyond every timeout used here (the gateway's close() ends it)
-
-
-def _rel_free_port():
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-    finally:
-        probe.close()
-
-
-def _rel_events(*pieces, **kw):
-    """Chunks of a streamed answer: the role, one chunk per piece, then the finish."""
-    finish = kw.get("finish", "stop")
-    events = [completion_chunk(role="assistant")]
-    events += [completion_chunk(content=p) for p in pieces]
-    if finish:
-        events.append(completion_chunk(finish_reason=finish))
-    return events
-
-
-def _rel_frames(events):
-    """The chunked-body frames of SSE events (dicts as `data:` JSON, bytes verbatim)."""
-    return b"".join(chunk_frame(e if isinstance(e, bytes) else sse_bytes(e)) for e in events)
-
-
-def _rel_drain(iterator, into):
-    """Append every chunk of `iterator` to `into` (so a test sees them after an error)."""
-    for chunk in iterator:
-        into.append(chunk)
-
-
-def _rel_text(chunks):
-    return "".join(c.text or "" for c in chunks)
-
-
-def _rel_completion(text):
-    """A whole chat.completion answer."""
-    return {
-        "id": COMPLETION_ID,
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": REL_MODEL,
-        "usage": make_usage(),
-        "choices": [
-            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-        ],
-    }
-
-
-def _rel_everything(exc):
-    """str, repr and the formatted traceback (with its chain) of an exception."""
-    return "\n".join(
-        [
-            str(exc),
-            repr(exc),
-            repr(getattr(exc, "body", None)),
-            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        ]
-    )
-
-
-class _RelHelpers:
-    """Gateways and clients that are closed when the test ends."""
-
-    def gateway(self, tls=False):
-        gw = Gateway(tls=tls)
-        self.addCleanup(gw.close)
-        return gw
-
-    def client(self, where=None, **options):
-        """A client of a Gateway, of a URL, or made from a config (a key, dict or EdgeeConfig)."""
-        config = None
-        if isinstance(where, Gateway):
-            options["base_url"] = where.url
-        elif isinstance(where, str) and "://" in where:
-            options["base_url"] = where
-        else:
-            config = where
-        if config is None:
-            options.setdefault("api_key", REL_KEY)
-        client = edgee.Edgee(config, **options)
-        self.addCleanup(client.close)
-        return client
-
-    def fake_sleep(self, client):
-        """Replace the client's sleep with a recorder; returns the list of delays."""
-        slept = []
-        client._transport.sleep = slept.append
-        return slept
-
-    def assert_quick_timeout(self, call, limit=2.0):
-        """`call()` raises EdgeeTimeoutError after about 0.3 s (it did wait), within `limit`."""
-        start = time.monotonic()
-        with self.assertRaises(edgee.EdgeeTimeoutError) as cm:
-            call()
-        elapsed = time.monotonic() - start
-        self.assertGreaterEqual(elapsed, 0.25, "it raised before the timeout ran out")
-        self.assertLess(elapsed, limit, "the timeout took far too long")
-        self.assertIsInstance(cm.exception, RuntimeError)
-        self.assertIsInstance(cm.exception, edgee.EdgeeConnectionError)
-        return cm.exception
-
-
-# ---- tests: the README ----
-
-
-class ReadmeTest(unittest.TestCase):
-    """The README's code runs as written, against the loopback gateway."""
-
-    def readme_block(self, marker):
-        path = os.path.join(HERE, "README.md")
-        if not os.path.exists(path):
-            self.skipTest("README.md is not beside this file")
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        found = re.search(marker + r"\n```python\n(.*?)```", text, re.S)
-        self.assertIsNotNone(found, "README has no block after " + marker)
-        return found.group(1)
-
-    def test_tool_round_trip_loop(self):
-        code = self.readme_block("<!-- tool-round-trip -->")
-        gw = Gateway()
-        self.addCleanup(gw.close)
-        saved = {k: os.environ.get(k) for k in ("EDGEE_API_KEY", "EDGEE_BASE_URL")}
-        self.addCleanup(
-            lambda: [
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-                for k, v in saved.items()
-            ]
-        )
-        os.environ.update(EDGEE_API_KEY="readme-key", EDGEE_BASE_URL=gw.url)
-        out = io.StringIO()
-        with redirect_stdout(out):
-            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
-        self.assertEqual(
-            out.getvalue(), 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n'
-        )
-        sent = [r.json["messages"] for r in gw.requests]
-        self.assertEqual(len(sent), 2)  # the tool call, then the final answer
-        call = sent[1][1]["tool_calls"][0]
-        self.assertEqual(call["function"], {"name": "get_weather", "arguments": '{"city":"Paris"}'})
-        self.assertEqual(sent[1][2]["tool_call_id"], call["id"])
-
-
-# ---- tests: extras ----
-
-EXT_KEY = "ext-test-key"
-EXT_MODEL = "openai/gpt-5.2"
-EXT_SPEC = os.path.join(SHARED_REFERENCE, "edgee-openapi.json")
-EXT_ASYNC_LIMIT = 10.0  # every async test body runs under asyncio.wait_for(..., this)
-EXT_WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "required": ["city"],
-            "properties": {"city": {"type": "string"}},
-        },
-    },
-}
-
-
-def ext_edgee_path():
-    """edgee.py, beside this file."""
-    return os.path.join(HERE, "edgee.py")
-
-
-def ext_run(coro):
-    """Run a coroutine on a fresh event loop, bounded by EXT_ASYNC_LIMIT seconds."""
-    return asyncio.run(asyncio.wait_for(coro, EXT_ASYNC_LIMIT))
-
-
-def ext_sse_head():
-    """The head of a chunked event-stream answer that keeps the connection alive."""
-    return http_head(
-        200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}, chunked=True
-    )
-
-
-def ext_head(index, call_id, name, arguments):
-    """The first fragment of a streamed tool call."""
-    return {
-        "index": index,
-        "id": call_id,
-        "type": "function",
-        "function": {"name": name, "arguments": arguments},
-    }
-
-
-def ext_event(chunk):
-    """One SSE event as one HTTP chunk frame."""
-    return chunk_frame(sse_bytes(chunk))
-
-
-class _ExtBase(unittest.TestCase):
-    """A gateway, clients bound to it, and no proxy variables from the outer environment."""
-
-    def setUp(self):
-        saved = {k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}
-        for name in saved:
-            del os.environ[name]
-
-        def restore():
-            for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
-                del os.environ[name]
-            os.environ.update(saved)
-
-        self.addCleanup(restore)
-        self.gw = self.gateway()
-
-    def gateway(self, tls=False):
-        gw = Gateway(tls=tls)
-        self.addCleanup(gw.close)
-        return gw
-
-    def client(self, gw=None, **options):
-        gw = gw or self.gw
-        options.setdefault("timeout", 5.0)
-        options.setdefault("max_retries", 0)
-        if gw.tls:
-            options.setdefault("ssl_context", client_ssl_context())
-        client = edgee.Edgee(api_key=EXT_KEY, base_url=gw.url, **options)
-        self.addCleanup(client.close)
-        return client
-
-
-# ---------------------------------------------------------------------------
-# Models
-# ---------------------------------------------------------------------------
-
-
-class ExtModelsTest(_ExtBase):
-    def test_cli_list_models(self):
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-        env.update(EDGEE_API_KEY=EXT_KEY, EDGEE_BASE_URL=self.gw.url, PYTHONIOENCODING="utf-8")
-        result = subprocess.run(
-            [sys.executable, ext_edgee_path(), "--list-models"],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            timeout=10,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(
-            result.stdout.decode("utf-8").splitlines(),
-            ["openai/gpt-5.2", "anthropic/claude-opus-4-6"],
-        )
-        request = self.gw.requests[0]
-        self.assertEqual((request.method, request.path), ("GET", "/v1/models"))
-        self.assertEqual(request.headers["authorization"], "Bearer " + EXT_KEY)
-
-    def test_cli_list_models_error(self):
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-        env.update(EDGEE_API_KEY=EXT_KEY, EDGEE_BASE_URL=self.gw.url)
-        self.gw.push(ErrorReply(403, "forbidden", "API key is inactive"))
-        result = subprocess.run(
-            [sys.executable, ext_edgee_path(), "--list-models"],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            timeout=10,
-        )
-        self.assertEqual(result.returncode, 1)
-        self.assertEqual(result.stdout, b"")
-        self.assertIn(b"API error 403: API key is inactive", result.stderr)
 
 
 # ---- serve on its own ----
