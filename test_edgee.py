@@ -2329,12 +2329,15 @@ SSE_HEAD = http_head(200, [("Content-Type", "text/event-stream")], chunked=True)
 QUICK = 0.2  # seconds: the timeout of the tests that wait for one
 
 
-def assert_quick_timeout(test, call, limit=2.0):
-    """`call()` raises EdgeeTimeoutError after about QUICK s (it did wait), within `limit`."""
+def assert_quick_timeout(test, call, gw, limit=2.0):
+    """`call()` raises EdgeeTimeoutError after about QUICK s (it did wait), within `limit`,
+    and `gw` got one request for it: a timeout is never retried."""
+    before = len(gw.requests)
     start = time.monotonic()
     with test.assertRaises(edgee.EdgeeTimeoutError) as cm:
         call()
     elapsed = time.monotonic() - start
+    test.assertEqual(len(gw.requests) - before, 1, "the timeout was retried")
     test.assertGreaterEqual(elapsed, QUICK - 0.05, "it raised before the timeout ran out")
     test.assertLess(elapsed, limit, "the timeout took far too long")
     test.assertIsInstance(cm.exception, RuntimeError)
@@ -4611,7 +4614,9 @@ class ConnectionErrorsTest(ClientTestCase):
         def body(api):
             server = PlainHTTPServer()
             self.addCleanup(server.close)
-            client = self.api(api.kind, f"https://127.0.0.1:{server.port}", timeout=3)
+            client = self.api(
+                api.kind, f"https://127.0.0.1:{server.port}", timeout=3, max_retries=2
+            )
             start = time.monotonic()
             with self.assertRaises(edgee.EdgeeConnectionError) as cm:
                 client.send(DEFAULT_MODEL, "hi")
@@ -4639,10 +4644,10 @@ class ConnectionErrorsTest(ClientTestCase):
     def test_timeout(self):
         def body(api):
             api.gw.push(Raw([STALL]))
-            exc = assert_quick_timeout(self, lambda: api.send(DEFAULT_MODEL, "hi"))
+            exc = assert_quick_timeout(self, lambda: api.send(DEFAULT_MODEL, "hi"), api.gw)
             self.assert_connection_error(exc, f"127.0.0.1:{api.gw.port}")
 
-        self.both(body, timeout=QUICK)
+        self.both(body, timeout=QUICK, max_retries=2)
 
     def test_reset_before_the_answer(self):
         def body(api):
@@ -4710,7 +4715,7 @@ class TimeoutTest(ClientTestCase):
                     method = getattr(client, call)
                     api.gw.push(Raw([STALL]))  # reads the request, then says nothing
                     exc = assert_quick_timeout(
-                        self, lambda m=method, o=per_call: m(DEFAULT_MODEL, "hi", **o)
+                        self, lambda m=method, o=per_call: m(DEFAULT_MODEL, "hi", **o), api.gw
                     )
                     self.assertIn(str(QUICK), str(exc))  # the message names the timeout
 
@@ -4731,11 +4736,11 @@ class TimeoutTest(ClientTestCase):
     def test_stall_after_the_headers(self):
         def body(api):
             api.gw.push(Raw([SSE_HEAD, STALL]))
-            exc = assert_quick_timeout(self, lambda: api.stream(DEFAULT_MODEL, "hi"))
+            exc = assert_quick_timeout(self, lambda: api.stream(DEFAULT_MODEL, "hi"), api.gw)
             self.assertIn(str(QUICK), str(exc))
             head = http_head(200, [("Content-Type", "application/json")], content_length=80)
             api.gw.push(Raw([head, b'{"id":"chatcmpl-test",', STALL]))
-            assert_quick_timeout(self, lambda: api.send(DEFAULT_MODEL, "hi"))
+            assert_quick_timeout(self, lambda: api.send(DEFAULT_MODEL, "hi"), api.gw)
 
         self.both(body, timeout=QUICK, max_retries=2)
 
@@ -4744,7 +4749,7 @@ class TimeoutTest(ClientTestCase):
             events = stream_events("Hel", "lo", " world")
             api.gw.push(SSE([*events[:3], STALL, *events[3:]]))
             got = []
-            assert_quick_timeout(self, lambda: api.each(got.append, DEFAULT_MODEL, "hi"))
+            assert_quick_timeout(self, lambda: api.each(got.append, DEFAULT_MODEL, "hi"), api.gw)
             self.assertEqual(text_of(got), "Hello")  # everything before the stall was yielded
             self.assertEqual(len(got), 3)
 
@@ -5675,10 +5680,10 @@ class OfficialSurfaceTest(ClientTestCase):
 
     def test_send_stream_true_per_call_timeout(self):
         gw = self.gateway()
-        client = self.client(gw)
+        client = self.client(gw, max_retries=2)
         gw.push(Raw([STALL]))  # reads the request, then says nothing
         exc = assert_quick_timeout(
-            self, lambda: list(client.send(DEFAULT_MODEL, "hi", stream=True, timeout=QUICK))
+            self, lambda: list(client.send(DEFAULT_MODEL, "hi", stream=True, timeout=QUICK)), gw
         )
         self.assertIn(str(QUICK), str(exc))  # the message names the timeout
 
