@@ -2663,7 +2663,11 @@ class StreamConnection(_AsyncProtocol):
             timer.cancel()
 
     def is_clean(self) -> bool:
-        return not (self._buffer or self._ended or self.transport.is_closing())
+        if self._buffer or self._ended or self.transport.is_closing():
+            return False
+        # Bytes or an end the loop has not read yet are on the socket: ask the kernel.
+        sock = self.transport.get_extra_info("socket")
+        return sock is None or not _readable(sock)
 
     def close(self) -> None:
         if self.transport is not None and not self.loop.is_closed():

@@ -2569,6 +2569,28 @@ class Api:
 
         return self.run(consume())
 
+    def each(self, fn: Any, model: str, input: Any, **kwargs: Any) -> None:
+        """Call `fn(chunk)` as each chunk arrives; raises what the iteration raised."""
+        if self._loop is None:
+            for chunk in self.client.stream(model, input, **kwargs):
+                fn(chunk)
+            return
+
+        async def consume() -> None:
+            stream = self.client.astream(model, input, **kwargs)
+            try:
+                async for chunk in stream:
+                    fn(chunk)
+            finally:
+                await stream.aclose()
+
+        self.run(consume())
+
+    def last(self) -> Recorded:
+        """The last request the gateway received."""
+        assert self.gw is not None and self.gw.requests, "the gateway received no request"
+        return self.gw.requests[-1]
+
     def collect(self, model: str, input: Any, **kwargs: Any) -> Any:
         if self._loop is None:
             return edgee.collect(self.client.stream(model, input, **kwargs))
@@ -2621,7 +2643,16 @@ class ClientTestCase(unittest.TestCase):
 
     def api(self, kind: str, where: Any = None, **options: Any) -> Api:
         gw = where if isinstance(where, Gateway) or where is not None else self.gateway()
-        api = Api(kind, self.client(gw, **options), gw if isinstance(gw, Gateway) else None)
+        return self.drive(kind, self.client(gw, **options), gw if isinstance(gw, Gateway) else None)
+
+    def track(self, client: edgee.Edgee) -> edgee.Edgee:
+        """`client`, closed at cleanup."""
+        self.addCleanup(client.close)
+        return client
+
+    def drive(self, kind: str, client: edgee.Edgee, gw: Optional[Gateway] = None) -> Api:
+        """An Api of `kind` around a client the test built itself; both closed at cleanup."""
+        api = Api(kind, self.track(client), gw)
         self.addCleanup(api.close)
         return api
 
@@ -2732,2011 +2763,11 @@ def assert_valid_body(test: unittest.TestCase, path: str, body: Any) -> None:
     test.assertEqual(errors, [], f"invalid {path} body: {value!r}")
 
 
-# ---- tests: api ----
-
-API_EDGEE_PY = os.path.join(HERE, "edgee.py")
-API_TEST_EDGEE_PY = os.path.join(HERE, "test_edgee.py")
-API_STREAM_DOC = os.path.join(SHARED_REFERENCE, "python-sdk-stream-method.md")
-# The official package unpacked (pip download edgee==1.1.0, then unzip), if you have it.
-API_OFFICIAL_DIR = os.environ.get("EDGEE_OFFICIAL_SDK", "")
-API_OFFICIAL_INIT = os.path.join(API_OFFICIAL_DIR, "edgee", "__init__.py")
-API_OFFICIAL_README = os.path.join(API_OFFICIAL_DIR, "edgee-1.1.0.dist-info", "METADATA")
-API_CLI_TIMEOUT = 30  # seconds; a hung CLI fails the test instead of hanging the suite
-
-
-def _api_env_key(name):
-    return name.startswith("EDGEE_") or name.lower().endswith("_proxy")
-
-
-def _api_isolate_env(test):
-    """Remove EDGEE_* and *_proxy variables for the test; restore them afterwards."""
-    saved = {k: v for k, v in os.environ.items() if _api_env_key(k)}
-    for k in saved:
-        del os.environ[k]
-
-    def restore():
-        for k in [k for k in os.environ if _api_env_key(k)]:
-            del os.environ[k]
-        os.environ.update(saved)
-
-    test.addCleanup(restore)
-
-
-def _api_free_port():
-    """A port nothing listens on (bound then released)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-def _api_norm(text):
-    """Text with trailing whitespace dropped from each line (for comparing doc snippets)."""
-    return "\n".join(line.rstrip() for line in text.splitlines())
-
-
-def _api_completion(content="Hello! How can I assist you today?", finish_reason="stop", **extra):
-    """A chat.completion body like the OpenAPI example."""
-    body = {
-        "id": "chatcmpl-123",
-        "object": "chat.completion",
-        "created": 1677652288,
-        "model": "openai/gpt-5.2",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": 10,
-            "completion_tokens": 10,
-            "total_tokens": 20,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens_details": {"reasoning_tokens": 0},
-        },
-    }
-    body.update(extra)
-    return body
-
-
-class ApiTestBase(unittest.TestCase):
-    """Isolated environment, plus a gateway and a client closed at cleanup."""
-
-    def setUp(self):
-        _api_isolate_env(self)
-
-    def gateway(self):
-        gw = Gateway()
-        self.addCleanup(gw.close)
-        return gw
-
-    def client(self, gw, **options):
-        options.setdefault("api_key", "test-key")
-        options.setdefault("base_url", gw.url)
-        client = edgee.Edgee(**options)
-        self.addCleanup(client.close)
-        return client
-
-    def track(self, client):
-        self.addCleanup(client.close)
-        return client
-
-    def last(self, gw):
-        self.assertTrue(gw.requests, "the gateway received no request")
-        return gw.requests[-1]
-
-
-# ---------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------
-
-
-class ApiConfigTest(ApiTestBase):
-    def test_string_key(self):
-        gw = self.gateway()
-        os.environ["EDGEE_BASE_URL"] = gw.url
-        client = self.track(edgee.Edgee("string-key"))
-        self.assertEqual(client.api_key, "string-key")
-        self.assertEqual(client.send("openai/gpt-5.2", "hi").text, "Echo: hi")
-        self.assertEqual(self.last(gw).headers["authorization"], "Bearer string-key")
-
-    def test_dict_config(self):
-        gw = self.gateway()
-        client = self.track(edgee.Edgee({"api_key": "dict-key", "base_url": gw.url}))
-        self.assertEqual(client.api_key, "dict-key")
-        self.assertEqual(client.send("openai/gpt-5.2", "hi").text, "Echo: hi")
-        self.assertEqual(self.last(gw).headers["authorization"], "Bearer dict-key")
-
-    def test_config_keyword_argument(self):
-        gw = self.gateway()
-        client = self.track(edgee.Edgee(config={"api_key": "kw-config", "base_url": gw.url}))
-        client.send("openai/gpt-5.2", "hi")
-        self.assertEqual(self.last(gw).headers["authorization"], "Bearer kw-config")
-
-    def test_edgee_config_dataclass(self):
-        gw = self.gateway()
-        config = edgee.EdgeeConfig(api_key="cfg-key", base_url=gw.url)
-        client = self.track(edgee.Edgee(config))
-        self.assertEqual(client.send("openai/gpt-5.2", "yo").text, "Echo: yo")
-        self.assertEqual(self.last(gw).headers["authorization"], "Bearer cfg-key")
-        # positional construction as in the official package: EdgeeConfig(api_key, base_url)
-        positional = edgee.EdgeeConfig("pos-key", gw.url)
-        self.track(edgee.Edgee(positional)).send("openai/gpt-5.2", "yo")
-        self.assertEqual(self.last(gw).headers["authorization"], "Bearer pos-key")
-
-    def test_keyword_options(self):
-        gw = self.gateway()
-        client = self.track(
-            edgee.Edgee(api_key="kw-key", base_url=gw.url, timeout=5, max_retries=0)
-        )
-        self.assertEqual(client.send("openai/gpt-5.2", "kw").text, "Echo: kw")
-        self.assertEqual(self.last(gw).headers["authorization"], "Bearer kw-key")
-
-    def test_precedence_kwargs_over_config_over_env(self):
-        env_gw, cfg_gw, kw_gw = self.gateway(), self.gateway(), self.gateway()
-        os.environ["EDGEE_API_KEY"] = "env-key"
-        os.environ["EDGEE_BASE_URL"] = env_gw.url
-        cases = [
-            ((), {}, env_gw, "env-key"),
-            (("str-key",), {}, env_gw, "str-key"),
-            (({"api_key": "cfg-key"},), {}, env_gw, "cfg-key"),
-            (({"base_url": cfg_gw.url},), {}, cfg_gw, "env-key"),
-            (({"api_key": "cfg-key", "base_url": cfg_gw.url},), {}, cfg_gw, "cfg-key"),
-            ((edgee.EdgeeConfig(api_key="cfg-key", base_url=cfg_gw.url),), {}, cfg_gw, "cfg-key"),
-            (
-                ({"api_key": "cfg-key", "base_url": cfg_gw.url},),
-                {"api_key": "kw-key", "base_url": kw_gw.url},
-                kw_gw,
-                "kw-key",
-            ),
-            (
-                (edgee.EdgeeConfig(api_key="cfg-key", base_url=cfg_gw.url),),
-                {"api_key": "kw-key"},
-                cfg_gw,
-                "kw-key",
-            ),
-            ((), {"base_url": kw_gw.url}, kw_gw, "env-key"),
-        ]
-        for args, kwargs, gw, key in cases:
-            with self.subTest(args=args, kwargs=kwargs):
-                before = {id(g): len(g.requests) for g in (env_gw, cfg_gw, kw_gw)}
-                client = self.track(edgee.Edgee(*args, **kwargs))
-                self.assertEqual(client.send("openai/gpt-5.2", "which").text, "Echo: which")
-                for g in (env_gw, cfg_gw, kw_gw):
-                    self.assertEqual(len(g.requests) - before[id(g)], 1 if g is gw else 0)
-                self.assertEqual(gw.requests[-1].headers["authorization"], "Bearer " + key)
-
-    def test_default_base_url(self):
-        self.assertEqual(edgee.DEFAULT_BASE_URL, "https://edgee.io")
-        client = self.track(edgee.Edgee("k"))
-        self.assertEqual(client.base_url, "https://edgee.io")
-        client = self.track(edgee.Edgee({"api_key": "k"}))
-        self.assertEqual(client.base_url, "https://edgee.io")
-
-    def test_env_base_url_used(self):
-        os.environ["EDGEE_BASE_URL"] = "https://gateway.example.com"
-        client = self.track(edgee.Edgee("k"))
-        self.assertEqual(client.base_url, "https://gateway.example.com")
-
-    def test_missing_key(self):
-        attempts = [
-            lambda: edgee.Edgee(),
-            lambda: edgee.Edgee(None),
-            lambda: edgee.Edgee(""),
-            lambda: edgee.Edgee({}),
-            lambda: edgee.Edgee({"base_url": "http://127.0.0.1:9"}),
-            lambda: edgee.Edgee(edgee.EdgeeConfig()),
-            lambda: edgee.Edgee(api_key=""),
-        ]
-        for attempt in attempts:
-            with self.subTest(attempt=attempts.index(attempt)):
-                with self.assertRaises(ValueError) as caught:
-                    attempt()
-                self.assertEqual(str(caught.exception), "EDGEE_API_KEY is not set")
-        os.environ["EDGEE_API_KEY"] = ""
-        with self.assertRaises(ValueError) as caught:
-            edgee.Edgee()
-        self.assertEqual(str(caught.exception), "EDGEE_API_KEY is not set")
-
-    def test_env_key_used(self):
-        gw = self.gateway()
-        os.environ["EDGEE_API_KEY"] = "from-env"
-        client = self.track(edgee.Edgee(base_url=gw.url))
-        self.assertEqual(client.api_key, "from-env")
-        client.send("openai/gpt-5.2", "x")
-        self.assertEqual(self.last(gw).headers["authorization"], "Bearer from-env")
-
-    def test_trailing_slash(self):
-        gw = self.gateway()
-        for suffix in ("/", "//"):
-            with self.subTest(suffix=suffix):
-                client = self.client(gw, base_url=gw.url + suffix)
-                self.assertEqual(client.send("openai/gpt-5.2", "slash").text, "Echo: slash")
-                self.assertEqual(self.last(gw).path, "/v1/chat/completions")
-                self.assertEqual(
-                    list(client.stream("openai/gpt-5.2", "s"))[-1].finish_reason, "stop"
-                )
-                self.assertEqual(self.last(gw).path, "/v1/chat/completions")
-        os.environ["EDGEE_BASE_URL"] = gw.url + "/"
-        self.track(edgee.Edgee("k")).send("openai/gpt-5.2", "env slash")
-        self.assertEqual(self.last(gw).path, "/v1/chat/completions")
-
-    def test_base_url_with_path_prefix(self):
-        gw = self.gateway()
-        for prefix in ("/proxy/edgee", "/proxy/edgee/"):
-            with self.subTest(prefix=prefix):
-                client = self.client(gw, base_url=gw.url + prefix)
-                gw.push(Reply(body=_api_completion("via prefix")))
-                self.assertEqual(client.send("openai/gpt-5.2", "p").text, "via prefix")
-                self.assertEqual(self.last(gw).path, "/proxy/edgee/v1/chat/completions")
-                gw.push(
-                    SSE(
-                        [
-                            completion_chunk(role="assistant"),
-                            completion_chunk("streamed"),
-                            completion_chunk(finish_reason="stop"),
-                        ]
-                    )
-                )
-                texts = [c.text for c in client.stream("openai/gpt-5.2", "p") if c.text]
-                self.assertEqual(texts, ["streamed"])
-                self.assertEqual(self.last(gw).path, "/proxy/edgee/v1/chat/completions")
-                gw.push(Reply(body=MODELS))
-                self.assertEqual([m.id for m in client.models()], [m["id"] for m in MODELS["data"]])
-                self.assertEqual(self.last(gw).path, "/proxy/edgee/v1/models")
-
-    def test_bad_base_url(self):
-        bad = [
-            "ftp://example.com",
-            "example.com",
-            "not a url",
-            "http://",
-            "https:///v1",
-            "http://user:secret@example.com",
-            "http://example.com/?x=1",
-            "http://example.com/#frag",
-            "http://example.com:99999",
-            "http://example.com:port",
-            123,
-            ["http://example.com"],
-        ]
-        for value in bad:
-            with self.subTest(base_url=value):
-                with self.assertRaises((ValueError, TypeError)) as caught:
-                    edgee.Edgee(api_key="k", base_url=value)
-                self.assertIn("base_url", str(caught.exception))
-                with self.assertRaises((ValueError, TypeError)) as caught:
-                    edgee.Edgee({"api_key": "k", "base_url": value})
-                self.assertIn("base_url", str(caught.exception))
-
-    def test_bad_base_url_from_env(self):
-        os.environ["EDGEE_BASE_URL"] = "ftp://example.com"
-        with self.assertRaises(ValueError) as caught:
-            edgee.Edgee("k")
-        self.assertIn("base_url", str(caught.exception))
-
-    def test_bad_timeout(self):
-        for value in (0, -1, -0.5, float("inf"), float("nan"), "10", True, [5]):
-            with self.subTest(timeout=value):
-                with self.assertRaises((ValueError, TypeError)) as caught:
-                    edgee.Edgee(api_key="k", timeout=value)
-                self.assertIn("timeout", str(caught.exception))
-                with self.assertRaises((ValueError, TypeError)) as caught:
-                    edgee.Edgee(edgee.EdgeeConfig(api_key="k", timeout=value))
-                self.assertIn("timeout", str(caught.exception))
-
-    def test_bad_max_retries(self):
-        for value in (-1, 1.5, "2", True, [1]):
-            with self.subTest(max_retries=value):
-                with self.assertRaises((ValueError, TypeError)) as caught:
-                    edgee.Edgee(api_key="k", max_retries=value)
-                self.assertIn("max_retries", str(caught.exception))
-
-    def test_unknown_option(self):
-        with self.assertRaises((ValueError, TypeError)) as caught:
-            edgee.Edgee(api_key="k", retries=3)
-        self.assertIn("retries", str(caught.exception))
-        with self.assertRaises((ValueError, TypeError)) as caught:
-            edgee.Edgee(api_key="k", basse_url="http://127.0.0.1:9")
-        self.assertIn("basse_url", str(caught.exception))
-
-    def test_max_retries_honoured(self):
-        gw = self.gateway()
-        fast = {"Retry-After": "0"}
-        # max_retries=0 (as a dict option): one request, the 500 raised at once
-        gw.push(ErrorReply(500, "internal_error", "boom", headers=fast))
-        client = self.track(edgee.Edgee({"api_key": "k", "base_url": gw.url, "max_retries": 0}))
-        with self.assertRaises(edgee.EdgeeAPIError):
-            client.send("openai/gpt-5.2", "x")
-        self.assertEqual(len(gw.requests), 1)
-        # max_retries=1 (keyword): one retry, then the second answer counts
-        gw.push(
-            ErrorReply(500, "internal_error", "boom", headers=fast),
-            ErrorReply(500, "internal_error", "boom again", headers=fast),
-        )
-        client = self.client(gw, max_retries=1)
-        with self.assertRaises(edgee.EdgeeAPIError) as caught:
-            client.send("openai/gpt-5.2", "x")
-        self.assertEqual(str(caught.exception), "API error 500: boom again")
-        self.assertEqual(len(gw.requests), 3)
-        gw.push(ErrorReply(500, "internal_error", "boom", headers=fast))
-        self.assertEqual(client.send("openai/gpt-5.2", "after").text, "Echo: after")
-        self.assertEqual(len(gw.requests), 5)
-
-    def test_timeout_honoured(self):
-        gw = self.gateway()
-        gw.push(
-            Raw(
-                [
-                    http_head(200, {"Content-Type": "application/json"}, content_length=200),
-                    b'{"id":',
-                ],
-                then="hold",
-            )
-        )
-        client = self.track(
-            edgee.Edgee(edgee.EdgeeConfig(api_key="k", base_url=gw.url, timeout=0.3, max_retries=0))
-        )
-        start = time.monotonic()
-        with self.assertRaises(RuntimeError) as caught:
-            client.send("openai/gpt-5.2", "slow")
-        elapsed = time.monotonic() - start
-        self.assertIsInstance(caught.exception, edgee.EdgeeTimeoutError)
-        self.assertGreaterEqual(elapsed, 0.25)
-        self.assertLess(elapsed, 5.0)
-
-    def test_repr_hides_key(self):
-        secret = "sk-very-secret-123456"
-        self.assertNotIn(secret, repr(edgee.EdgeeConfig(api_key=secret)))
-        client = self.track(edgee.Edgee(api_key=secret, base_url="http://127.0.0.1:9"))
-        self.assertNotIn(secret, repr(client))
-
-
-# ---------------------------------------------------------------------------
-# Input forms and the exact request sent
-# ---------------------------------------------------------------------------
-
-API_WEATHER_PARAMS = {
-    "type": "object",
-    "properties": {"city": {"type": "string"}},
-    "required": ["city"],
-}
-
-
-class ApiInputTest(ApiTestBase):
-    def setUp(self):
-        super().setUp()
-        self.gw = self.gateway()
-        self.c = self.client(self.gw)
-
-    def sent(self):
-        return self.last(self.gw).json
-
-    def test_string_input(self):
-        r = self.c.send("openai/gpt-5.2", "Hello, world!")
-        self.assertEqual(r.text, "Echo: Hello, world!")
-        self.assertEqual(
-            self.sent(),
-            {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "Hello, world!"}]},
-        )
-
-    def test_non_ascii_input(self):
-        text = "héllo wörld € 你好 🎉"
-        self.assertEqual(self.c.send("openai/gpt-5.2", text).text, "Echo: " + text)
-        self.assertEqual(self.sent()["messages"], [{"role": "user", "content": text}])
-        streamed = "".join(c.text or "" for c in self.c.stream("openai/gpt-5.2", text))
-        self.assertEqual(streamed, "Echo: " + text)
-
-    def test_dict_input_exact_json(self):
-        tool = {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "Weather of a city",
-                "parameters": API_WEATHER_PARAMS,
-            },
-        }
-        messages = [
-            {"role": "system", "content": "Be terse."},
-            {
-                "role": "user",
-                "content": "Paris",
-                "name": "bob",
-                "cache_control": {"type": "ephemeral"},
-            },
-        ]
-        request = {
-            "messages": messages,
-            "tools": [tool],
-            "tool_choice": "auto",
-            "tags": ["prod", "chat"],
-        }
-        original = copy.deepcopy(request)
-        r = self.c.send("openai/gpt-5.2", request)
-        self.assertEqual(request, original, "send() must not modify the caller's dict")
-        self.assertEqual(
-            self.sent(),
-            {
-                "model": "openai/gpt-5.2",
-                "messages": messages,
-                "tools": [tool],
-                "tool_choice": "auto",
-                "tags": ["prod", "chat"],
-            },
-        )
-        self.assertEqual(r.finish_reason, "tool_calls")
-        self.assertIsNone(r.text)
-        self.assertEqual(
-            r.tool_calls,
-            [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
-                }
-            ],
-        )
-
-    def test_input_object_exact_json(self):
-        tool = edgee.Tool(
-            type="function",
-            function=edgee.FunctionDefinition(name="get_weather", parameters=API_WEATHER_PARAMS),
-        )
-        obj = edgee.InputObject(
-            messages=[{"role": "user", "content": "Lyon"}],
-            tools=[tool],
-            tool_choice={"type": "function", "function": {"name": "get_weather"}},
-            tags=["t1"],
-        )
-        r = self.c.send("openai/gpt-5.2", obj)
-        self.assertEqual(
-            self.sent(),
-            {
-                "model": "openai/gpt-5.2",
-                "messages": [{"role": "user", "content": "Lyon"}],
-                "tools": [
-                    {
-                        "type": "function",
-                        "function": {"name": "get_weather", "parameters": API_WEATHER_PARAMS},
-                    }
-                ],
-                "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-                "tags": ["t1"],
-            },
-        )
-        self.assertEqual(r.tool_calls[0]["function"]["arguments"], '{"city":"Lyon"}')
-        # an InputObject with only messages sends only messages
-        self.c.send(
-            "openai/gpt-5.2", edgee.InputObject(messages=[{"role": "user", "content": "x"}])
-        )
-        self.assertEqual(
-            self.sent(), {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "x"}]}
-        )
-
-    def test_message_dataclasses(self):
-        messages = [
-            edgee.Message(role="system", content="You are terse."),
-            edgee.Message(role="user", content="hi there", name="ann"),
-        ]
-        r = self.c.send("openai/gpt-5.2", {"messages": messages})
-        self.assertEqual(r.text, "Echo: hi there")
-        self.assertEqual(
-            self.sent()["messages"],
-            [
-                {"role": "system", "content": "You are terse."},
-                {"role": "user", "content": "hi there", "name": "ann"},
-            ],
-        )
-        r = self.c.send(
-            "openai/gpt-5.2", edgee.InputObject(messages=[edgee.Message("user", "pos")])
-        )
-        self.assertEqual(r.text, "Echo: pos")
-        self.assertEqual(self.sent()["messages"], [{"role": "user", "content": "pos"}])
-
-    def test_tool_round_trip_with_dataclasses(self):
-        call = edgee.ToolCall(
-            id="call_1",
-            type="function",
-            function={"name": "get_weather", "arguments": '{"city":"Paris"}'},
-        )
-        messages = [
-            edgee.Message(role="user", content="Weather in Paris?"),
-            edgee.Message(role="assistant", tool_calls=[call]),
-            edgee.Message(role="tool", content="sunny, 21C", tool_call_id="call_1"),
-        ]
-        tools = [
-            edgee.Tool(
-                type="function",
-                function=edgee.FunctionDefinition(
-                    name="get_weather", description="Current weather", parameters=API_WEATHER_PARAMS
-                ),
-            )
-        ]
-        r = self.c.send("openai/gpt-5.2", edgee.InputObject(messages=messages, tools=tools))
-        self.assertEqual(r.text, "Tool said: sunny, 21C")
-        self.assertEqual(r.finish_reason, "stop")
-        self.assertEqual(
-            self.sent(),
-            {
-                "model": "openai/gpt-5.2",
-                "messages": [
-                    {"role": "user", "content": "Weather in Paris?"},
-                    {
-                        "role": "assistant",
-                        "tool_calls": [
-                            {
-                                "id": "call_1",
-                                "type": "function",
-                                "function": {
-                                    "name": "get_weather",
-                                    "arguments": '{"city":"Paris"}',
-                                },
-                            }
-                        ],
-                    },
-                    {"role": "tool", "content": "sunny, 21C", "tool_call_id": "call_1"},
-                ],
-                "tools": [
-                    {
-                        "type": "function",
-                        "function": {
-                            "name": "get_weather",
-                            "description": "Current weather",
-                            "parameters": API_WEATHER_PARAMS,
-                        },
-                    }
-                ],
-            },
-        )
-
-    def test_assistant_message_from_response_appends(self):
-        first = self.c.send(
-            "openai/gpt-5.2",
-            {
-                "messages": [{"role": "user", "content": "Nice"}],
-                "tools": [
-                    {
-                        "type": "function",
-                        "function": {"name": "get_weather", "parameters": API_WEATHER_PARAMS},
-                    }
-                ],
-            },
-        )
-        call = first.tool_calls[0]
-        messages = [
-            {"role": "user", "content": "Nice"},
-            first.message,
-            {"role": "tool", "tool_call_id": call["id"], "content": "rain"},
-        ]
-        second = self.c.send("openai/gpt-5.2", {"messages": messages})
-        self.assertEqual(second.text, "Tool said: rain")
-        self.assertEqual(self.sent()["messages"][1]["tool_calls"], first.tool_calls)
-
-    def test_tool_choice_forms(self):
-        for choice in (
-            "auto",
-            "none",
-            {"type": "auto"},
-            {"type": "function", "function": {"name": "get_weather"}},
-        ):
-            with self.subTest(tool_choice=choice):
-                self.c.send(
-                    "openai/gpt-5.2",
-                    {"messages": [{"role": "user", "content": "x"}], "tool_choice": choice},
-                )
-                self.assertEqual(self.sent()["tool_choice"], choice)
-        self.c.send(
-            "openai/gpt-5.2",
-            {
-                "messages": [{"role": "user", "content": "x"}],
-                "tool_choice": None,
-                "tags": None,
-                "tools": None,
-            },
-        )
-        self.assertEqual(
-            self.sent(), {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "x"}]}
-        )
-
-    def test_tags(self):
-        self.c.send(
-            "openai/gpt-5.2",
-            {"messages": [{"role": "user", "content": "x"}], "tags": ["production", "chatbot"]},
-        )
-        self.assertEqual(self.sent()["tags"], ["production", "chatbot"])
-        list(
-            self.c.stream(
-                "openai/gpt-5.2",
-                edgee.InputObject(messages=[{"role": "user", "content": "x"}], tags=["stream-tag"]),
-            )
-        )
-        self.assertEqual(self.sent()["tags"], ["stream-tag"])
-
-    def test_compression_model_valid(self):
-        for value in ("claude", "codex", "opencode", "cursor"):
-            with self.subTest(compression_model=value):
-                r = self.c.send(
-                    "openai/gpt-5.2",
-                    edgee.InputObject(
-                        messages=[{"role": "user", "content": "x"}], compression_model=value
-                    ),
-                )
-                self.assertEqual(self.sent()["compression_model"], value)
-                self.assertIsNotNone(r.compression)
-                r = self.c.send(
-                    "openai/gpt-5.2",
-                    {"messages": [{"role": "user", "content": "y"}], "compression_model": value},
-                )
-                self.assertEqual(self.sent()["compression_model"], value)
-                self.assertIsNotNone(r.compression)
-
-    def test_compression_model_invalid(self):
-        for value in ("gzip", "Claude", "", 7):
-            with self.subTest(compression_model=value):
-                with self.assertRaises((ValueError, TypeError)) as caught:
-                    self.c.send(
-                        "openai/gpt-5.2",
-                        {
-                            "messages": [{"role": "user", "content": "x"}],
-                            "compression_model": value,
-                        },
-                    )
-                self.assertIn("compression_model", str(caught.exception))
-                with self.assertRaises((ValueError, TypeError)):
-                    list(
-                        self.c.stream(
-                            "openai/gpt-5.2",
-                            edgee.InputObject(
-                                messages=[{"role": "user", "content": "x"}], compression_model=value
-                            ),
-                        )
-                    )
-        self.assertEqual(self.gw.requests, [], "an invalid request must not be sent")
-
-    def test_compression_toggle_headers(self):
-        names = {
-            "tool_result_trimming": "x-edgee-compression-tool-result-trimming",
-            "tool_surface_reduction": "x-edgee-compression-tool-surface-reduction",
-            "output_brevity": "x-edgee-compression-brevity",
-        }
-        combos = [
-            (True, False, None),
-            (False, None, True),
-            (None, True, False),
-            (None, None, None),
-            (True, True, True),
-        ]
-        for values in combos:
-            toggles = dict(zip(names, values))
-            with self.subTest(toggles=toggles):
-                for form in ("object", "dict", "stream"):
-                    messages = [{"role": "user", "content": "t"}]
-                    if form == "dict":
-                        self.c.send("openai/gpt-5.2", dict(toggles, messages=messages))
-                    else:
-                        obj = edgee.InputObject(messages=messages, **toggles)
-                        if form == "stream":
-                            list(self.c.stream("openai/gpt-5.2", obj))
-                        else:
-                            self.c.send("openai/gpt-5.2", obj)
-                    rec = self.last(self.gw)
-                    for field, header in names.items():
-                        value = toggles[field]
-                        if value is None:
-                            self.assertNotIn(header, rec.headers, form)
-                        else:
-                            self.assertEqual(
-                                rec.headers.get(header), "true" if value else "false", form
-                            )
-                        self.assertNotIn(field, rec.json, "toggles go in headers, not the body")
-        self.c.send("openai/gpt-5.2", "plain")
-        for header in names.values():
-            self.assertNotIn(header, self.last(self.gw).headers)
-
-    def test_extra_fields_pass_through(self):
-        extra = {
-            "max_tokens": 50,
-            "temperature": 0.25,
-            "top_p": 1,
-            "stream_options": {"include_usage": True},
-            "edgee_tool_ids": ["edgee_current_time", "edgee_generate_uuid"],
-        }
-        self.c.send("openai/gpt-5.2", dict(extra, messages=[{"role": "user", "content": "x"}]))
-        self.assertEqual(
-            self.sent(),
-            dict(extra, model="openai/gpt-5.2", messages=[{"role": "user", "content": "x"}]),
-        )
-        obj = edgee.InputObject(
-            messages=[{"role": "user", "content": "x"}], tags=["a"], extra_body=extra
-        )
-        self.c.send("openai/gpt-5.2", obj)
-        self.assertEqual(
-            self.sent(),
-            dict(
-                extra,
-                model="openai/gpt-5.2",
-                tags=["a"],
-                messages=[{"role": "user", "content": "x"}],
-            ),
-        )
-        chunks = list(self.c.stream("openai/gpt-5.2", obj))
-        self.assertEqual(
-            self.sent(),
-            dict(
-                extra,
-                model="openai/gpt-5.2",
-                tags=["a"],
-                stream=True,
-                messages=[{"role": "user", "content": "x"}],
-            ),
-        )
-        self.assertIsNotNone(chunks[-1].usage, "stream_options.include_usage reached the gateway")
-
-    def test_n_passes_through(self):
-        r = self.c.send("openai/gpt-5.2", {"messages": [{"role": "user", "content": "q"}], "n": 3})
-        self.assertEqual(self.sent()["n"], 3)
-        self.assertEqual(len(r.choices), 3)
-
-    def test_stream_flag_only_when_streaming(self):
-        msgs = [{"role": "user", "content": "s"}]
-        self.c.send("openai/gpt-5.2", {"messages": msgs})
-        self.assertNotIn("stream", self.sent())
-        self.c.send("openai/gpt-5.2", {"messages": msgs, "stream": True})  # the method decides
-        self.assertNotIn("stream", self.sent())
-        list(self.c.stream("openai/gpt-5.2", {"messages": msgs}))
-        self.assertIs(self.sent()["stream"], True)
-        list(self.c.send("openai/gpt-5.2", {"messages": msgs}, stream=True))
-        self.assertIs(self.sent()["stream"], True)
-        list(self.c.send("openai/gpt-5.2", {"messages": msgs, "stream": False}, True))
-        self.assertIs(self.sent()["stream"], True)
-        list(
-            self.c.stream(
-                "openai/gpt-5.2", edgee.InputObject(messages=msgs, extra_body={"stream": False})
-            )
-        )
-        self.assertIs(self.sent()["stream"], True)
-
-    def test_model_from_argument(self):
-        self.c.send(
-            "anthropic/claude-haiku-4-5",
-            {"model": "other/model", "messages": [{"role": "user", "content": "m"}]},
-        )
-        self.assertEqual(self.sent()["model"], "anthropic/claude-haiku-4-5")
-
-    def test_invalid_input_sends_nothing(self):
-        bad = [
-            ("openai/gpt-5.2", 42),
-            ("openai/gpt-5.2", None),
-            ("openai/gpt-5.2", {}),
-            ("openai/gpt-5.2", {"messages": []}),
-            ("openai/gpt-5.2", {"messages": "hello"}),
-            ("openai/gpt-5.2", {"messages": [{"content": "no role"}]}),
-            ("openai/gpt-5.2", {"messages": [{"role": "wizard", "content": "x"}]}),
-            (
-                "openai/gpt-5.2",
-                {
-                    "messages": [{"role": "user", "content": "x"}],
-                    "tools": [{"type": "function", "function": {"name": "bad name!"}}],
-                },
-            ),
-            (
-                "openai/gpt-5.2",
-                {"messages": [{"role": "user", "content": "x"}], "tool_result_trimming": "yes"},
-            ),
-            ("", "hello"),
-            (None, "hello"),
-        ]
-        for model, value in bad:
-            with self.subTest(model=model, input=value):
-                with self.assertRaises((ValueError, TypeError)):
-                    self.c.send(model, value)
-                with self.assertRaises((ValueError, TypeError)):
-                    list(self.c.stream(model, value))
-        self.assertEqual(self.gw.requests, [])
-
-
-class ApiHeadersTest(ApiTestBase):
-    def test_send_headers(self):
-        gw = self.gateway()
-        client = self.client(gw, api_key="sk-header-key")
-        client.send("openai/gpt-5.2", "h")
-        rec = self.last(gw)
-        self.assertEqual((rec.method, rec.path), ("POST", "/v1/chat/completions"))
-        self.assertEqual(rec.headers["authorization"], "Bearer sk-header-key")
-        self.assertEqual(rec.headers["content-type"].split(";")[0].strip(), "application/json")
-        self.assertNotIn("text/event-stream", rec.headers.get("accept", ""))
-        ua = rec.headers.get("user-agent", "")
-        self.assertIn("edgee.py", ua)
-        self.assertIn(edgee.__version__, ua)
-        self.assertEqual(int(rec.headers["content-length"]), len(rec.body))
-
-    def test_stream_headers(self):
-        gw = self.gateway()
-        client = self.client(gw, api_key="sk-header-key")
-        list(client.stream("openai/gpt-5.2", "h"))
-        list(client.send("openai/gpt-5.2", "h", stream=True))
-        for rec in gw.requests:
-            self.assertEqual((rec.method, rec.path), ("POST", "/v1/chat/completions"))
-            self.assertEqual(rec.headers["authorization"], "Bearer sk-header-key")
-            self.assertEqual(rec.headers["content-type"].split(";")[0].strip(), "application/json")
-            self.assertEqual(rec.headers.get("accept"), "text/event-stream")
-            self.assertIn("edgee.py/" + edgee.__version__, rec.headers.get("user-agent", ""))
-        self.assertEqual(len(gw.requests), 2)
-
-    def test_models_request(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        models = client.models()
-        rec = self.last(gw)
-        self.assertEqual((rec.method, rec.path), ("GET", "/v1/models"))
-        self.assertEqual(rec.headers["authorization"], "Bearer test-key")
-        self.assertEqual(
-            [(m.id, m.owned_by, m.created) for m in models],
-            [(m["id"], m["owned_by"], m["created"]) for m in MODELS["data"]],
-        )
-        self.assertTrue(all(isinstance(m, edgee.Model) for m in models))
-
-
-# ---------------------------------------------------------------------------
-# Results: SendResponse, StreamChunk and friends
-# ---------------------------------------------------------------------------
-
-
-class ApiResultsTest(ApiTestBase):
-    def setUp(self):
-        super().setUp()
-        self.gw = self.gateway()
-        self.c = self.client(self.gw)
-
-    def test_send_response_fields(self):
-        body = _api_completion(
-            "Bonjour",
-            "stop",
-            usage={
-                "prompt_tokens": 11,
-                "completion_tokens": 7,
-                "total_tokens": 18,
-                "input_tokens_details": {"cached_tokens": 3, "cache_creation_tokens": 5},
-                "output_tokens_details": {"reasoning_tokens": 2},
-            },
-            compression={
-                "saved_tokens": 450,
-                "cost_savings": 27000,
-                "reduction": 48.99884991374353,
-                "time_ms": 12,
-            },
-        )
-        body["id"], body["model"], body["created"] = "chatcmpl-xyz", "mistral/large", 1700000001
-        self.gw.push(Reply(body=body))
-        r = self.c.send("openai/gpt-5.2", "x")
-        self.assertIsInstance(r, edgee.SendResponse)
-        self.assertEqual((r.id, r.model, r.created), ("chatcmpl-xyz", "mistral/large", 1700000001))
-        self.assertEqual(len(r.choices), 1)
-        choice = r.choices[0]
-        self.assertIsInstance(choice, edgee.Choice)
-        self.assertEqual((choice.index, choice.finish_reason), (0, "stop"))
-        self.assertEqual(choice.message, {"role": "assistant", "content": "Bonjour"})
-        self.assertEqual(r.text, "Bonjour")
-        self.assertEqual(r.message, {"role": "assistant", "content": "Bonjour"})
-        self.assertEqual(r.finish_reason, "stop")
-        self.assertIsNone(r.tool_calls)
-        u = r.usage
-        self.assertIsInstance(u, edgee.Usage)
-        self.assertEqual((u.prompt_tokens, u.completion_tokens, u.total_tokens), (11, 7, 18))
-        self.assertIsInstance(u.input_tokens_details, edgee.InputTokenDetails)
-        self.assertEqual(u.input_tokens_details.cached_tokens, 3)
-        self.assertEqual(u.input_tokens_details.cache_creation_tokens, 5)
-        self.assertIsInstance(u.output_tokens_details, edgee.OutputTokenDetails)
-        self.assertEqual(u.output_tokens_details.reasoning_tokens, 2)
-        comp = r.compression
-        self.assertIsInstance(comp, edgee.Compression)
-        self.assertEqual((comp.saved_tokens, comp.cost_savings, comp.time_ms), (450, 27000, 12))
-        self.assertIsInstance(comp.reduction, float)
-        self.assertEqual(comp.reduction, 48.99884991374353)
-        d = dataclasses.asdict(r)
-        self.assertEqual(d["usage"]["input_tokens_details"]["cache_creation_tokens"], 5)
-        self.assertEqual(d["choices"][0]["message"]["content"], "Bonjour")
-
-    def test_send_against_fake_llm(self):
-        r = self.c.send(
-            "openai/gpt-5.2",
-            {"messages": [{"role": "user", "content": "two words"}], "compression_model": "claude"},
-        )
-        self.assertEqual(r.text, "Echo: two words")
-        self.assertEqual(r.message["role"], "assistant")
-        self.assertEqual(r.finish_reason, "stop")
-        self.assertEqual((r.id, r.model, r.created), (COMPLETION_ID, "openai/gpt-5.2", CREATED))
-        self.assertEqual(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens)
-        self.assertGreater(r.usage.total_tokens, 0)
-        self.assertEqual(r.usage.input_tokens_details.cached_tokens, 0)
-        self.assertEqual(r.usage.output_tokens_details.reasoning_tokens, 0)
-        self.assertIsInstance(r.compression.reduction, float)
-        self.assertEqual(r.compression.reduction, COMPRESSION["reduction"])
-        self.assertEqual(r.compression.saved_tokens, COMPRESSION["saved_tokens"])
-        self.assertEqual(r.compression.cost_savings, COMPRESSION["cost_savings"])
-        self.assertEqual(r.compression.time_ms, COMPRESSION["time_ms"])
-        self.assertIsNone(self.c.send("openai/gpt-5.2", "no compression").compression)
-
-    def test_integer_reduction_is_float(self):
-        self.gw.push(
-            Reply(
-                body=_api_completion(
-                    compression={
-                        "saved_tokens": 1,
-                        "cost_savings": 2,
-                        "reduction": 48,
-                        "time_ms": 3,
-                    }
-                )
-            )
-        )
-        comp = self.c.send("openai/gpt-5.2", "x").compression
-        self.assertIsInstance(comp.reduction, float)
-        self.assertEqual(comp.reduction, 48.0)
-
-    def test_usage_without_details(self):
-        self.gw.push(
-            Reply(
-                body=_api_completion(
-                    usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
-                )
-            )
-        )
-        u = self.c.send("openai/gpt-5.2", "x").usage
-        self.assertEqual((u.prompt_tokens, u.completion_tokens, u.total_tokens), (1, 2, 3))
-        self.assertIsNone(u.input_tokens_details)
-        self.assertIsNone(u.output_tokens_details)
-
-    def test_empty_choices_properties(self):
-        self.gw.push(Reply(body=_api_completion(choices=[])))
-        r = self.c.send("openai/gpt-5.2", "x")
-        self.assertEqual(r.choices, [])
-        self.assertIsNone(r.text)
-        self.assertIsNone(r.message)
-        self.assertIsNone(r.finish_reason)
-        self.assertIsNone(r.tool_calls)
-
-    def test_empty_content_text_is_none(self):
-        self.gw.push(Reply(body=_api_completion(content="")))
-        self.assertIsNone(self.c.send("openai/gpt-5.2", "x").text)
-
-    def test_send_stream_true_returns_what_stream_does(self):
-        streamed = self.c.stream("openai/gpt-5.2", "same thing")
-        sent = self.c.send("openai/gpt-5.2", "same thing", stream=True)
-        positional = self.c.send("openai/gpt-5.2", "same thing", True)
-        for stream in (streamed, sent, positional):  # a generator, with headers too
-            self.assertIsInstance(stream, collections.abc.Generator)
-        summary = []
-        for gen in (streamed, sent, positional):
-            chunks = list(gen)
-            self.assertTrue(all(isinstance(c, edgee.StreamChunk) for c in chunks))
-            summary.append([(c.role, c.text, c.finish_reason) for c in chunks])
-        self.assertEqual(summary[0], summary[1])
-        self.assertEqual(summary[0], summary[2])
-        self.assertEqual("".join(t or "" for _, t, _ in summary[0]), "Echo: same thing")
-        self.assertEqual(len(self.gw.requests), 3)
-        self.assertTrue(all(r.json["stream"] is True for r in self.gw.requests))
-
-    def test_stream_chunk_properties_per_contract(self):
-        chunks = list(self.c.stream("openai/gpt-5.2", "Tell me a story"))
-        self.assertGreaterEqual(len(chunks), 3)
-        first, last = chunks[0], chunks[-1]
-        self.assertEqual(first.role, "assistant")
-        self.assertIsNone(first.text)
-        self.assertIsNone(first.finish_reason)
-        for c in chunks[1:]:
-            self.assertIsNone(c.role, "role only on the first chunk")
-        for c in chunks[:-1]:
-            self.assertIsNone(c.finish_reason, "finish_reason only on the final chunk")
-        self.assertEqual(last.finish_reason, "stop")
-        self.assertIsNone(last.text)
-        self.assertEqual("".join(c.text for c in chunks if c.text), "Echo: Tell me a story")
-        for c in chunks:
-            self.assertIsInstance(c.choices[0], edgee.StreamChoice)
-            self.assertIsInstance(c.choices[0].delta, edgee.StreamDelta)
-            self.assertEqual(c.text, c.choices[0].delta.content or None)
-            self.assertEqual(c.role, c.choices[0].delta.role or None)
-            self.assertEqual(c.finish_reason, c.choices[0].finish_reason or None)
-            self.assertEqual(c.choices[0].index, 0)
-            self.assertIsNone(c.compression)
-
-    def test_include_usage_final_chunk(self):
-        chunks = list(
-            self.c.stream(
-                "openai/gpt-5.2",
-                {
-                    "messages": [{"role": "user", "content": "count these words"}],
-                    "stream_options": {"include_usage": True},
-                },
-            )
-        )
-        final = chunks[-1]
-        self.assertEqual(final.choices, [])
-        self.assertIsNone(final.text)
-        self.assertIsNone(final.role)
-        self.assertIsNone(final.finish_reason)
-        self.assertIsInstance(final.usage, edgee.Usage)
-        self.assertEqual(
-            final.usage.total_tokens, final.usage.prompt_tokens + final.usage.completion_tokens
-        )
-        self.assertGreater(final.usage.total_tokens, 0)
-        self.assertEqual(chunks[-2].finish_reason, "stop")
-        self.assertTrue(all(c.usage is None for c in chunks[:-1]))
-
-    def test_scripted_usage_chunk(self):
-        usage = make_usage(12, 34)
-        usage["input_tokens_details"]["cache_creation_tokens"] = 4
-        usage["output_tokens_details"]["reasoning_tokens"] = 9
-        self.gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    completion_chunk("hi"),
-                    completion_chunk(finish_reason="stop"),
-                    completion_chunk(usage=usage),
-                ]
-            )
-        )
-        final = list(self.c.stream("openai/gpt-5.2", "x"))[-1]
-        self.assertEqual((final.text, final.role, final.finish_reason), (None, None, None))
-        self.assertEqual(
-            (final.usage.prompt_tokens, final.usage.completion_tokens, final.usage.total_tokens),
-            (12, 34, 46),
-        )
-        self.assertEqual(final.usage.input_tokens_details.cache_creation_tokens, 4)
-        self.assertEqual(final.usage.output_tokens_details.reasoning_tokens, 9)
-
-    def test_compression_on_chunk(self):
-        chunks = list(
-            self.c.stream(
-                "openai/gpt-5.2",
-                edgee.InputObject(
-                    messages=[{"role": "user", "content": "squeeze"}], compression_model="claude"
-                ),
-            )
-        )
-        with_compression = [c for c in chunks if c.compression is not None]
-        self.assertEqual(len(with_compression), 1)
-        comp = with_compression[0].compression
-        self.assertIsInstance(comp, edgee.Compression)
-        self.assertIsInstance(comp.reduction, float)
-        self.assertEqual(
-            (comp.saved_tokens, comp.cost_savings, comp.reduction, comp.time_ms),
-            (
-                COMPRESSION["saved_tokens"],
-                COMPRESSION["cost_savings"],
-                COMPRESSION["reduction"],
-                COMPRESSION["time_ms"],
-            ),
-        )
-
-    def test_every_finish_reason_streamed(self):
-        for reason in ("stop", "length", "tool_calls", "content_filter"):
-            with self.subTest(finish_reason=reason):
-                middle = completion_chunk("partial")
-                if reason == "tool_calls":
-                    middle = completion_chunk(tool_calls=[ext_head(0, "call_9", "f", "{}")])
-                self.gw.push(
-                    SSE(
-                        [
-                            completion_chunk(role="assistant"),
-                            middle,
-                            completion_chunk(finish_reason=reason),
-                        ]
-                    )
-                )
-                chunks = list(self.c.stream("openai/gpt-5.2", "x"))
-                self.assertEqual([c.finish_reason for c in chunks], [None, None, reason])
-                if reason == "tool_calls":
-                    self.assertEqual(chunks[1].choices[0].delta.tool_calls[0]["id"], "call_9")
-                    self.assertIsNone(chunks[1].text)
-                else:
-                    self.assertEqual(chunks[1].text, "partial")
-
-    def test_every_finish_reason_sent(self):
-        for reason in ("stop", "length", "tool_calls", "content_filter"):
-            with self.subTest(finish_reason=reason):
-                self.gw.push(
-                    Reply(body=_api_completion("cut" if reason != "tool_calls" else None, reason))
-                )
-                r = self.c.send("openai/gpt-5.2", "x")
-                self.assertEqual(r.finish_reason, reason)
-                self.assertEqual(r.choices[0].finish_reason, reason)
-
-    def test_multiple_choices_send(self):
-        r = self.c.send(
-            "openai/gpt-5.2", {"messages": [{"role": "user", "content": "ideas"}], "n": 3}
-        )
-        self.assertEqual([c.index for c in r.choices], [0, 1, 2])
-        self.assertEqual(
-            [c.message["content"] for c in r.choices], [f"Echo: ideas #{i}" for i in range(3)]
-        )
-        self.assertEqual([c.finish_reason for c in r.choices], ["stop"] * 3)
-        self.assertEqual(r.text, "Echo: ideas #0")
-
-    def test_multiple_choices_stream(self):
-        texts, finish = {}, {}
-        for chunk in self.c.stream(
-            "openai/gpt-5.2", {"messages": [{"role": "user", "content": "ideas"}], "n": 3}
-        ):
-            for choice in chunk.choices:
-                if choice.delta.content:
-                    texts[choice.index] = texts.get(choice.index, "") + choice.delta.content
-                if choice.finish_reason:
-                    finish[choice.index] = choice.finish_reason
-        self.assertEqual(texts, {i: f"Echo: ideas #{i}" for i in range(3)})
-        self.assertEqual(finish, {0: "stop", 1: "stop", 2: "stop"})
-
-    def test_stream_tool_call_fragments(self):
-        tools = [
-            {
-                "type": "function",
-                "function": {"name": "get_weather", "parameters": API_WEATHER_PARAMS},
-            }
-        ]
-        chunks = list(
-            self.c.stream(
-                "openai/gpt-5.2",
-                {"messages": [{"role": "user", "content": "Oslo"}], "tools": tools},
-            )
-        )
-        fragments = [f for c in chunks for f in (c.choices[0].delta.tool_calls or []) if c.choices]
-        self.assertEqual(fragments[0]["function"]["name"], "get_weather")
-        self.assertEqual(
-            "".join(f["function"].get("arguments", "") for f in fragments), '{"city":"Oslo"}'
-        )
-        self.assertEqual(chunks[-1].finish_reason, "tool_calls")
-
-
-class ApiModuleSurfaceTest(unittest.TestCase):
-    DATACLASSES = (
-        "Choice",
-        "Compression",
-        "EdgeeConfig",
-        "FunctionDefinition",
-        "InputObject",
-        "InputTokenDetails",
-        "Message",
-        "Model",
-        "OutputTokenDetails",
-        "SendResponse",
-        "ServerSentEvent",
-        "StreamChoice",
-        "StreamChunk",
-        "StreamDelta",
-        "Tool",
-        "ToolCall",
-        "Usage",
-    )
-
-    # The official package's dataclasses (edgee 1.1.0): fields in order, and whether each
-    # has a default. Ours must start with the same fields, so positional and keyword
-    # construction written for the official package keeps working.
-    OFFICIAL_FIELDS: ClassVar[dict] = {
-        "FunctionDefinition": [("name", False), ("description", True), ("parameters", True)],
-        "Tool": [("type", False), ("function", False)],
-        "ToolCall": [("id", False), ("type", False), ("function", False)],
-        "Message": [
-            ("role", False),
-            ("content", True),
-            ("name", True),
-            ("tool_calls", True),
-            ("tool_call_id", True),
-        ],
-        "InputObject": [
-            ("messages", False),
-            ("tools", True),
-            ("tool_choice", True),
-            ("tags", True),
-            ("compression_model", True),
-            ("tool_result_trimming", True),
-            ("tool_surface_reduction", True),
-            ("output_brevity", True),
-        ],
-        "Choice": [("index", False), ("message", False), ("finish_reason", False)],
-        "Usage": [("prompt_tokens", False), ("completion_tokens", False), ("total_tokens", False)],
-        "Compression": [
-            ("saved_tokens", False),
-            ("cost_savings", False),
-            ("reduction", False),
-            ("time_ms", False),
-        ],
-        "SendResponse": [("choices", False), ("usage", True), ("compression", True)],
-        "StreamDelta": [("role", True), ("content", True), ("tool_calls", True)],
-        "StreamChoice": [("index", False), ("delta", False), ("finish_reason", True)],
-        "StreamChunk": [("choices", False)],
-        "EdgeeConfig": [("api_key", True), ("base_url", True)],
-    }
-    OFFICIAL_NAMES = (
-        "DEFAULT_BASE_URL",
-        "API_ENDPOINT",
-        "COMPRESSION_HEADERS",
-        "Edgee",
-        "EdgeeConfig",
-        *tuple(OFFICIAL_FIELDS),
-    )
-
-    def test_all_names_exist(self):
-        self.assertTrue(edgee.__all__)
-        for name in edgee.__all__:
-            with self.subTest(name=name):
-                self.assertTrue(hasattr(edgee, name), name)
-        self.assertEqual(len(set(edgee.__all__)), len(edgee.__all__))
-        self.assertIsInstance(edgee.__version__, str)
-        self.assertRegex(edgee.__version__, r"^\d+\.\d+")
-
-    def test_star_import(self):
-        namespace = {}
-        exec("from edgee import *", namespace)
-        for name in edgee.__all__:
-            self.assertIn(name, namespace)
-
-    def test_dataclasses(self):
-        for name in self.DATACLASSES:
-            with self.subTest(name=name):
-                self.assertIn(name, edgee.__all__)
-                self.assertTrue(dataclasses.is_dataclass(getattr(edgee, name)), name)
-
-    def test_official_names_and_constants(self):
-        for name in self.OFFICIAL_NAMES:
-            self.assertTrue(hasattr(edgee, name), name)
-        self.assertEqual(edgee.DEFAULT_BASE_URL, "https://edgee.io")
-        self.assertEqual(edgee.API_ENDPOINT, "/v1/chat/completions")
-        self.assertEqual(
-            edgee.COMPRESSION_HEADERS,
-            {
-                "tool_result_trimming": "X-Edgee-Compression-Tool-Result-Trimming",
-                "tool_surface_reduction": "X-Edgee-Compression-Tool-Surface-Reduction",
-                "output_brevity": "X-Edgee-Compression-Brevity",
-            },
-        )
-
-    def test_official_dataclass_fields_compatible(self):
-        for name, official in self.OFFICIAL_FIELDS.items():
-            with self.subTest(name=name):
-                ours = dataclasses.fields(getattr(edgee, name))
-                self.assertEqual([f.name for f in ours[: len(official)]], [n for n, _ in official])
-                for field, (_, has_default) in zip(ours, official):
-                    if has_default:
-                        self.assertTrue(
-                            field.default is not dataclasses.MISSING
-                            or field.default_factory is not dataclasses.MISSING,
-                            f"{name}.{field.name} needs a default",
-                        )
-                for field in ours[len(official) :]:
-                    self.assertTrue(
-                        field.default is not dataclasses.MISSING
-                        or field.default_factory is not dataclasses.MISSING,
-                        f"added field {name}.{field.name} needs a default",
-                    )
-
-    @unittest.skipUnless(os.path.exists(API_OFFICIAL_INIT), "official package not unpacked")
-    def test_official_field_table_matches_package(self):
-        """The table above is the official package's (read with ast: it needs 3.10 to import)."""
-        with open(API_OFFICIAL_INIT, encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-        found = {}
-        for node in tree.body:
-            if isinstance(node, ast.ClassDef) and any(
-                getattr(d, "id", None) == "dataclass" for d in node.decorator_list
-            ):
-                found[node.name] = [
-                    (s.target.id, s.value is not None)
-                    for s in node.body
-                    if isinstance(s, ast.AnnAssign)
-                ]
-        self.assertEqual(found, self.OFFICIAL_FIELDS)
-
-    def test_official_style_construction(self):
-        # positional/keyword construction exactly as code for the official package does it
-        edgee.Message("user", "hi")
-        edgee.Choice(0, {"role": "assistant", "content": "x"}, "stop")
-        edgee.Usage(1, 2, 3)
-        edgee.Compression(1, 2, 3, 4)
-        edgee.SendResponse(choices=[], usage=None, compression=None)
-        chunk = edgee.StreamChunk(
-            choices=[
-                edgee.StreamChoice(
-                    index=0, delta=edgee.StreamDelta(role="assistant", content="hey")
-                )
-            ]
-        )
-        self.assertEqual((chunk.text, chunk.role, chunk.finish_reason), ("hey", "assistant", None))
-        response = edgee.SendResponse(
-            [edgee.Choice(0, {"content": "a", "tool_calls": [1]}, "stop")]
-        )
-        self.assertEqual(
-            (response.text, response.finish_reason, response.tool_calls), ("a", "stop", [1])
-        )
-        obj = edgee.InputObject(
-            [{"role": "user", "content": "x"}], None, None, ["t"], "claude", True, False, None
-        )
-        self.assertEqual(
-            (obj.tags, obj.compression_model, obj.tool_result_trimming), (["t"], "claude", True)
-        )
-
-    def test_error_hierarchy(self):
-        self.assertTrue(issubclass(edgee.EdgeeAPIError, RuntimeError))
-        self.assertTrue(issubclass(edgee.EdgeeError, RuntimeError))
-        self.assertTrue(issubclass(edgee.EdgeeConnectionError, RuntimeError))
-        self.assertTrue(issubclass(edgee.EdgeeConnectionError, urllib.error.URLError))
-        self.assertTrue(issubclass(edgee.EdgeeTimeoutError, edgee.EdgeeConnectionError))
-        self.assertTrue(issubclass(edgee.EdgeeStreamError, RuntimeError))
-        self.assertTrue(issubclass(edgee.EdgeeInputError, ValueError))
-
-
-# ---------------------------------------------------------------------------
-# Error mapping
-# ---------------------------------------------------------------------------
-
-API_ERROR_CASES = [
-    (400, "bad_model_id"),
-    (401, "unauthorized"),
-    (403, "forbidden"),
-    (429, "usage_limit_exceeded"),
-    (500, "internal_error"),
-    (502, "provider_error"),
-]
-
-
-class ApiErrorTest(ApiTestBase):
-    def setUp(self):
-        super().setUp()
-        self.gw = self.gateway()
-        self.c = self.client(self.gw, max_retries=0)
-
-    def check(self, exc, status, message):
-        self.assertIsInstance(exc, RuntimeError)
-        self.assertIsInstance(exc, edgee.EdgeeAPIError)
-        self.assertEqual(str(exc), f"API error {status}: {message}")
-        self.assertEqual(exc.status, status)
-        self.assertEqual(exc.status_code, status)
-        self.assertEqual(exc.message, message)
-
-    def test_error_envelopes_send(self):
-        for status, code in API_ERROR_CASES:
-            with self.subTest(status=status):
-                _, kind, message = ERROR_CODES[code]
-                reply = ErrorReply(status, code, message, param="model")
-                self.gw.push(reply)
-                before = len(self.gw.requests)
-                with self.assertRaises(RuntimeError) as caught:
-                    self.c.send("openai/gpt-5.2", "x")
-                exc = caught.exception
-                self.check(exc, status, message)
-                self.assertEqual(exc.code, code)
-                self.assertEqual(exc.type, kind)
-                self.assertEqual(exc.param, "model")
-                self.assertEqual(exc.body, reply.body)
-                self.assertEqual(exc.headers.get("content-type"), "application/json")
-                self.assertEqual(len(self.gw.requests) - before, 1, "max_retries=0: no retry")
-
-    def test_error_envelopes_stream(self):
-        for status, code in API_ERROR_CASES:
-            with self.subTest(status=status):
-                _, kind, message = ERROR_CODES[code]
-                reply = ErrorReply(status, code, message)
-                self.gw.push(reply)
-                with self.assertRaises(RuntimeError) as caught:
-                    for _ in self.c.stream("openai/gpt-5.2", "x"):
-                        pass
-                exc = caught.exception
-                self.check(exc, status, message)
-                self.assertEqual((exc.code, exc.type, exc.body), (code, kind, reply.body))
-
-    def test_fake_llm_error_models(self):
-        for status in (400, 401, 403, 429, 500, 502):
-            with self.subTest(status=status):
-                code = STATUS_CODES[status]
-                with self.assertRaises(edgee.EdgeeAPIError) as caught:
-                    self.c.send(f"error-{status}", "x")
-                self.check(caught.exception, status, ERROR_CODES[code][2])
-                self.assertEqual(caught.exception.code, code)
-
-    def test_forbidden_key_and_bad_model(self):
-        client = self.client(self.gw, api_key="forbidden-key", max_retries=0)
-        with self.assertRaises(edgee.EdgeeAPIError) as caught:
-            client.send("openai/gpt-5.2", "x")
-        self.check(caught.exception, 403, "API key is inactive")
-        with self.assertRaises(edgee.EdgeeAPIError) as caught:
-            self.c.send("invalid-model", "x")
-        self.check(caught.exception, 400, "Invalid model ID: 'invalid-model'")
-        self.assertEqual((caught.exception.code, caught.exception.param), ("bad_model_id", "model"))
-
-    def test_html_error_body(self):
-        html = (
-            "<html><head><title>502 Bad Gateway</title></head>"
-            "<body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
-        )
-        self.gw.push(Reply(502, html, content_type="text/html"))
-        with self.assertRaises(RuntimeError) as caught:
-            self.c.send("openai/gpt-5.2", "x")
-        exc = caught.exception
-        self.assertIsInstance(exc, edgee.EdgeeAPIError)
-        self.assertTrue(str(exc).startswith("API error 502: "), str(exc))
-        self.assertIn("502 Bad Gateway", str(exc))
-        self.assertEqual(exc.status, 502)
-        self.assertIsNone(exc.code)
-        self.assertIn("nginx", str(exc.body))
-        self.gw.push(Reply(502, html, content_type="text/html"))
-        with self.assertRaises(edgee.EdgeeAPIError) as caught:
-            list(self.c.stream("openai/gpt-5.2", "x"))
-        self.assertIn("502 Bad Gateway", str(caught.exception))
-
-    def test_invalid_utf8_error_body(self):
-        self.gw.push(Reply(500, b"\xff\xfe oops \x80\xc3( broken", content_type="text/plain"))
-        try:
-            self.c.send("openai/gpt-5.2", "x")
-        except UnicodeDecodeError as exc:  # pragma: no cover - the failure being tested for
-            self.fail(f"UnicodeDecodeError leaked: {exc!r}")
-        except edgee.EdgeeAPIError as exc:
-            self.assertTrue(str(exc).startswith("API error 500: "), str(exc))
-            self.assertIn("oops", str(exc))
-            self.assertIn("broken", str(exc))
-            self.assertEqual(exc.status, 500)
-        else:
-            self.fail("no error raised")
-
-    def test_long_error_body_is_bounded(self):
-        self.gw.push(Reply(400, "<p>" + "x" * 200000 + "</p>", content_type="text/html"))
-        with self.assertRaises(edgee.EdgeeAPIError) as caught:
-            self.c.send("openai/gpt-5.2", "x")
-        text = str(caught.exception)
-        self.assertTrue(text.startswith("API error 400: <p>xxx"), text[:50])
-        self.assertLess(len(text), 5000)
-        huge = "m" * 20000  # an envelope well within the 64 KiB an error body may take
-        self.gw.push(ErrorReply(400, "invalid_request", huge))
-        with self.assertRaises(edgee.EdgeeAPIError) as caught:
-            self.c.send("openai/gpt-5.2", "x")
-        self.assertTrue(str(caught.exception).startswith("API error 400: mmm"))
-        self.assertLess(len(str(caught.exception)), 5000)
-
-    def test_empty_error_body(self):
-        self.gw.push(Reply(404, b"", content_type="text/plain"))
-        with self.assertRaises(edgee.EdgeeAPIError) as caught:
-            self.c.send("openai/gpt-5.2", "x")
-        text = str(caught.exception)
-        self.assertTrue(text.startswith("API error 404: "), text)
-        self.assertTrue(text[len("API error 404: ") :].strip(), "the message must not be empty")
-
-    def test_console_api_envelope(self):
-        # edgee-error-codes.yml: the console API's {"error": "<Status>", "message": "<detail>"}
-        self.gw.push(
-            Reply(401, {"error": "Unauthorized", "message": "Invalid or expired API token"})
-        )
-        with self.assertRaises(edgee.EdgeeAPIError) as caught:
-            self.c.send("openai/gpt-5.2", "x")
-        self.check(caught.exception, 401, "Invalid or expired API token")
-
-    def test_error_event_inside_stream(self):
-        self.gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    {
-                        "error": {
-                            "message": "upstream broke",
-                            "type": "provider_error",
-                            "code": "provider_error",
-                        }
-                    },
-                ],
-                done=False,
-            )
-        )
-        seen = []
-        with self.assertRaises(RuntimeError) as caught:
-            for chunk in self.c.stream("openai/gpt-5.2", "x"):
-                seen.append(chunk)
-        self.assertEqual(len(seen), 1)
-        self.assertIsInstance(caught.exception, edgee.EdgeeAPIError)
-        self.assertTrue(str(caught.exception).startswith("API error "))
-        self.assertTrue(str(caught.exception).endswith(": upstream broke"))
-        self.assertEqual(caught.exception.code, "provider_error")
-
-    def test_network_error(self):
-        port = _api_free_port()
-        client = self.track(
-            edgee.Edgee(api_key="k", base_url=f"http://127.0.0.1:{port}", max_retries=0)
-        )
-        for call in (
-            lambda: client.send("openai/gpt-5.2", "x"),
-            lambda: list(client.stream("openai/gpt-5.2", "x")),
-        ):
-            with self.assertRaises(RuntimeError) as caught:
-                call()
-            exc = caught.exception
-            self.assertIsInstance(exc, edgee.EdgeeConnectionError)
-            self.assertIsInstance(exc, urllib.error.URLError)  # what the official package raised
-            self.assertIsInstance(exc, OSError)
-            self.assertIn(str(port), str(exc))
-            self.assertFalse(str(exc).startswith("API error"))
-
-
-# ---------------------------------------------------------------------------
-# Documentation examples, run unchanged
-# ---------------------------------------------------------------------------
-
-# python-sdk-stream-method.md, verbatim (checked against the file when present).
-API_DOC_STRING_INPUT = """\
-for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
-    if chunk.text:
-        print(chunk.text, end="", flush=True)
-
-    if chunk.finish_reason:
-        print(f"\\nFinished: {chunk.finish_reason}")
-# Equivalent to: input={"messages": [{"role": "user", "content": "Tell me a story"}]}
-"""
-
-API_DOC_MESSAGES = """\
-for chunk in edgee.stream("gpt-5.2", {
-    "messages": [
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "Write a poem about coding"}
-    ]
-}):
-    if chunk.text:
-        print(chunk.text, end="", flush=True)
-"""
-
-API_DOC_MULTIPLE_CHOICES = """\
-for chunk in edgee.stream("gpt-5.2", "Give me creative ideas"):
-    for choice in chunk.choices:
-        if choice.delta.content:
-            print(f"Choice {choice.index}: {choice.delta.content}")
-"""
-
-API_DOC_CONVENIENCE = """\
-for chunk in edgee.stream("gpt-5.2", "Explain quantum computing"):
-    # Content chunks
-    if chunk.text:
-        print(chunk.text, end="", flush=True)
-
-    # First chunk contains the role
-    if chunk.role:
-        print(f"\\nRole: {chunk.role}")
-
-    # Last chunk contains finish reason
-    if chunk.finish_reason:
-        print(f"\\nFinish reason: {chunk.finish_reason}")
-"""
-
-API_DOC_COLLECT = """\
-full_text = ""
-
-for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
-    if chunk.text:
-        full_text += chunk.text
-        print(chunk.text, end="", flush=True)  # Also display as it streams
-
-print(f"\\n\\nFull response ({len(full_text)} characters):")
-print(full_text)
-"""
-
-API_DOC_EMPTY_CHUNKS = """\
-for chunk in edgee.stream("gpt-5.2", "Hello"):
-    if chunk.text:  # \u2705 Good: Check before using
-        print(chunk.text)
-    # \u274c Bad: print(chunk.text) - may print None
-"""
-
-API_DOC_SEND_STREAM = """\
-for chunk in edgee.send("gpt-5.2", "Tell me a story", stream=True):
-    if chunk.text:
-        print(chunk.text, end="", flush=True)
-"""
-
-API_DOC_ERRORS = """\
-try:
-    for chunk in edgee.stream("gpt-5.2", "Hello!"):
-        if chunk.text:
-            print(chunk.text, end="", flush=True)
-except RuntimeError as error:
-    # API errors: "API error {status}: {message}"
-    # Network errors: Standard HTTP errors
-    print(f"Stream failed: {error}")
-"""
-
-# The official package's README (edgee 1.1.0), verbatim.
-API_README_QUICK_START = """\
-from edgee import Edgee
-
-edgee = Edgee("your-api-key")
-
-# Send a simple request
-response = edgee.send(
-    model="anthropic/claude-haiku-4-5",
-    input="What is the capital of France?"
-)
-
-print(response.text)
-# "The capital of France is Paris."
-"""
-
-API_README_SEND = """\
-response = edgee.send(
-    model="anthropic/claude-haiku-4-5",
-    input="Hello, world!"
-)
-
-# Access response
-print(response.text)           # Text content
-print(response.finish_reason)  # Finish reason
-print(response.tool_calls)     # Tool calls (if any)
-
-# Access usage and compression info
-if response.usage:
-    print(f"Tokens used: {response.usage.total_tokens}")
-
-if response.compression:
-    print(f"Saved tokens: {response.compression.saved_tokens}")
-    print(f"Reduction: {response.compression.reduction}%")
-    print(f"Cost savings: ${response.compression.cost_savings / 1_000_000:.3f}")
-    print(f"Time: {response.compression.time_ms} ms")
-"""
-
-API_README_STREAM = """\
-for chunk in edgee.stream("anthropic/claude-haiku-4-5", "Tell me a story"):
-    if chunk.text:
-        print(chunk.text, end="", flush=True)
-
-    if chunk.finish_reason:
-        print(f"\\nFinished: {chunk.finish_reason}")
-"""
-
-
-def _api_run_example(code, namespace):
-    """Exec `code` in `namespace` and return what it printed."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, "<example>", "exec"), namespace)
-    return out.getvalue()
-
-
-class ApiExamplesTest(ApiTestBase):
-    def setUp(self):
-        super().setUp()
-        self.gw = self.gateway()
-        self.c = self.client(self.gw, max_retries=0)
-
-    def run_doc(self, code):
-        return _api_run_example(code, {"edgee": self.c})
-
-    def assert_in_doc(self, path, *snippets):
-        if not os.path.exists(path):
-            return  # the snippets above are the verbatim copies
-        with open(path, encoding="utf-8") as f:
-            doc = _api_norm(f.read())
-        for snippet in snippets:
-            self.assertIn(_api_norm(snippet), doc)
-
-    def test_snippets_are_verbatim(self):
-        self.assert_in_doc(
-            API_STREAM_DOC,
-            API_DOC_STRING_INPUT,
-            API_DOC_MESSAGES,
-            API_DOC_MULTIPLE_CHOICES,
-            API_DOC_CONVENIENCE,
-            API_DOC_COLLECT,
-            API_DOC_EMPTY_CHUNKS,
-            API_DOC_SEND_STREAM,
-            API_DOC_ERRORS,
-        )
-        self.assert_in_doc(
-            API_OFFICIAL_README, API_README_QUICK_START, API_README_SEND, API_README_STREAM
-        )
-
-    def test_doc_string_input(self):
-        out = self.run_doc(API_DOC_STRING_INPUT)
-        self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
-        rec = self.last(self.gw)
-        self.assertEqual(rec.json["messages"], [{"role": "user", "content": "Tell me a story"}])
-        self.assertEqual((rec.json["model"], rec.json["stream"]), ("gpt-5.2", True))
-
-    def test_doc_messages(self):
-        self.assertEqual(self.run_doc(API_DOC_MESSAGES), "Echo: Write a poem about coding")
-        self.assertEqual(
-            self.last(self.gw).json["messages"][0],
-            {"role": "system", "content": "You are a helpful assistant."},
-        )
-
-    def test_doc_multiple_choices(self):
-        out = self.run_doc(API_DOC_MULTIPLE_CHOICES)
-        lines = out.split("\n")
-        self.assertEqual(lines[-1], "")
-        pieces = []
-        for line in lines[:-1]:
-            self.assertTrue(line.startswith("Choice 0: "), line)
-            pieces.append(line[len("Choice 0: ") :])
-        self.assertEqual("".join(pieces), "Echo: Give me creative ideas")
-
-    def test_doc_multiple_choices_with_n(self):
-        # the same loop over a 2-choice stream (n passed through a dict input)
-        code = API_DOC_MULTIPLE_CHOICES.replace(
-            '"Give me creative ideas"',
-            '{"messages": [{"role": "user", "content": "Give me creative ideas"}], "n": 2}',
-        )
-        out = self.run_doc(code)
-        texts = {}
-        for line in out.split("\n")[:-1]:
-            match = re.match(r"Choice (\d+): (.*)$", line)
-            self.assertIsNotNone(match, line)
-            texts[match.group(1)] = texts.get(match.group(1), "") + match.group(2)
-        self.assertEqual(
-            texts, {"0": "Echo: Give me creative ideas #0", "1": "Echo: Give me creative ideas #1"}
-        )
-
-    def test_doc_convenience_properties(self):
-        out = self.run_doc(API_DOC_CONVENIENCE)
-        self.assertEqual(
-            out, "\nRole: assistant\nEcho: Explain quantum computing\nFinish reason: stop\n"
-        )
-
-    def test_doc_collect(self):
-        out = self.run_doc(API_DOC_COLLECT)
-        text = "Echo: Tell me a story"
-        self.assertEqual(out, f"{text}\n\nFull response ({len(text)} characters):\n{text}\n")
-
-    def test_doc_empty_chunks(self):
-        out = self.run_doc(API_DOC_EMPTY_CHUNKS)
-        self.assertNotIn("None", out)
-        self.assertEqual("".join(out.splitlines()), "Echo: Hello")
-
-    def test_doc_send_stream(self):
-        self.assertEqual(self.run_doc(API_DOC_SEND_STREAM), "Echo: Tell me a story")
-        self.assertIs(self.last(self.gw).json["stream"], True)
-
-    def test_doc_error_handling(self):
-        self.assertEqual(self.run_doc(API_DOC_ERRORS), "Echo: Hello!")
-        self.gw.push(ErrorReply(401, "unauthorized", "Missing Authorization header"))
-        self.assertEqual(
-            self.run_doc(API_DOC_ERRORS),
-            "Stream failed: API error 401: Missing Authorization header\n",
-        )
-        self.gw.push(ErrorReply(429, "usage_limit_exceeded", "slow down"))
-        self.assertEqual(self.run_doc(API_DOC_ERRORS), "Stream failed: API error 429: slow down\n")
-        port = _api_free_port()
-        offline = self.track(
-            edgee.Edgee(api_key="k", base_url=f"http://127.0.0.1:{port}", max_retries=0)
-        )
-        out = _api_run_example(API_DOC_ERRORS, {"edgee": offline})
-        self.assertTrue(out.startswith("Stream failed: "), out)
-        self.assertEqual(out.count("\n"), 1)
-
-    def test_readme_quick_start_and_send(self):
-        os.environ["EDGEE_BASE_URL"] = self.gw.url
-        namespace = {}
-        self.addCleanup(lambda: namespace["edgee"].close() if "edgee" in namespace else None)
-        out = _api_run_example(API_README_QUICK_START, namespace)
-        self.assertEqual(out, "Echo: What is the capital of France?\n")
-        rec = self.last(self.gw)
-        self.assertEqual(rec.headers["authorization"], "Bearer your-api-key")
-        self.assertEqual(rec.json["model"], "anthropic/claude-haiku-4-5")
-        body = _api_completion(
-            compression={
-                "saved_tokens": 450,
-                "cost_savings": 27000,
-                "reduction": 48.99884991374353,
-                "time_ms": 12,
-            }
-        )
-        self.gw.push(Reply(body=body))
-        out = _api_run_example(API_README_SEND, namespace)
-        self.assertEqual(
-            out.splitlines(),
-            [
-                body["choices"][0]["message"]["content"],
-                "stop",
-                "None",
-                "Tokens used: 20",
-                "Saved tokens: 450",
-                "Reduction: 48.99884991374353%",
-                "Cost savings: $0.027",
-                "Time: 12 ms",
-            ],
-        )
-        self.assertEqual(
-            self.last(self.gw).json["messages"], [{"role": "user", "content": "Hello, world!"}]
-        )
-        out = _api_run_example(API_README_SEND, namespace)  # the fake LLM: no compression
-        lines = out.splitlines()
-        self.assertEqual(lines[:3], ["Echo: Hello, world!", "stop", "None"])
-        self.assertEqual(len(lines), 4)
-        self.assertRegex(lines[3], r"^Tokens used: [1-9]\d*$")
-
-    def test_readme_stream(self):
-        out = _api_run_example(API_README_STREAM, {"edgee": self.c})
-        self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
-        self.assertEqual(self.last(self.gw).json["model"], "anthropic/claude-haiku-4-5")
-
-
-# ---------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------
-
-
-class ApiCliTest(ApiTestBase):
-    def setUp(self):
-        super().setUp()
-        self.gw = self.gateway()
-
-    def env(self, **values):
-        env = {k: v for k, v in os.environ.items() if not _api_env_key(k)}
-        env.update(EDGEE_API_KEY="cli-key", EDGEE_BASE_URL=self.gw.url, PYTHONIOENCODING="utf-8")
-        for name, value in values.items():
-            if value is None:
-                env.pop(name, None)
-            else:
-                env[name] = value
-        return env
-
-    def cli(self, *args, **kwargs):
-        stdin = kwargs.pop("stdin", None)
-        env = self.env(**kwargs)
-        return subprocess.run(
-            [sys.executable, API_EDGEE_PY, *list(args)],
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            env=env,
-            timeout=API_CLI_TIMEOUT,
-            encoding="utf-8",
-            errors="replace",
-        )
-
-    def assert_one_line_error(self, result, *needles):
-        self.assertNotEqual(result.returncode, 0)
-        self.assertNotIn("Traceback", result.stderr)
-        lines = result.stderr.strip().splitlines()
-        self.assertEqual(len(lines), 1, result.stderr)
-        for needle in needles:
-            self.assertIn(needle, lines[0])
-
-    def test_prompt_argument_streams(self):
-        result = self.cli("hello", "world")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: hello world\n")
-        rec = self.last(self.gw)
-        self.assertEqual(rec.json["messages"], [{"role": "user", "content": "hello world"}])
-        self.assertIs(rec.json.get("stream"), True)
-        self.assertEqual(rec.headers["accept"], "text/event-stream")
-        self.assertEqual(rec.headers["authorization"], "Bearer cli-key")
-
-    def test_non_ascii_prompt(self):
-        result = self.cli("héllo €")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: héllo €\n")
-
-    def test_prompt_on_stdin(self):
-        result = self.cli(stdin="from stdin\n")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout.strip(), "Echo: from stdin")
-        self.assertEqual(self.last(self.gw).json["messages"][-1]["content"].strip(), "from stdin")
-
-    def test_system_prompt(self):
-        result = self.cli("--system", "Be brief.", "question")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: question\n")
-        self.assertEqual(
-            self.last(self.gw).json["messages"],
-            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "question"}],
-        )
-
-    def test_model_option(self):
-        result = self.cli("--model", "anthropic/claude-opus-4-6", "hi")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: hi\n")
-        self.assertEqual(self.last(self.gw).json["model"], "anthropic/claude-opus-4-6")
-
-    def test_model_from_environment(self):
-        result = self.cli("hi", EDGEE_MODEL="mistral/mistral-large")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(self.last(self.gw).json["model"], "mistral/mistral-large")
-
-    def test_base_url_option_overrides_environment(self):
-        closed = f"http://127.0.0.1:{_api_free_port()}"
-        result = self.cli("--base-url", self.gw.url, "routed", EDGEE_BASE_URL=closed)
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: routed\n")
-
-    def test_empty_stdin_prompt(self):
-        result = self.cli(stdin="  \n")
-        self.assertNotEqual(result.returncode, 0)
-        self.assertNotIn("Traceback", result.stderr)
-        self.assertIn("prompt", result.stderr)
-        self.assertEqual(self.gw.requests, [])
-
-    def test_no_stream(self):
-        result = self.cli("--no-stream", "whole", "answer")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: whole answer\n")
-        rec = self.last(self.gw)
-        self.assertNotIn("stream", rec.json)
-        self.assertNotEqual(rec.headers.get("accept"), "text/event-stream")
-
-    def test_list_models(self):
-        result = self.cli("--list-models")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
-        rec = self.last(self.gw)
-        self.assertEqual((rec.method, rec.path), ("GET", "/v1/models"))
-
-    def test_missing_key(self):
-        result = self.cli("hello", EDGEE_API_KEY=None)
-        self.assert_one_line_error(result, "EDGEE_API_KEY")
-        self.assertEqual(result.stdout, "")
-        self.assertEqual(self.gw.requests, [])
-
-    def test_api_error(self):
-        result = self.cli("--model", "error-401", "hello")
-        self.assert_one_line_error(result, "API error 401", ERROR_CODES["unauthorized"][2])
-
-    def test_network_error(self):
-        port = _api_free_port()
-        result = self.cli("hello", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
-        self.assert_one_line_error(result, str(port))
-        self.assertEqual(result.stdout.strip(), "")
-
-    def test_help(self):
-        result = self.cli("--help")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("usage", result.stdout.lower())
-        self.assertIn("--model", result.stdout)
-        self.assertEqual(self.gw.requests, [])
-
-    def test_version(self):
-        result = self.cli("--version")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn(edgee.__version__, result.stdout + result.stderr)
-
-    def test_serve_gateway_subprocess(self):
-        port = _api_free_port()
-        proc = subprocess.Popen(
-            [sys.executable, API_TEST_EDGEE_PY, "--serve", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.env(),
-            encoding="utf-8",
-            errors="replace",
-        )
-
-        def stop():
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate(timeout=10)
-
-        self.addCleanup(stop)
-        deadline = time.monotonic() + 10.0
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                ready = True
-                break
-            except OSError:
-                time.sleep(0.05)
-        self.assertTrue(ready, "the --serve gateway did not start listening")
-        result = self.cli("served", "prompt", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: served prompt\n")
-        result = self.cli("--list-models", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
-        self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
-        self.assertEqual(self.gw.requests, [], "the CLI used the served gateway")
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-        self.assertIn(f"http://127.0.0.1:{port}", out)
-
-
-# ---- tests: sse ----
+# ==== core ====
+# The protocol core fed bytes and values: no client, no socket.
 
 _SSE_BOM = b"\xef\xbb\xbf"
 _SSE_ENDINGS = {"LF": b"\n", "CRLF": b"\r\n", "CR": b"\r"}
-_SSE_MODEL = "openai/gpt-5.2"
 
 
 def _sse_events(pieces, max_event_bytes=None):
@@ -4751,6 +2782,10 @@ def _sse_events(pieces, max_event_bytes=None):
 def _sse_datas(pieces):
     """Only the data of each dispatched event."""
     return [e[1] for e in _sse_events(pieces)]
+
+
+def _sse_datas_limited(pieces, limit):
+    return [e[1] for e in _sse_events(pieces, max_event_bytes=limit)]
 
 
 def _sse_msg(data, event="message", id="", retry=None):
@@ -4771,100 +2806,7 @@ def _sse_delta(content=None, role=None, finish=None):
     return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
 
-def _sse_summary(chunks):
-    """(role, text, finish_reason) of each chunk: what the stream gave back, in order."""
-    return [(c.role, c.text, c.finish_reason) for c in chunks]
-
-
-def _sse_head(kind, length=None):
-    """A response head for an event stream: kind is "length", "chunked" or "close"."""
-    headers = [("Content-Type", "text/event-stream"), ("Connection", "close")]
-    if kind == "length":
-        return http_head(200, headers, content_length=length)
-    return http_head(200, headers, chunked=(kind == "chunked"))
-
-
-def _sse_frame_events(events):
-    """Each event as its own HTTP chunk, then the last chunk."""
-    return b"".join(chunk_frame(e) for e in events) + CHUNK_END
-
-
-def _sse_new_client(gw):
-    return edgee.Edgee(api_key="k", base_url=gw.url, max_retries=0, timeout=10)
-
-
-# The sample stream of the every-offset tests: role, content with multibyte text,
-# U+2028 and U+2029 (which str.splitlines would split on), finish, [DONE].
-_SSE_SAMPLE = [
-    _sse_delta(role="assistant"),
-    _sse_delta("H\u00e9"),
-    _sse_delta("\u6f22\u5b57\u2028"),
-    _sse_delta("\U0001f389\u2029!"),
-    _sse_delta(finish="stop"),
-]
-_SSE_SAMPLE_EXPECTED = [
-    ("assistant", None, None),
-    (None, "H\u00e9", None),
-    (None, "\u6f22\u5b57\u2028", None),
-    (None, "\U0001f389\u2029!", None),
-    (None, None, "stop"),
-]
-
-
-def _sse_sample_events(le):
-    return [_sse_event_bytes(obj, le) for obj in _SSE_SAMPLE] + [b"data: [DONE]" + le + le]
-
-
-def _sse_run_raw_jobs(test, jobs, workers=4):
-    """Run (label, raw_parts, expected_summary) jobs over real sockets.
-
-    The jobs are spread over `workers` threads, each with its own Gateway and client,
-    so the pauses between writes overlap. Fails `test` with the first mismatches.
-    """
-    failures = []
-    done = [0]
-    lock = threading.Lock()
-
-    def work(group):
-        gw = Gateway()
-        client = _sse_new_client(gw)
-        try:
-            for label, parts, expected in group:
-                gw.push(Raw(parts))
-                try:
-                    got = _sse_summary(client.stream(_SSE_MODEL, "hi"))
-                except Exception as exc:  # reported below with the job's label
-                    got = f"raised {exc!r}"
-                with lock:
-                    done[0] += 1
-                    if got != expected:
-                        failures.append((label, got))
-            if gw.errors:
-                with lock:
-                    failures.append(("gateway errors", gw.errors[:3]))
-        except BaseException as exc:  # a broken worker must fail the test, not vanish
-            with lock:
-                failures.append(("worker", repr(exc)))
-        finally:
-            client.close()
-            gw.close()
-
-    groups = [jobs[i::workers] for i in range(workers)]
-    threads = [threading.Thread(target=work, args=(g,), daemon=True) for g in groups if g]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 120.0
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    test.assertFalse(any(t.is_alive() for t in threads), "a worker hung")
-    test.assertEqual(failures[:5], [], f"{len(failures)} of {len(jobs)} jobs failed")
-    test.assertEqual(done[0], len(jobs))
-
-
-# ---- 1. the decoder on its own ----
-
-
-class SseDecoderTest(unittest.TestCase):
+class SSEDecoderTest(unittest.TestCase):
     """edgee.SSEDecoder / edgee.parse_sse_events against WHATWG HTML 9.2.6 and the project rules."""
 
     # -- line endings --
@@ -5171,16 +3113,26 @@ class SseDecoderTest(unittest.TestCase):
 
     def test_within_limit_ok(self):
         self.assertEqual(_sse_datas_limited([b"data: " + b"x" * 40 + b"\n\n"], 64), ["x" * 40])
+        self.assertEqual(_sse_datas_limited([b"data: " + b"x" * 900 + b"\n\n"], 1000), ["x" * 900])
 
     def test_oversized_data_line_raises(self):
         with self.assertRaises(edgee.EdgeeStreamError):
             _sse_events([b"data: " + b"x" * 200 + b"\n\n"], max_event_bytes=64)
+        with self.assertRaises(edgee.EdgeeStreamError) as cm:
+            edgee.SSEDecoder(max_event_bytes=1000).feed(b"data: " + b"x" * 2000 + b"\n\n")
+        self.assertIn("1000", str(cm.exception))  # the message names the limit
+        self.assertIsInstance(cm.exception, RuntimeError)
 
     def test_oversized_line_raises_before_it_ends(self):
         decoder = edgee.SSEDecoder(64)
         with self.assertRaises(edgee.EdgeeStreamError):
             for _ in range(100):  # 1,000 bytes and no line end: refused long before
                 decoder.feed(b"data: xxxx")
+        decoder = edgee.SSEDecoder(max_event_bytes=1000)
+        self.assertEqual(decoder.feed(b"data: " + b"x" * 600), [])
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(10):  # pieces without a line end: bounded by the limit
+                decoder.feed(b"x" * 600)
 
     def test_oversized_comment_line_fed_in_pieces_raises(self):
         decoder = edgee.SSEDecoder(64)
@@ -5188,6 +3140,10 @@ class SseDecoderTest(unittest.TestCase):
             decoder.feed(b": ")
             for _ in range(100):
                 decoder.feed(b"yyyyyyyyyy")
+        comment = edgee.SSEDecoder(max_event_bytes=1000)
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(10):
+                comment.feed(b": " + b"z" * 600)
 
     def test_oversized_event_of_many_lines_raises(self):
         with self.assertRaises(edgee.EdgeeStreamError):
@@ -5196,6 +3152,8 @@ class SseDecoderTest(unittest.TestCase):
         with self.assertRaises(edgee.EdgeeStreamError):
             for _ in range(20):
                 decoder.feed(b"data: 0123456789\n")
+        with self.assertRaises(edgee.EdgeeStreamError):
+            edgee.SSEDecoder(max_event_bytes=1000).feed((b"data: " + b"y" * 400 + b"\n") * 3)
 
     def test_oversized_non_data_line_in_one_feed_raises(self):
         # A line longer than the limit is refused whatever its field and however it arrives.
@@ -5207,322 +3165,6 @@ class SseDecoderTest(unittest.TestCase):
         # Many small events: each is under the limit, their total is not.
         self.assertEqual(len(_sse_datas_limited([b"data: 0123456789\n\n" * 50], 64)), 50)
 
-
-def _sse_datas_limited(pieces, limit):
-    return [e[1] for e in _sse_events(pieces, max_event_bytes=limit)]
-
-
-# ---- 2. over the wire ----
-
-
-class SseWireTest(unittest.TestCase):
-    """Event streams from a real loopback Gateway through edgee.Edgee.stream."""
-
-    def setUp(self):
-        self.gw = Gateway()
-        self.addCleanup(self.gw.close)
-        self.client = _sse_new_client(self.gw)
-        self.addCleanup(self.client.close)
-
-    def stream(self):
-        return self.client.stream(_SSE_MODEL, "hi")
-
-    def summary(self):
-        return _sse_summary(self.stream())
-
-    def raw_body(self, body, kind="close", then="close"):
-        """Queue `body` (bytes, or a list of events for chunked) as one Raw reply."""
-        if kind == "chunked":
-            events = body if isinstance(body, list) else [body]
-            self.gw.push(Raw([_sse_head("chunked") + _sse_frame_events(events)], then=then))
-        else:
-            data = b"".join(body) if isinstance(body, list) else body
-            self.gw.push(Raw([_sse_head(kind, len(data)) + data], then=then))
-
-    def collect_until_error(self, error_type):
-        got = []
-        with self.assertRaises(error_type) as caught:
-            for chunk in self.stream():
-                got.append(chunk.text)
-        return got, caught.exception
-
-    # -- every split offset --
-
-    def every_offset(self, ending):
-        le = _SSE_ENDINGS[ending]
-        events = _sse_sample_events(le)
-        plain = b"".join(events)
-        chunked = _sse_frame_events(events)
-        jobs = []
-        for kind, body in (("length", plain), ("chunked", chunked)):
-            head = _sse_head(kind, len(body))
-            for k in range(len(body) + 1):
-                jobs.append(
-                    ((ending, kind, k), [head + body[:k], 0.002, body[k:]], _SSE_SAMPLE_EXPECTED)
-                )
-        _sse_run_raw_jobs(self, jobs)
-
-    def test_every_split_offset_lf(self):
-        self.every_offset("LF")
-
-    def test_every_split_offset_crlf(self):
-        self.every_offset("CRLF")
-
-    def test_every_split_offset_cr(self):
-        self.every_offset("CR")
-
-    # -- framings through the gateway's own SSE reply --
-
-    def test_sse_reply_chunked_and_plain(self):
-        for chunked in (True, False):
-            self.gw.push(SSE(_SSE_SAMPLE, chunked=chunked))
-            self.assertEqual(self.summary(), _SSE_SAMPLE_EXPECTED, chunked)
-
-    def test_close_delimited_body_split(self):
-        body = b"".join(_sse_sample_events(b"\r\n"))
-        self.gw.push(
-            Raw([_sse_head("close") + body[:101], 0.002, body[101:202], 0.002, body[202:]])
-        )
-        self.assertEqual(self.summary(), _SSE_SAMPLE_EXPECTED)
-
-    def test_bom_split_over_the_wire(self):
-        body = b"".join(_sse_sample_events(b"\n"))
-        self.gw.push(Raw([_sse_head("close") + b"\xef", 0.002, b"\xbb", 0.002, b"\xbf" + body]))
-        self.assertEqual(self.summary(), _SSE_SAMPLE_EXPECTED)
-
-    # -- line syntax --
-
-    def test_data_without_space(self):
-        events = [_sse_event_bytes(obj, space=False) for obj in _SSE_SAMPLE] + [b"data:[DONE]\n\n"]
-        self.raw_body(events, "chunked")
-        self.assertEqual(self.summary(), _SSE_SAMPLE_EXPECTED)
-
-    def test_json_split_over_two_data_lines(self):
-        body = (
-            b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"h\xc3\xa9"}}]}\n\n'
-            b'data: {"choices":[{"index":0,"delta":{},\r\ndata:"finish_reason":"length"}]}\r\n\r\n'
-            b"data: [DONE]\n\n"
-        )
-        self.raw_body(body)
-        self.assertEqual(self.summary(), [(None, "h\u00e9", None), (None, None, "length")])
-
-    def test_comments_and_fields_between_events(self):
-        body = (
-            b": keep-alive\n\n"
-            b"retry: 3000\nid: 1\n"
-            + _sse_event_bytes(_sse_delta(role="assistant"))
-            + b": ping\n:\n\nevent: ping\n\n"
-            b"event: foo\nid: 2\n"
-            + _sse_event_bytes(_sse_delta("a"))
-            + b"event: message\nfoo: bar\n: note\n"
-            + _sse_event_bytes(_sse_delta("b"))
-            + b'Data: {"choices":[{"delta":{"content":"BAD"}}]}\n\n'
-            b'Event: error\ndata: {"choices":[{"delta":{"content":"c"}}]}\n\n'
-            b"id\nretry: x\n"
-            + _sse_event_bytes(_sse_delta(finish="stop"))
-            + b": bye\n\ndata: [DONE]\n\n"
-        )
-        self.raw_body(body)
-        self.assertEqual(
-            self.summary(),
-            [
-                ("assistant", None, None),
-                (None, "a", None),
-                (None, "b", None),
-                (None, "c", None),
-                (None, None, "stop"),
-            ],
-        )
-
-    def test_error_event_without_data_dispatches_nothing(self):
-        body = (
-            b"event: error\n\n"
-            + _sse_event_bytes(_sse_delta("a"))
-            + _sse_event_bytes(_sse_delta(finish="stop"))
-            + b"data: [DONE]\n\n"
-        )
-        self.raw_body(body)
-        self.assertEqual(self.summary(), [(None, "a", None), (None, None, "stop")])
-
-    # -- errors --
-
-    def test_error_event_raises_after_earlier_chunks(self):
-        error = {
-            "error": {
-                "message": "The upstream provider failed \u00e9",
-                "type": "provider_error",
-                "code": "provider_error",
-            }
-        }
-        self.gw.push(
-            SSE(
-                [
-                    _sse_delta("a"),
-                    _sse_delta("b"),
-                    b"event: error\ndata: " + compact_json(error) + b"\n\n",
-                    _sse_delta("c"),
-                    _sse_delta(finish="stop"),
-                ]
-            )
-        )
-        got, exc = self.collect_until_error(edgee.EdgeeAPIError)
-        self.assertEqual(got, ["a", "b"])
-        self.assertIsInstance(exc, RuntimeError)
-        self.assertEqual(
-            (exc.message, exc.code), ("The upstream provider failed \u00e9", "provider_error")
-        )
-        self.assertIn("The upstream provider failed", str(exc))
-
-    def test_error_event_with_text_data_raises(self):
-        self.raw_body(
-            _sse_event_bytes(_sse_delta("a"))
-            + b"event: error\r\ndata: upstream overloaded\r\n\r\n"
-            + _sse_event_bytes(_sse_delta(finish="stop"))
-            + b"data: [DONE]\n\n"
-        )
-        got, exc = self.collect_until_error(edgee.EdgeeAPIError)
-        self.assertEqual(got, ["a"])
-        self.assertEqual(exc.message, "upstream overloaded")
-
-    def test_error_object_in_data_raises_after_earlier_chunks(self):
-        error = {
-            "error": {
-                "message": "Usage limit exceeded",
-                "type": "rate_limit_error",
-                "code": "usage_limit_exceeded",
-            }
-        }
-        self.gw.push(
-            SSE(
-                [
-                    _sse_delta(role="assistant"),
-                    _sse_delta("x"),
-                    error,
-                    _sse_delta("y"),
-                    _sse_delta(finish="stop"),
-                ],
-                chunked=False,
-            )
-        )
-        got, exc = self.collect_until_error(edgee.EdgeeAPIError)
-        self.assertEqual(got, [None, "x"])
-        self.assertIsInstance(exc, RuntimeError)
-        self.assertEqual((exc.message, exc.code), ("Usage limit exceeded", "usage_limit_exceeded"))
-
-    def test_malformed_json_raises(self):
-        for bad in (
-            b'data: {"choices": [\n\n',
-            b"data: not json\n\n",
-            b'data: {"choices":[]}}\n\n',
-        ):
-            self.gw.push(SSE([_sse_delta("a"), bad, _sse_delta("b"), _sse_delta(finish="stop")]))
-            got, exc = self.collect_until_error(edgee.EdgeeStreamError)
-            self.assertEqual(got, ["a"], bad)
-            self.assertNotIsInstance(exc, edgee.EdgeeAPIError)
-
-    # -- end of stream --
-
-    def test_chunks_after_done_not_yielded(self):
-        self.gw.push(
-            SSE(
-                [
-                    _sse_delta("a"),
-                    _sse_delta(finish="stop"),
-                    b"data: [DONE]\n\n",
-                    _sse_delta("late"),
-                    _sse_delta(finish="length"),
-                ],
-                done=True,
-            )
-        )
-        self.assertEqual(self.summary(), [(None, "a", None), (None, None, "stop")])
-
-    def test_done_ends_stream_while_server_holds_connection(self):
-        # [DONE] ends the stream by itself: no waiting for the server to close.
-        self.gw.push(
-            Raw(
-                [_sse_head("close") + _sse_event_bytes(_sse_delta("a")) + b"data: [DONE]\n\n"],
-                then="hold",
-            )
-        )
-        start = time.monotonic()
-        self.assertEqual(self.summary(), [(None, "a", None)])
-        self.assertLess(time.monotonic() - start, 2.0)
-
-    def test_unfinished_event_at_eof_discarded(self):
-        tail = b'data: {"choices":[{"index":0,"delta":{"content":"LATE"}}]}\n'
-        for kind in ("close", "length", "chunked"):
-            self.raw_body(
-                [
-                    _sse_event_bytes(_sse_delta("a")),
-                    _sse_event_bytes(_sse_delta(finish="stop")),
-                    tail,
-                ],
-                kind,
-            )
-            self.assertEqual(self.summary(), [(None, "a", None), (None, None, "stop")], kind)
-
-    # -- timing --
-
-    def assert_first_chunk_early(self, parts, expected):
-        self.gw.push(Raw(parts))
-        start = time.monotonic()
-        chunks = self.stream()
-        first = next(chunks)
-        first_at = time.monotonic() - start
-        rest = list(chunks)
-        total = time.monotonic() - start
-        self.assertEqual(_sse_summary([first, *rest]), expected)
-        self.assertLess(first_at, 0.5, "the first chunk waited for the next bytes")
-        self.assertGreaterEqual(total, 0.9)  # the pause did happen
-
-    def test_chunk_yielded_before_more_bytes_length(self):
-        events = _sse_sample_events(b"\n")
-        body = b"".join(events)
-        self.assert_first_chunk_early(
-            [_sse_head("length", len(body)) + events[0], 1.0, b"".join(events[1:])],
-            _SSE_SAMPLE_EXPECTED,
-        )
-
-    def test_chunk_yielded_before_more_bytes_chunked(self):
-        # The chunk's own CRLF and the next frames come after the pause.
-        events = _sse_sample_events(b"\r\n")
-        framed = _sse_frame_events(events)
-        cut = len(chunk_frame(events[0])) - 2
-        self.assert_first_chunk_early(
-            [_sse_head("chunked") + framed[:cut], 1.0, framed[cut:]], _SSE_SAMPLE_EXPECTED
-        )
-
-    def test_chunk_yielded_before_more_bytes_cr(self):
-        # CR-only line ends: the final CR must not wait to see whether an LF follows.
-        events = _sse_sample_events(b"\r")
-        self.assert_first_chunk_early(
-            [_sse_head("close") + events[0], 1.0, b"".join(events[1:])], _SSE_SAMPLE_EXPECTED
-        )
-
-    # -- size --
-
-    def test_large_event(self):
-        content = "\u00e9\u6f22\U0001f389\u2028" * 90000  # 1.08 MB of UTF-8 in one data line
-        self.assertGreater(len(content.encode("utf-8")), 1000000)
-        for chunked in (True, False):
-            self.gw.push(
-                SSE(
-                    [
-                        _sse_delta(role="assistant"),
-                        _sse_delta(content),
-                        _sse_delta("end"),
-                        _sse_delta(finish="stop"),
-                    ],
-                    chunked=chunked,
-                )
-            )
-            chunks = list(self.stream())
-            self.assertEqual([c.text for c in chunks], [None, content, "end", None])
-            self.assertEqual(chunks[-1].finish_reason, "stop")
-
-
-# ---- 3. randomized framing ----
 
 _SSE_ALPHABET = [
     "a",
@@ -5718,20 +3360,19 @@ def _sse_seed():
     return int(value) if value else random.SystemRandom().randrange(2**32)
 
 
-class SseRandomFramingTest(unittest.TestCase):
-    """Random streams cut at random write boundaries give back exactly what was sent.
+class SSEFramingTest(unittest.TestCase):
+    """Random streams cut at random places decode to exactly what was sent.
 
     The seed is fresh on each run and printed on failure; set EDGEE_TEST_SEED to replay.
     """
 
-    DECODER_STREAMS = 2000
-    SOCKET_STREAMS = 200
+    STREAMS = 2000
 
     def test_random_streams_through_decoder(self):
         seed = _sse_seed()
         rng = random.Random(seed)
         endings = set()
-        for i in range(self.DECODER_STREAMS):
+        for i in range(self.STREAMS):
             blob, expected, finish, ending = _sse_random_stream(rng)
             endings.add(ending)
             pieces = _sse_random_cuts(rng, blob)
@@ -5747,48 +3388,16 @@ class SseRandomFramingTest(unittest.TestCase):
                 )
         self.assertEqual(endings, set(_SSE_ENDINGS), f"seed={seed}")
 
-    def test_random_streams_over_sockets(self):
-        seed = _sse_seed()
-        rng = random.Random(seed)
-        gw = Gateway()
-        self.addCleanup(gw.close)
-        client = _sse_new_client(gw)
-        self.addCleanup(client.close)
-        for i in range(self.SOCKET_STREAMS):
-            blob, expected, finish, ending = _sse_random_stream(rng)
-            kind = rng.choice(("length", "chunked", "close"))
-            body = blob
-            if kind == "chunked":  # random chunk sizes, cut apart from the writes below
-                sizes = _sse_random_cuts(rng, blob, max_pieces=rng.randint(1, 6))
-                body = b"".join(chunk_frame(s) for s in sizes if s) + CHUNK_END
-            head = _sse_head(kind, len(body))
-            writes = _sse_random_cuts(rng, body, max_pieces=rng.randint(1, 8))
-            parts = [head + writes[0]]
-            for piece in writes[1:]:
-                if rng.random() < 0.5:
-                    parts.append(rng.uniform(0.0, 0.002))
-                parts.append(piece)
-            gw.push(Raw(parts))
-            try:
-                chunks = list(client.stream(_SSE_MODEL, "hi"))
-                got = (
-                    [
-                        (c.choices[0].delta.role, c.choices[0].delta.content)
-                        for c in chunks
-                        if c.choices
-                    ],
-                    edgee.collect(chunks).finish_reason,
-                )
-            except Exception as exc:  # reported with the seed below
-                got = f"raised {exc!r}"
-            if got != (expected, finish):
-                self.fail(
-                    f"seed={seed} stream={i} ending={ending} framing={kind}\n"
-                    f"expected {(expected, finish)!r}\ngot      {got!r}\n"
-                    f"parts {parts[:40]!r}"
-                )
-        self.assertEqual(len(gw.requests), self.SOCKET_STREAMS, f"seed={seed}")
-        self.assertEqual(gw.errors, [], f"seed={seed}")
+
+# Events of a streamed answer as raw `data:` lines, and their texts (the chunked-body tests).
+CUT_EVENTS = [
+    b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"content":" \xc3\xa9t\xc3\xa9"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
+    b"data: [DONE]\n\n",
+]
+CUT_TEXTS = ["", "Hi", " \u00e9t\u00e9", ""]
 
 
 # ---- data model and request bodies ----
@@ -6601,17 +4210,435 @@ class DataModelAccumulateTest(unittest.TestCase):
         self.assertEqual(edgee.collect([chunk]), sent)
 
 
-# ---- tests: reliability ----
+class ChunkedDecodingTest(unittest.TestCase):
+    """edgee.ChunkedDecoder: an HTTP/1.1 chunked body fed in pieces of any size."""
 
-REL_KEY = "sk-rel-SECRET-0123456789abcdef"  # >= 8 characters, so echoes of it are redacted
-REL_MODEL = "openai/gpt-5.2"
-REL_API = "/v1/chat/completions"
-REL_FAST = {"retry-after-ms": "1"}  # keeps retried answers fast
-REL_SSE_HEAD = http_head(200, [("Content-Type", "text/event-stream")], chunked=True)
-REL_SLOW = 5.0  # a stall far beyond every timeout used here (the gateway's close() ends it)
+    def decode(self, pieces):
+        """(payload, decoder) after feeding `pieces` until the body is done."""
+        decoder = edgee.ChunkedDecoder()
+        out = []
+        for piece in pieces:
+            if decoder.done:
+                break
+            out.append(decoder.feed(piece))
+        return b"".join(out), decoder
+
+    def test_every_split_gives_the_payload(self):
+        body = b"".join(chunk_frame(e) for e in CUT_EVENTS) + CHUNK_END
+        payload = b"".join(CUT_EVENTS)
+        for i in range(len(body) + 1):
+            out, decoder = self.decode([body[:i], body[i:]])
+            self.assertEqual((out, decoder.done, decoder.extra), (payload, True, b""), i)
+        out, decoder = self.decode([body[k : k + 1] for k in range(len(body))])
+        self.assertEqual((out, decoder.done), (payload, True))
+
+    def test_cut_body_is_not_done(self):
+        body = b"".join(chunk_frame(e) for e in CUT_EVENTS) + CHUNK_END
+        payload = b"".join(CUT_EVENTS)
+        for cut in range(len(body)):
+            out, decoder = self.decode([body[:cut]])
+            self.assertFalse(decoder.done, cut)
+            self.assertTrue(payload.startswith(out), cut)  # nothing beyond what arrived
+
+    def test_extensions_trailers_and_extra_bytes(self):
+        body = b"5;name=value\r\nhello\r\n1\r\n!\r\n0\r\nX-Trailer: yes\r\n\r\n"
+        out, decoder = self.decode([body + b"HTTP/1.1 200 OK\r\n"])
+        self.assertEqual((out, decoder.done), (b"hello!", True))
+        self.assertEqual(decoder.extra, b"HTTP/1.1 200 OK\r\n")  # the bytes after the body
+
+    def test_malformed_framing_raises(self):
+        for bad in (b"zz\r\nhello\r\n", b"5\r\nhelloXX0\r\n\r\n", b"-5\r\nhello\r\n"):
+            with self.assertRaises(edgee.EdgeeStreamError, msg=bad):
+                edgee.ChunkedDecoder().feed(bad)
+        decoder = edgee.ChunkedDecoder()
+        with self.assertRaises(edgee.EdgeeStreamError):
+            for _ in range(64):  # a size line that never ends: refused, not buffered forever
+                decoder.feed(b"a" * 65536)
 
 
-def _rel_free_port():
+class BackoffTest(unittest.TestCase):
+    def test_backoff_delay_is_exponential_capped_and_jittered(self):
+        for attempt in range(10):
+            nominal = min(0.5 * 2**attempt, 8.0)
+            samples = [edgee.backoff_delay(attempt) for _ in range(200)]
+            for delay in samples:
+                self.assertGreaterEqual(delay, 0.75 * nominal - 1e-9)
+                self.assertLessEqual(delay, nominal + 1e-9)
+            self.assertGreater(len(set(samples)), 100)  # jittered, not a fixed value
+            self.assertGreater(max(samples) - min(samples), 0.1 * nominal)
+        self.assertLessEqual(max(edgee.backoff_delay(50) for _ in range(50)), 8.0)
+
+
+# ---- requests: what each input form becomes, and what is refused ----
+
+WEATHER_PARAMS = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": WEATHER_PARAMS,
+    },
+}
+NON_ASCII = "héllo wörld € 你好 🎉"
+# The header of each compression toggle (field name -> header), as the official package sends it.
+TOGGLE_HEADERS = {
+    "tool_result_trimming": "X-Edgee-Compression-Tool-Result-Trimming",
+    "tool_surface_reduction": "X-Edgee-Compression-Tool-Surface-Reduction",
+    "output_brevity": "X-Edgee-Compression-Brevity",
+}
+
+
+def _case(name, input, messages, fields=None, model=DEFAULT_MODEL, headers=None):
+    """One request case: (name, model, input, JSON body sent without `stream`, extra headers)."""
+    return (name, model, input, dict(fields or {}, model=model, messages=messages), headers or {})
+
+
+def _toggle_cases():
+    """Compression toggles in an InputObject and in a dict: headers, never body fields."""
+    user = [{"role": "user", "content": "t"}]
+    cases = []
+    for values in [
+        (True, False, None),
+        (False, None, True),
+        (None, True, False),
+        (None, None, None),
+        (True, True, True),
+    ]:
+        toggles = dict(zip(TOGGLE_HEADERS, values))
+        headers = {
+            TOGGLE_HEADERS[name]: "true" if value else "false"
+            for name, value in toggles.items()
+            if value is not None
+        }
+        for form, value in (
+            ("InputObject", edgee.InputObject(messages=user, **toggles)),
+            ("dict", dict(toggles, messages=user)),
+        ):
+            cases.append(_case(f"toggles {values} in a {form}", value, user, headers=headers))
+    return cases
+
+
+def request_cases():
+    """Every input form and what it becomes, built afresh for each test."""
+    x = [{"role": "user", "content": "x"}]
+    s = [{"role": "user", "content": "s"}]
+    lyon = [{"role": "user", "content": "Lyon"}]
+    paris = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Paris", "name": "bob", "cache_control": {"type": "ephemeral"}},
+    ]
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": WEATHER_PARAMS,
+        },
+    }
+    bare = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_PARAMS}}
+    described = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather",
+            "parameters": WEATHER_PARAMS,
+        },
+    }
+    pinned = {"type": "function", "function": {"name": "get_weather"}}
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+    }
+    extra = {
+        "max_tokens": 50,
+        "temperature": 0.25,
+        "top_p": 1,
+        "stream_options": {"include_usage": True},
+        "edgee_tool_ids": ["edgee_current_time", "edgee_generate_uuid"],
+    }
+    cases = [
+        _case("string", "Hello, world!", [{"role": "user", "content": "Hello, world!"}]),
+        _case("non-ASCII string", NON_ASCII, [{"role": "user", "content": NON_ASCII}]),
+        _case(
+            "dict with every field",
+            {"messages": paris, "tools": [tool], "tool_choice": "auto", "tags": ["prod", "chat"]},
+            paris,
+            {"tools": [tool], "tool_choice": "auto", "tags": ["prod", "chat"]},
+        ),
+        _case(
+            "InputObject with a Tool dataclass",
+            edgee.InputObject(
+                messages=lyon,
+                tools=[
+                    edgee.Tool(
+                        type="function",
+                        function=edgee.FunctionDefinition(
+                            name="get_weather", parameters=WEATHER_PARAMS
+                        ),
+                    )
+                ],
+                tool_choice=pinned,
+                tags=["t1"],
+            ),
+            lyon,
+            {"tools": [bare], "tool_choice": pinned, "tags": ["t1"]},
+        ),
+        _case("InputObject with only messages", edgee.InputObject(messages=x), x),
+        _case(
+            "Message dataclasses",
+            {
+                "messages": [
+                    edgee.Message(role="system", content="You are terse."),
+                    edgee.Message(role="user", content="hi there", name="ann"),
+                ]
+            },
+            [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "hi there", "name": "ann"},
+            ],
+        ),
+        _case(
+            "positional Message",
+            edgee.InputObject(messages=[edgee.Message("user", "pos")]),
+            [{"role": "user", "content": "pos"}],
+        ),
+        _case(
+            "tool round trip with dataclasses",
+            edgee.InputObject(
+                messages=[
+                    edgee.Message(role="user", content="Weather in Paris?"),
+                    edgee.Message(
+                        role="assistant",
+                        tool_calls=[
+                            edgee.ToolCall(id="call_1", type="function", function=call["function"])
+                        ],
+                    ),
+                    edgee.Message(role="tool", content="sunny, 21C", tool_call_id="call_1"),
+                ],
+                tools=[
+                    edgee.Tool(
+                        type="function",
+                        function=edgee.FunctionDefinition(
+                            name="get_weather",
+                            description="Current weather",
+                            parameters=WEATHER_PARAMS,
+                        ),
+                    )
+                ],
+            ),
+            [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "tool_calls": [call]},
+                {"role": "tool", "content": "sunny, 21C", "tool_call_id": "call_1"},
+            ],
+            {"tools": [described]},
+        ),
+    ]
+    for choice in ("auto", "none", {"type": "auto"}, pinned):
+        cases.append(
+            _case(
+                f"tool_choice {choice}",
+                {"messages": x, "tool_choice": choice},
+                x,
+                {"tool_choice": choice},
+            )
+        )
+    tags = ["production", "chatbot"]
+    cases += [
+        _case("None fields", {"messages": x, "tool_choice": None, "tags": None, "tools": None}, x),
+        _case("tags", {"messages": x, "tags": tags}, x, {"tags": tags}),
+        _case(
+            "InputObject tags",
+            edgee.InputObject(messages=x, tags=["stream-tag"]),
+            x,
+            {"tags": ["stream-tag"]},
+        ),
+    ]
+    for value in ("claude", "codex", "opencode", "cursor"):
+        fields = {"compression_model": value}
+        cases.append(
+            _case(f"{value} in an InputObject", edgee.InputObject(messages=x, **fields), x, fields)
+        )
+        cases.append(_case(f"{value} in a dict", dict(fields, messages=x), x, fields))
+    q = [{"role": "user", "content": "q"}]
+    m = [{"role": "user", "content": "m"}]
+    cases += [
+        _case("extra fields", dict(extra, messages=x), x, extra),
+        _case(
+            "extra_body",
+            edgee.InputObject(messages=x, tags=["a"], extra_body=extra),
+            x,
+            dict(extra, tags=["a"]),
+        ),
+        _case("n", {"messages": q, "n": 3}, q, {"n": 3}),
+        _case(
+            "model from the argument",
+            {"model": "other/model", "messages": m},
+            m,
+            model="anthropic/claude-haiku-4-5",
+        ),
+        _case("stream in the input", {"messages": s, "stream": True}, s),
+        _case(
+            "stream False in extra_body",
+            edgee.InputObject(messages=s, extra_body={"stream": False}),
+            s,
+        ),
+    ]
+    return cases + _toggle_cases()
+
+
+def bad_inputs():
+    """(name, model, input, a word the error names) of arguments refused before sending."""
+    m = DEFAULT_MODEL
+    ok = [{"role": "user", "content": "hi"}]
+
+    def with_tools(*tools):
+        return {"messages": ok, "tools": list(tools)}
+
+    cases = [
+        ("model None", None, "hi", "model"),
+        ("model int", 42, "hi", "model"),
+        ("model empty", "", "hi", "model"),
+        ("model blank", "   ", "hi", "model"),
+        ("input int", m, 42, "input"),
+        ("input None", m, None, "input"),
+        ("input list", m, ok, "input"),
+        ("no messages", m, {}, "messages"),
+        ("messages None", m, {"messages": None}, "messages"),
+        ("messages a string", m, {"messages": "hi"}, "messages"),
+        ("empty messages", m, {"messages": []}, "empty"),
+        ("empty InputObject", m, edgee.InputObject(messages=[]), "empty"),
+        ("message not a dict", m, {"messages": ["hi"]}, "messages[0]"),
+        ("message without role", m, {"messages": [{"content": "hi"}]}, "role"),
+        ("unknown role", m, {"messages": [{"role": "wizard", "content": "hi"}]}, "wizard"),
+        (
+            "second message bad",
+            m,
+            {"messages": [*ok, {"role": "robot", "content": "x"}]},
+            "messages[1]",
+        ),
+        ("content an object", m, {"messages": [{"role": "user", "content": object()}]}, "content"),
+        ("content a number", m, {"messages": [{"role": "user", "content": 5}]}, "content"),
+        (
+            "tool without function name",
+            m,
+            with_tools({"type": "function", "function": {"parameters": {}}}),
+            "name",
+        ),
+        (
+            "tool with a bad name",
+            m,
+            with_tools({"type": "function", "function": {"name": "get weather!"}}),
+            "name",
+        ),
+        (
+            "tool with a bad type",
+            m,
+            with_tools({"type": "retrieval", "function": {"name": "f"}}),
+            "type",
+        ),
+        ("tool without function", m, with_tools({"type": "function"}), "function"),
+        ("tool not a dict", m, with_tools("get_weather"), "tools[0]"),
+        ("tools not a list", m, {"messages": ok, "tools": "f"}, "tools"),
+        ("extra field an object", m, {"messages": ok, "metadata": object()}, "JSON"),
+        ("NaN", m, {"messages": ok, "temperature": float("nan")}, "JSON"),
+        ("infinity", m, {"messages": ok, "temperature": math.inf}, "JSON"),
+        (
+            "toggle not a bool",
+            m,
+            {"messages": ok, "tool_result_trimming": "yes"},
+            "tool_result_trimming",
+        ),
+    ]
+    for value in ("gzip", "Claude", "", 7):
+        cases.append(
+            (
+                f"compression_model {value!r} in a dict",
+                m,
+                {"messages": ok, "compression_model": value},
+                "compression_model",
+            )
+        )
+        cases.append(
+            (
+                f"compression_model {value!r} in an InputObject",
+                m,
+                edgee.InputObject(messages=ok, compression_model=value),
+                "compression_model",
+            )
+        )
+    return cases
+
+
+class RequestBuildingTest(unittest.TestCase):
+    """edgee.build_request: the JSON body and extra headers of each input form."""
+
+    def build(self, model, input, stream=False):
+        body, headers = edgee.build_request(model, input, stream)
+        return json.loads(body.decode("utf-8")), {k.lower(): v for k, v in headers.items()}
+
+    def test_every_input_form(self):
+        for name, model, value, expected, headers in request_cases():
+            headers = {k.lower(): v for k, v in headers.items()}
+            with self.subTest(case=name):
+                self.assertEqual(self.build(model, value), (expected, headers))
+                stream = dict(expected, stream=True)  # only the method asks for a stream
+                self.assertEqual(self.build(model, value, True), (stream, headers))
+
+    def test_caller_input_is_not_modified(self):
+        for name, model, value, _, _ in request_cases():
+            original = copy.deepcopy(value)
+            self.build(model, value, True)
+            self.assertEqual(value, original, name)
+
+    def test_bad_input_is_named(self):
+        for name, model, value, word in bad_inputs():
+            for stream in (False, True):
+                with self.subTest(case=name, stream=stream):
+                    with self.assertRaises((ValueError, TypeError)) as cm:
+                        edgee.build_request(model, value, stream)
+                    self.assertIsInstance(cm.exception, edgee.EdgeeInputError)
+                    self.assertIsInstance(cm.exception, RuntimeError)
+                    self.assertIn(word.lower(), str(cm.exception).lower())
+
+
+# ==== client ====
+# Client tests: one loopback gateway per run, each behaviour through the sync and the async API.
+
+# The official package unpacked (pip download edgee==1.1.0, then unzip), if you have it.
+OFFICIAL_DIR = os.environ.get("EDGEE_OFFICIAL_SDK", "")
+OFFICIAL_INIT = os.path.join(OFFICIAL_DIR, "edgee", "__init__.py")
+OFFICIAL_README = os.path.join(OFFICIAL_DIR, "edgee-1.1.0.dist-info", "METADATA")
+SPEC = os.path.join(SHARED_REFERENCE, "edgee-openapi.json")
+FAST_RETRY = {"retry-after-ms": "1"}  # keeps retried answers fast
+STALL = 5.0  # a stall far beyond every timeout used here (the gateway's close() ends it)
+SSE_HEAD = http_head(200, [("Content-Type", "text/event-stream")], chunked=True)
+QUICK = 0.2  # seconds: the timeout of the tests that wait for one
+
+
+def assert_quick_timeout(test, call, gw, limit=2.0):
+    """`call()` raises EdgeeTimeoutError after about QUICK s (it did wait), within `limit`,
+    and `gw` got one request for it: a timeout is never retried."""
+    before = len(gw.requests)
+    start = time.monotonic()
+    with test.assertRaises(edgee.EdgeeTimeoutError) as cm:
+        call()
+    elapsed = time.monotonic() - start
+    test.assertEqual(len(gw.requests) - before, 1, "the timeout was retried")
+    test.assertGreaterEqual(elapsed, QUICK - 0.05, "it raised before the timeout ran out")
+    test.assertLess(elapsed, limit, "the timeout took far too long")
+    test.assertIsInstance(cm.exception, RuntimeError)
+    test.assertIsInstance(cm.exception, edgee.EdgeeConnectionError)
+    return cm.exception
+
+
+def free_port():
     """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -6621,9 +4648,28 @@ def _rel_free_port():
         probe.close()
 
 
-def _rel_events(*pieces, **kw):
+def completion_body(content="Hello! How can I assist you today?", finish_reason="stop", **extra):
+    """A whole chat.completion answer like the OpenAPI example; `extra` sets top-level fields."""
+    body = {
+        "id": COMPLETION_ID,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": DEFAULT_MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": make_usage(),
+    }
+    body.update(extra)
+    return body
+
+
+def stream_events(*pieces, finish="stop"):
     """Chunks of a streamed answer: the role, one chunk per piece, then the finish."""
-    finish = kw.get("finish", "stop")
     events = [completion_chunk(role="assistant")]
     events += [completion_chunk(content=p) for p in pieces]
     if finish:
@@ -6631,37 +4677,17 @@ def _rel_events(*pieces, **kw):
     return events
 
 
-def _rel_frames(events):
+def frames(events):
     """The chunked-body frames of SSE events (dicts as `data:` JSON, bytes verbatim)."""
     return b"".join(chunk_frame(e if isinstance(e, bytes) else sse_bytes(e)) for e in events)
 
 
-def _rel_drain(iterator, into):
-    """Append every chunk of `iterator` to `into` (so a test sees them after an error)."""
-    for chunk in iterator:
-        into.append(chunk)
-
-
-def _rel_text(chunks):
+def text_of(chunks):
     return "".join(c.text or "" for c in chunks)
 
 
-def _rel_completion(text):
-    """A whole chat.completion answer."""
-    return {
-        "id": COMPLETION_ID,
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": REL_MODEL,
-        "usage": make_usage(),
-        "choices": [
-            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-        ],
-    }
-
-
-def _rel_everything(exc):
-    """str, repr and the formatted traceback (with its chain) of an exception."""
+def everything(exc):
+    """str, repr, body and the formatted traceback (with its chain) of an exception."""
     return "\n".join(
         [
             str(exc),
@@ -6672,7 +4698,2098 @@ def _rel_everything(exc):
     )
 
 
-class _RelPlainHTTP:
+class ConfigurationTest(ClientTestCase):
+    """Keys, URLs, timeouts and retries from arguments, dicts, EdgeeConfig and the environment."""
+
+    def test_every_config_form(self):
+        def body(api):
+            url = api.gw.url
+            forms = [
+                ("string", lambda: edgee.Edgee("string-key"), "string-key"),
+                ("dict", lambda: edgee.Edgee({"api_key": "dict-key", "base_url": url}), "dict-key"),
+                (
+                    "config keyword",
+                    lambda: edgee.Edgee(config={"api_key": "kw-config", "base_url": url}),
+                    "kw-config",
+                ),
+                (
+                    "EdgeeConfig",
+                    lambda: edgee.Edgee(edgee.EdgeeConfig(api_key="cfg-key", base_url=url)),
+                    "cfg-key",
+                ),
+                # positional, as with the official package: EdgeeConfig(api_key, base_url)
+                (
+                    "EdgeeConfig positional",
+                    lambda: edgee.Edgee(edgee.EdgeeConfig("pos", url)),
+                    "pos",
+                ),
+                (
+                    "keywords",
+                    lambda: edgee.Edgee(api_key="kw-key", base_url=url, timeout=5, max_retries=0),
+                    "kw-key",
+                ),
+                ("key from the environment", lambda: edgee.Edgee(base_url=url), "from-env"),
+            ]
+            for name, make, key in forms:
+                with self.subTest(form=name):
+                    os.environ["EDGEE_BASE_URL"] = url
+                    os.environ["EDGEE_API_KEY"] = "from-env"
+                    client = self.drive(api.kind, make(), api.gw)
+                    self.assertEqual(client.client.api_key, key)
+                    self.assertEqual(client.send(DEFAULT_MODEL, name).text, "Echo: " + name)
+                    self.assertEqual(api.last().headers["authorization"], "Bearer " + key)
+
+        self.both(body)
+
+    def test_precedence_kwargs_over_config_over_env(self):
+        def body(api):
+            env_gw, cfg_gw, kw_gw = api.gw, self.gateway(), self.gateway()
+            os.environ["EDGEE_API_KEY"] = "env-key"
+            os.environ["EDGEE_BASE_URL"] = env_gw.url
+            cfg = edgee.EdgeeConfig(api_key="cfg-key", base_url=cfg_gw.url)
+            cases = [
+                ((), {}, env_gw, "env-key"),
+                (("str-key",), {}, env_gw, "str-key"),
+                (({"api_key": "cfg-key"},), {}, env_gw, "cfg-key"),
+                (({"base_url": cfg_gw.url},), {}, cfg_gw, "env-key"),
+                (({"api_key": "cfg-key", "base_url": cfg_gw.url},), {}, cfg_gw, "cfg-key"),
+                ((cfg,), {}, cfg_gw, "cfg-key"),
+                (
+                    ({"api_key": "cfg-key", "base_url": cfg_gw.url},),
+                    {"api_key": "kw-key", "base_url": kw_gw.url},
+                    kw_gw,
+                    "kw-key",
+                ),
+                ((cfg,), {"api_key": "kw-key"}, cfg_gw, "kw-key"),
+                ((), {"base_url": kw_gw.url}, kw_gw, "env-key"),
+            ]
+            for args, kwargs, gw, key in cases:
+                with self.subTest(args=args, kwargs=kwargs):
+                    before = {id(g): len(g.requests) for g in (env_gw, cfg_gw, kw_gw)}
+                    client = self.drive(api.kind, edgee.Edgee(*args, **kwargs), gw)
+                    self.assertEqual(client.send(DEFAULT_MODEL, "which").text, "Echo: which")
+                    for g in (env_gw, cfg_gw, kw_gw):
+                        self.assertEqual(len(g.requests) - before[id(g)], 1 if g is gw else 0)
+                    self.assertEqual(gw.requests[-1].headers["authorization"], "Bearer " + key)
+
+        self.both(body)
+
+    def test_defaults(self):
+        self.assertEqual(edgee.DEFAULT_BASE_URL, "https://edgee.io")
+        self.assertEqual(edgee.DEFAULT_TIMEOUT, 600)
+        self.assertEqual(edgee.DEFAULT_MAX_RETRIES, 2)
+        url = f"http://127.0.0.1:{free_port()}"  # no request is made
+        for client in (
+            edgee.Edgee("k"),
+            edgee.Edgee({"api_key": "k"}),
+            edgee.Edgee(edgee.EdgeeConfig(api_key="k")),
+        ):
+            self.track(client)
+            self.assertEqual(
+                (client.base_url, client.timeout, client.max_retries), ("https://edgee.io", 600, 2)
+            )
+        for client in (
+            edgee.Edgee(api_key=self.key, base_url=url),
+            edgee.Edgee(edgee.EdgeeConfig(api_key=self.key, base_url=url)),
+            edgee.Edgee({"api_key": self.key, "base_url": url}),
+        ):
+            self.assertEqual((self.track(client).timeout, client.max_retries), (600, 2))
+
+    def test_env_base_url_used(self):
+        os.environ["EDGEE_BASE_URL"] = "https://gateway.example.com"
+        self.assertEqual(self.track(edgee.Edgee("k")).base_url, "https://gateway.example.com")
+
+    def test_missing_key(self):
+        attempts = [
+            lambda: edgee.Edgee(),
+            lambda: edgee.Edgee(None),
+            lambda: edgee.Edgee(""),
+            lambda: edgee.Edgee({}),
+            lambda: edgee.Edgee({"base_url": "http://127.0.0.1:9"}),
+            lambda: edgee.Edgee(edgee.EdgeeConfig()),
+            lambda: edgee.Edgee(api_key=""),
+        ]
+        for attempt in attempts:
+            with self.subTest(attempt=attempts.index(attempt)):
+                with self.assertRaises(ValueError) as caught:
+                    attempt()
+                self.assertEqual(str(caught.exception), "EDGEE_API_KEY is not set")
+        os.environ["EDGEE_API_KEY"] = ""
+        with self.assertRaises(ValueError) as caught:
+            edgee.Edgee()
+        self.assertEqual(str(caught.exception), "EDGEE_API_KEY is not set")
+
+    def test_bad_settings(self):
+        gw = self.gateway()
+        key, url, port = self.key, gw.url, gw.port
+        bad_urls = [
+            "ftp://example.com",
+            f"ftp://127.0.0.1:{port}",
+            f"ws://127.0.0.1:{port}",
+            "file:///etc/passwd",
+            "example.com",
+            f"127.0.0.1:{port}",
+            "not a url",
+            "http://",
+            "https:///v1",
+            "http://user:secret@example.com",
+            "http://example.com/?x=1",
+            "http://example.com/#frag",
+            "http://example.com:99999",
+            "http://example.com:port",
+            123,
+            42,
+            ["http://example.com"],
+        ]
+        cases = []
+        for value in bad_urls:
+            cases += [
+                (f"base_url {value!r}", lambda v=value: edgee.Edgee(api_key=key, base_url=v)),
+                (
+                    f"base_url {value!r} in a dict",
+                    lambda v=value: edgee.Edgee({"api_key": key, "base_url": v}),
+                ),
+            ]
+        for value in (0, -1, -0.5, -5, float("inf"), float("nan"), "10", "fast", True, [5]):
+            cases += [
+                (
+                    f"timeout {value!r}",
+                    lambda v=value: edgee.Edgee(api_key=key, base_url=url, timeout=v),
+                ),
+                (
+                    f"timeout {value!r} in a config",
+                    lambda v=value: edgee.Edgee(
+                        edgee.EdgeeConfig(api_key=key, base_url=url, timeout=v)
+                    ),
+                ),
+            ]
+        cases.append(
+            (
+                "timeout in a dict",
+                lambda: edgee.Edgee({"api_key": key, "base_url": url, "timeout": "1s"}),
+            )
+        )
+        for value in (-1, 1.5, "2", True, [1]):
+            cases.append(
+                (f"max_retries {value!r}", lambda v=value: edgee.Edgee(api_key=key, max_retries=v))
+            )
+        cases += [
+            ("unknown option retries", lambda: edgee.Edgee(api_key=key, retries=3)),
+            ("unknown option basse_url", lambda: edgee.Edgee(api_key=key, basse_url=url)),
+        ]
+        for name, make in cases:
+            word = name.split()[2] if name.startswith("unknown") else name.split()[0]
+            with self.subTest(case=name):
+                with self.assertRaises((ValueError, TypeError)) as caught:
+                    make()
+                exc = caught.exception
+                self.assertIsInstance(exc, edgee.EdgeeInputError)
+                self.assertIsInstance(exc, RuntimeError)
+                self.assertIn(word, str(exc))
+                self.assertNotIn(key, str(exc))
+        os.environ["EDGEE_BASE_URL"] = "ftp://example.com"
+        with self.assertRaises(ValueError) as caught:
+            edgee.Edgee("k")
+        self.assertIn("base_url", str(caught.exception))
+        time.sleep(0.05)  # let the gateway's acceptor see any stray connection
+        self.assertEqual((gw.requests, gw.connections), ([], 0))
+
+    def test_trailing_slash(self):
+        def body(api):
+            gw = api.gw
+            for suffix in ("/", "//"):
+                with self.subTest(suffix=suffix):
+                    slashed = self.api(api.kind, gw, base_url=gw.url + suffix)
+                    self.assertEqual(slashed.send(DEFAULT_MODEL, "slash").text, "Echo: slash")
+                    self.assertEqual(api.last().path, "/v1/chat/completions")
+                    self.assertEqual(slashed.stream(DEFAULT_MODEL, "s")[-1].finish_reason, "stop")
+                    self.assertEqual(api.last().path, "/v1/chat/completions")
+            os.environ["EDGEE_BASE_URL"] = gw.url + "/"
+            self.drive(api.kind, edgee.Edgee("k")).send(DEFAULT_MODEL, "env slash")
+            self.assertEqual(api.last().path, "/v1/chat/completions")
+
+        self.both(body)
+
+    def test_base_url_with_path_prefix(self):
+        def body(api):
+            gw = api.gw
+            for prefix in ("/proxy/edgee", "/proxy/edgee/"):
+                with self.subTest(prefix=prefix):
+                    prefixed = self.api(api.kind, gw, base_url=gw.url + prefix)
+                    gw.push(Reply(body=completion_body("via prefix")))
+                    self.assertEqual(prefixed.send(DEFAULT_MODEL, "p").text, "via prefix")
+                    self.assertEqual(api.last().path, "/proxy/edgee/v1/chat/completions")
+                    gw.push(SSE(stream_events("streamed")))
+                    texts = [c.text for c in prefixed.stream(DEFAULT_MODEL, "p") if c.text]
+                    self.assertEqual(texts, ["streamed"])
+                    self.assertEqual(api.last().path, "/proxy/edgee/v1/chat/completions")
+                    gw.push(Reply(body=MODELS))
+                    self.assertEqual(
+                        [m.id for m in prefixed.models()], [m["id"] for m in MODELS["data"]]
+                    )
+                    self.assertEqual(api.last().path, "/proxy/edgee/v1/models")
+
+        self.both(body)
+
+    def test_max_retries_honoured(self):
+        def body(api):
+            gw = api.gw
+            fast = {"Retry-After": "0"}
+            # max_retries=0 (as a dict option): one request, the 500 raised at once
+            gw.push(ErrorReply(500, "internal_error", "boom", headers=fast))
+            config = {"api_key": "k", "base_url": gw.url, "max_retries": 0}
+            once = self.drive(api.kind, edgee.Edgee(config), gw)
+            with self.assertRaises(edgee.EdgeeAPIError):
+                once.send(DEFAULT_MODEL, "x")
+            self.assertEqual(len(gw.requests), 1)
+            # max_retries=1 (keyword): one retry, then the second answer counts
+            gw.push(
+                ErrorReply(500, "internal_error", "boom", headers=fast),
+                ErrorReply(500, "internal_error", "boom again", headers=fast),
+            )
+            twice = self.api(api.kind, gw, max_retries=1)
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                twice.send(DEFAULT_MODEL, "x")
+            self.assertEqual(str(caught.exception), "API error 500: boom again")
+            self.assertEqual(len(gw.requests), 3)
+            gw.push(ErrorReply(500, "internal_error", "boom", headers=fast))
+            self.assertEqual(twice.send(DEFAULT_MODEL, "after").text, "Echo: after")
+            self.assertEqual(len(gw.requests), 5)
+
+        self.both(body)
+
+    def test_timeout_honoured(self):
+        def body(api):
+            head = http_head(200, {"Content-Type": "application/json"}, content_length=200)
+            api.gw.push(Raw([head, b'{"id":'], then="hold"))
+            config = edgee.EdgeeConfig(
+                api_key="k", base_url=api.gw.url, timeout=QUICK, max_retries=0
+            )
+            client = self.drive(api.kind, edgee.Edgee(config), api.gw)
+            start = time.monotonic()
+            with self.assertRaises(RuntimeError) as caught:
+                client.send(DEFAULT_MODEL, "slow")
+            elapsed = time.monotonic() - start
+            self.assertIsInstance(caught.exception, edgee.EdgeeTimeoutError)
+            self.assertGreaterEqual(elapsed, QUICK - 0.05)
+            self.assertLess(elapsed, 5.0)
+
+        self.both(body)
+
+    def test_key_in_no_repr_or_str(self):
+        gw = self.gateway()
+        config = edgee.EdgeeConfig(api_key=self.key, base_url=gw.url, timeout=5)
+        things = [
+            edgee.EdgeeConfig(api_key=self.key),
+            config,
+            self.client(gw),
+            self.track(edgee.Edgee(config)),
+            self.track(edgee.Edgee({"api_key": self.key, "base_url": gw.url})),
+        ]
+        for thing in things:
+            for text in (repr(thing), str(thing), "%r" % [thing], f"{thing}"):
+                self.assertNotIn(self.key, text)
+                self.assertNotIn(self.key[8:], text)
+
+
+def refused_calls():
+    """(name, model, input, call options, a word the error names): refused before sending."""
+    cases = [(name, model, value, {}, word) for name, model, value, word in bad_inputs()]
+    for name, value in (
+        ("a string", "fast"),
+        ("negative", -1),
+        ("zero", 0),
+        ("NaN", float("nan")),
+        ("a bool", True),
+    ):
+        cases.append((f"timeout {name}", DEFAULT_MODEL, "hi", {"timeout": value}, "timeout"))
+    return cases
+
+
+def assert_refused(test, gw, call, word):
+    """`call()` raises EdgeeInputError naming `word`, and `gw` saw no new byte."""
+    before = (len(gw.requests), gw.connections)
+    with test.assertRaises((ValueError, TypeError)) as caught:
+        call()
+    exc = caught.exception
+    test.assertIsInstance(exc, edgee.EdgeeInputError)
+    test.assertIsInstance(exc, RuntimeError)
+    test.assertIn(word.lower(), str(exc).lower())
+    after = (len(gw.requests), gw.connections)
+    test.assertEqual(after, before, "bytes were sent before the input was refused")
+
+
+def assert_nothing_sent(test, gw):
+    time.sleep(0.05)  # let the gateway's acceptor see any stray connection
+    test.assertEqual((gw.requests, gw.connections), ([], 0))
+
+
+def toggles_sent(request):
+    """The compression toggle headers of a recorded request (lower-case names)."""
+    names = {h.lower() for h in TOGGLE_HEADERS.values()}
+    return {k: v for k, v in request.headers.items() if k in names}
+
+
+class RequestTest(ClientTestCase):
+    """What goes on the wire: the JSON body and the headers of each call."""
+
+    def test_every_input_form(self):
+        def body(api):
+            sent, streamed = {}, {}
+            for name, model, value, expected, headers in request_cases():
+                headers = {k.lower(): v for k, v in headers.items()}
+                original = copy.deepcopy(value)
+                with self.subTest(case=name):
+                    sent[name] = api.send(model, value)
+                    self.assertEqual(api.last().json, expected)
+                    self.assertEqual(toggles_sent(api.last()), headers)
+                    streamed[name] = api.stream(model, value)
+                    self.assertEqual(api.last().json, dict(expected, stream=True))
+                    self.assertEqual(toggles_sent(api.last()), headers)
+                    self.assertEqual(value, original, "the caller's input was modified")
+            self.assertEqual(sent["string"].text, "Echo: Hello, world!")
+            self.assertEqual(sent["non-ASCII string"].text, "Echo: " + NON_ASCII)
+            self.assertEqual(text_of(streamed["non-ASCII string"]), "Echo: " + NON_ASCII)
+            r = sent["dict with every field"]
+            self.assertEqual((r.finish_reason, r.text), ("tool_calls", None))
+            self.assertEqual(
+                r.tool_calls,
+                [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            )
+            r = sent["InputObject with a Tool dataclass"]
+            self.assertEqual(r.tool_calls[0]["function"]["arguments"], '{"city":"Lyon"}')
+            self.assertEqual(sent["Message dataclasses"].text, "Echo: hi there")
+            self.assertEqual(sent["positional Message"].text, "Echo: pos")
+            r = sent["tool round trip with dataclasses"]
+            self.assertEqual((r.text, r.finish_reason), ("Tool said: sunny, 21C", "stop"))
+            for value in ("claude", "codex", "opencode", "cursor"):
+                self.assertIsNotNone(sent[f"{value} in an InputObject"].compression)
+                self.assertIsNotNone(sent[f"{value} in a dict"].compression)
+            self.assertEqual(len(sent["n"].choices), 3)
+            last = streamed["extra_body"][-1]
+            self.assertIsNotNone(last.usage, "stream_options.include_usage reached the gateway")
+
+        self.both(body)
+
+    def test_assistant_message_from_response_appends(self):
+        def body(api):
+            tools = [
+                {
+                    "type": "function",
+                    "function": {"name": "get_weather", "parameters": WEATHER_PARAMS},
+                }
+            ]
+            first = api.send(
+                DEFAULT_MODEL, {"messages": [{"role": "user", "content": "Nice"}], "tools": tools}
+            )
+            call = first.tool_calls[0]
+            messages = [
+                {"role": "user", "content": "Nice"},
+                first.message,
+                {"role": "tool", "tool_call_id": call["id"], "content": "rain"},
+            ]
+            second = api.send(DEFAULT_MODEL, {"messages": messages})
+            self.assertEqual(second.text, "Tool said: rain")
+            self.assertEqual(api.last().json["messages"][1]["tool_calls"], first.tool_calls)
+
+        self.both(body)
+
+    def test_send_headers(self):
+        def body(api):
+            api.send(DEFAULT_MODEL, "h")
+            rec = api.last()
+            self.assertEqual((rec.method, rec.path), ("POST", "/v1/chat/completions"))
+            self.assertEqual(rec.headers["authorization"], "Bearer sk-header-key")
+            self.assertEqual(rec.headers["content-type"].split(";")[0].strip(), "application/json")
+            self.assertNotIn("text/event-stream", rec.headers.get("accept", ""))
+            ua = rec.headers.get("user-agent", "")
+            self.assertIn("edgee.py", ua)
+            self.assertIn(edgee.__version__, ua)
+            self.assertEqual(int(rec.headers["content-length"]), len(rec.body))
+
+        self.both(body, api_key="sk-header-key")
+
+    def test_stream_headers(self):
+        def body(api):
+            api.stream(DEFAULT_MODEL, "h")
+            self.assertEqual(len(api.gw.requests), 1)
+            assert_stream_headers(self, api.last(), "sk-header-key")
+
+        self.both(body, api_key="sk-header-key")
+
+    def test_models_request(self):
+        def body(api):
+            models = api.models()
+            rec = api.last()
+            self.assertEqual((rec.method, rec.path), ("GET", "/v1/models"))
+            self.assertEqual(rec.headers["authorization"], "Bearer " + self.key)
+            self.assertEqual(rec.body, b"")
+            self.assertEqual(
+                [(m.id, m.owned_by, m.created) for m in models],
+                [(m["id"], m["owned_by"], m["created"]) for m in MODELS["data"]],
+            )
+            self.assertTrue(all(isinstance(m, edgee.Model) for m in models))
+
+        self.both(body)
+
+
+def assert_stream_headers(test, rec, key):
+    """`rec` is a stream request made with `key`."""
+    test.assertEqual((rec.method, rec.path), ("POST", "/v1/chat/completions"))
+    test.assertEqual(rec.headers["authorization"], "Bearer " + key)
+    test.assertEqual(rec.headers["content-type"].split(";")[0].strip(), "application/json")
+    test.assertEqual(rec.headers.get("accept"), "text/event-stream")
+    test.assertIn("edgee.py/" + edgee.__version__, rec.headers.get("user-agent", ""))
+
+
+class InputCheckingTest(ClientTestCase):
+    """Bad arguments raise EdgeeInputError (a ValueError or TypeError) before any byte is sent."""
+
+    def test_bad_input_sends_nothing(self):
+        def body(api):
+            for name, model, value, options, word in refused_calls():
+                for mode in ("send", "stream"):
+                    with self.subTest(case=name, mode=mode):
+
+                        def call(model=model, value=value, options=options, mode=mode):
+                            if mode == "send":
+                                return api.send(model, value, **options)
+                            return api.first(1, model, value, **options)
+
+                        assert_refused(self, api.gw, call, word)
+            assert_nothing_sent(self, api.gw)
+
+        self.both(body)
+
+
+class ResultsTest(ClientTestCase):
+    """SendResponse, StreamChunk and the objects inside them, from real answers."""
+
+    def test_send_response_fields(self):
+        def body(api):
+            body = completion_body(
+                "Bonjour",
+                "stop",
+                usage={
+                    "prompt_tokens": 11,
+                    "completion_tokens": 7,
+                    "total_tokens": 18,
+                    "input_tokens_details": {"cached_tokens": 3, "cache_creation_tokens": 5},
+                    "output_tokens_details": {"reasoning_tokens": 2},
+                },
+                compression={
+                    "saved_tokens": 450,
+                    "cost_savings": 27000,
+                    "reduction": 48.99884991374353,
+                    "time_ms": 12,
+                },
+            )
+            body["id"], body["model"], body["created"] = "chatcmpl-xyz", "mistral/large", 1700000001
+            api.gw.push(Reply(body=body))
+            r = api.send(DEFAULT_MODEL, "x")
+            self.assertIsInstance(r, edgee.SendResponse)
+            self.assertEqual(
+                (r.id, r.model, r.created), ("chatcmpl-xyz", "mistral/large", 1700000001)
+            )
+            self.assertEqual(len(r.choices), 1)
+            choice = r.choices[0]
+            self.assertIsInstance(choice, edgee.Choice)
+            self.assertEqual((choice.index, choice.finish_reason), (0, "stop"))
+            self.assertEqual(choice.message, {"role": "assistant", "content": "Bonjour"})
+            self.assertEqual(r.text, "Bonjour")
+            self.assertEqual(r.message, {"role": "assistant", "content": "Bonjour"})
+            self.assertEqual(r.finish_reason, "stop")
+            self.assertIsNone(r.tool_calls)
+            u = r.usage
+            self.assertIsInstance(u, edgee.Usage)
+            self.assertEqual((u.prompt_tokens, u.completion_tokens, u.total_tokens), (11, 7, 18))
+            self.assertIsInstance(u.input_tokens_details, edgee.InputTokenDetails)
+            self.assertEqual(u.input_tokens_details.cached_tokens, 3)
+            self.assertEqual(u.input_tokens_details.cache_creation_tokens, 5)
+            self.assertIsInstance(u.output_tokens_details, edgee.OutputTokenDetails)
+            self.assertEqual(u.output_tokens_details.reasoning_tokens, 2)
+            comp = r.compression
+            self.assertIsInstance(comp, edgee.Compression)
+            self.assertEqual((comp.saved_tokens, comp.cost_savings, comp.time_ms), (450, 27000, 12))
+            self.assertIsInstance(comp.reduction, float)
+            self.assertEqual(comp.reduction, 48.99884991374353)
+            d = dataclasses.asdict(r)
+            self.assertEqual(d["usage"]["input_tokens_details"]["cache_creation_tokens"], 5)
+            self.assertEqual(d["choices"][0]["message"]["content"], "Bonjour")
+
+        self.both(body)
+
+    def test_send_against_fake_llm(self):
+        def body(api):
+            r = api.send(
+                DEFAULT_MODEL,
+                {
+                    "messages": [{"role": "user", "content": "two words"}],
+                    "compression_model": "claude",
+                },
+            )
+            self.assertEqual(r.text, "Echo: two words")
+            self.assertEqual(r.message["role"], "assistant")
+            self.assertEqual(r.finish_reason, "stop")
+            self.assertEqual((r.id, r.model, r.created), (COMPLETION_ID, DEFAULT_MODEL, CREATED))
+            self.assertEqual(
+                r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens
+            )
+            self.assertGreater(r.usage.total_tokens, 0)
+            self.assertEqual(r.usage.input_tokens_details.cached_tokens, 0)
+            self.assertEqual(r.usage.output_tokens_details.reasoning_tokens, 0)
+            self.assertIsInstance(r.compression.reduction, float)
+            self.assertEqual(r.compression.reduction, COMPRESSION["reduction"])
+            self.assertEqual(r.compression.saved_tokens, COMPRESSION["saved_tokens"])
+            self.assertEqual(r.compression.cost_savings, COMPRESSION["cost_savings"])
+            self.assertEqual(r.compression.time_ms, COMPRESSION["time_ms"])
+            self.assertIsNone(api.send(DEFAULT_MODEL, "no compression").compression)
+
+        self.both(body)
+
+    def test_integer_reduction_is_float(self):
+        def body(api):
+            api.gw.push(
+                Reply(
+                    body=completion_body(
+                        compression={
+                            "saved_tokens": 1,
+                            "cost_savings": 2,
+                            "reduction": 48,
+                            "time_ms": 3,
+                        }
+                    )
+                )
+            )
+            comp = api.send(DEFAULT_MODEL, "x").compression
+            self.assertIsInstance(comp.reduction, float)
+            self.assertEqual(comp.reduction, 48.0)
+
+        self.both(body)
+
+    def test_usage_without_details(self):
+        def body(api):
+            api.gw.push(
+                Reply(
+                    body=completion_body(
+                        usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+                    )
+                )
+            )
+            u = api.send(DEFAULT_MODEL, "x").usage
+            self.assertEqual((u.prompt_tokens, u.completion_tokens, u.total_tokens), (1, 2, 3))
+            self.assertIsNone(u.input_tokens_details)
+            self.assertIsNone(u.output_tokens_details)
+
+        self.both(body)
+
+    def test_empty_choices_properties(self):
+        def body(api):
+            api.gw.push(Reply(body=completion_body(choices=[])))
+            r = api.send(DEFAULT_MODEL, "x")
+            self.assertEqual(r.choices, [])
+            self.assertIsNone(r.text)
+            self.assertIsNone(r.message)
+            self.assertIsNone(r.finish_reason)
+            self.assertIsNone(r.tool_calls)
+
+        self.both(body)
+
+    def test_empty_content_text_is_none(self):
+        def body(api):
+            api.gw.push(Reply(body=completion_body(content="")))
+            self.assertIsNone(api.send(DEFAULT_MODEL, "x").text)
+
+        self.both(body)
+
+    def test_stream_chunk_properties_per_contract(self):
+        def body(api):
+            chunks = api.stream(DEFAULT_MODEL, "Tell me a story")
+            self.assertGreaterEqual(len(chunks), 3)
+            first, last = chunks[0], chunks[-1]
+            self.assertEqual(first.role, "assistant")
+            self.assertIsNone(first.text)
+            self.assertIsNone(first.finish_reason)
+            for c in chunks[1:]:
+                self.assertIsNone(c.role, "role only on the first chunk")
+            for c in chunks[:-1]:
+                self.assertIsNone(c.finish_reason, "finish_reason only on the final chunk")
+            self.assertEqual(last.finish_reason, "stop")
+            self.assertIsNone(last.text)
+            self.assertEqual("".join(c.text for c in chunks if c.text), "Echo: Tell me a story")
+            for c in chunks:
+                self.assertIsInstance(c.choices[0], edgee.StreamChoice)
+                self.assertIsInstance(c.choices[0].delta, edgee.StreamDelta)
+                self.assertEqual(c.text, c.choices[0].delta.content or None)
+                self.assertEqual(c.role, c.choices[0].delta.role or None)
+                self.assertEqual(c.finish_reason, c.choices[0].finish_reason or None)
+                self.assertEqual(c.choices[0].index, 0)
+                self.assertIsNone(c.compression)
+
+        self.both(body)
+
+    def test_include_usage_final_chunk(self):
+        def body(api):
+            chunks = api.stream(
+                DEFAULT_MODEL,
+                {
+                    "messages": [{"role": "user", "content": "count these words"}],
+                    "stream_options": {"include_usage": True},
+                },
+            )
+            final = chunks[-1]
+            self.assertEqual(final.choices, [])
+            self.assertIsNone(final.text)
+            self.assertIsNone(final.role)
+            self.assertIsNone(final.finish_reason)
+            self.assertIsInstance(final.usage, edgee.Usage)
+            self.assertEqual(
+                final.usage.total_tokens, final.usage.prompt_tokens + final.usage.completion_tokens
+            )
+            self.assertGreater(final.usage.total_tokens, 0)
+            self.assertEqual(chunks[-2].finish_reason, "stop")
+            self.assertTrue(all(c.usage is None for c in chunks[:-1]))
+
+        self.both(body)
+
+    def test_scripted_usage_chunk(self):
+        def body(api):
+            usage = make_usage(12, 34)
+            usage["input_tokens_details"]["cache_creation_tokens"] = 4
+            usage["output_tokens_details"]["reasoning_tokens"] = 9
+            api.gw.push(
+                SSE(
+                    [
+                        completion_chunk(role="assistant"),
+                        completion_chunk("hi"),
+                        completion_chunk(finish_reason="stop"),
+                        completion_chunk(usage=usage),
+                    ]
+                )
+            )
+            final = api.stream(DEFAULT_MODEL, "x")[-1]
+            self.assertEqual((final.text, final.role, final.finish_reason), (None, None, None))
+            self.assertEqual(
+                (
+                    final.usage.prompt_tokens,
+                    final.usage.completion_tokens,
+                    final.usage.total_tokens,
+                ),
+                (12, 34, 46),
+            )
+            self.assertEqual(final.usage.input_tokens_details.cache_creation_tokens, 4)
+            self.assertEqual(final.usage.output_tokens_details.reasoning_tokens, 9)
+
+        self.both(body)
+
+    def test_compression_on_chunk(self):
+        def body(api):
+            chunks = api.stream(
+                DEFAULT_MODEL,
+                edgee.InputObject(
+                    messages=[{"role": "user", "content": "squeeze"}], compression_model="claude"
+                ),
+            )
+            with_compression = [c for c in chunks if c.compression is not None]
+            self.assertEqual(len(with_compression), 1)
+            comp = with_compression[0].compression
+            self.assertIsInstance(comp, edgee.Compression)
+            self.assertIsInstance(comp.reduction, float)
+            self.assertEqual(
+                (comp.saved_tokens, comp.cost_savings, comp.reduction, comp.time_ms),
+                (
+                    COMPRESSION["saved_tokens"],
+                    COMPRESSION["cost_savings"],
+                    COMPRESSION["reduction"],
+                    COMPRESSION["time_ms"],
+                ),
+            )
+
+        self.both(body)
+
+    def test_every_finish_reason_streamed(self):
+        def body(api):
+            for reason in ("stop", "length", "tool_calls", "content_filter"):
+                with self.subTest(finish_reason=reason):
+                    middle = completion_chunk("partial")
+                    if reason == "tool_calls":
+                        middle = completion_chunk(tool_calls=[tool_head(0, "call_9", "f", "{}")])
+                    api.gw.push(
+                        SSE(
+                            [
+                                completion_chunk(role="assistant"),
+                                middle,
+                                completion_chunk(finish_reason=reason),
+                            ]
+                        )
+                    )
+                    chunks = api.stream(DEFAULT_MODEL, "x")
+                    self.assertEqual([c.finish_reason for c in chunks], [None, None, reason])
+                    if reason == "tool_calls":
+                        self.assertEqual(chunks[1].choices[0].delta.tool_calls[0]["id"], "call_9")
+                        self.assertIsNone(chunks[1].text)
+                    else:
+                        self.assertEqual(chunks[1].text, "partial")
+
+        self.both(body)
+
+    def test_every_finish_reason_sent(self):
+        def body(api):
+            for reason in ("stop", "length", "tool_calls", "content_filter"):
+                with self.subTest(finish_reason=reason):
+                    api.gw.push(
+                        Reply(
+                            body=completion_body("cut" if reason != "tool_calls" else None, reason)
+                        )
+                    )
+                    r = api.send(DEFAULT_MODEL, "x")
+                    self.assertEqual(r.finish_reason, reason)
+                    self.assertEqual(r.choices[0].finish_reason, reason)
+
+        self.both(body)
+
+    def test_multiple_choices_send(self):
+        def body(api):
+            r = api.send(
+                DEFAULT_MODEL, {"messages": [{"role": "user", "content": "ideas"}], "n": 3}
+            )
+            self.assertEqual([c.index for c in r.choices], [0, 1, 2])
+            self.assertEqual(
+                [c.message["content"] for c in r.choices], [f"Echo: ideas #{i}" for i in range(3)]
+            )
+            self.assertEqual([c.finish_reason for c in r.choices], ["stop"] * 3)
+            self.assertEqual(r.text, "Echo: ideas #0")
+
+        self.both(body)
+
+    def test_multiple_choices_stream(self):
+        def body(api):
+            texts, finish = {}, {}
+            for chunk in api.stream(
+                DEFAULT_MODEL, {"messages": [{"role": "user", "content": "ideas"}], "n": 3}
+            ):
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        texts[choice.index] = texts.get(choice.index, "") + choice.delta.content
+                    if choice.finish_reason:
+                        finish[choice.index] = choice.finish_reason
+            self.assertEqual(texts, {i: f"Echo: ideas #{i}" for i in range(3)})
+            self.assertEqual(finish, {0: "stop", 1: "stop", 2: "stop"})
+
+        self.both(body)
+
+    def test_stream_tool_call_fragments(self):
+        def body(api):
+            tools = [
+                {
+                    "type": "function",
+                    "function": {"name": "get_weather", "parameters": WEATHER_PARAMS},
+                }
+            ]
+            chunks = api.stream(
+                DEFAULT_MODEL,
+                {"messages": [{"role": "user", "content": "Oslo"}], "tools": tools},
+            )
+            fragments = [
+                f for c in chunks for f in (c.choices[0].delta.tool_calls or []) if c.choices
+            ]
+            self.assertEqual(fragments[0]["function"]["name"], "get_weather")
+            self.assertEqual(
+                "".join(f["function"].get("arguments", "") for f in fragments), '{"city":"Oslo"}'
+            )
+            self.assertEqual(chunks[-1].finish_reason, "tool_calls")
+
+        self.both(body)
+
+    def test_sync_and_async_give_equal_results(self):
+        results = {}
+
+        def body(api):
+            sent = api.send(DEFAULT_MODEL, "async hello")
+            chunks = api.stream(DEFAULT_MODEL, "async hello")
+            models = api.models()
+            collected = api.collect(
+                DEFAULT_MODEL,
+                {
+                    "messages": [{"role": "user", "content": "async hello"}],
+                    "stream_options": {"include_usage": True},
+                },
+            )
+            self.assertEqual(sent.text, "Echo: async hello")
+            self.assertTrue(all(isinstance(c, edgee.StreamChunk) for c in chunks))
+            self.assertEqual(text_of(chunks), "Echo: async hello")
+            self.assertEqual(
+                [m.id for m in models], ["openai/gpt-5.2", "anthropic/claude-opus-4-6"]
+            )
+            self.assertEqual(collected, sent)
+            results[api.kind] = (sent, chunks, models, collected)
+
+        self.both(body)
+        self.assertEqual(results["async"], results["sync"])
+
+
+class AccumulateTest(ClientTestCase):
+    """A streamed answer collected (collect, acollect, StreamAccumulator) equals send()."""
+
+    def stream_and_send(self, api, input):
+        return api.collect(DEFAULT_MODEL, input), api.send(DEFAULT_MODEL, input)
+
+    def test_accumulator_while_printing_equals_send(self):
+        def body(api):
+            accumulator = edgee.StreamAccumulator()
+            out = io.StringIO()
+            partial = []
+
+            def show(chunk):
+                self.assertIs(accumulator.add(chunk), chunk)
+                print(chunk.text or "", end="", file=out)
+                partial.append(accumulator.text)
+
+            api.each(show, DEFAULT_MODEL, "Hello there, gateway")
+            streamed = accumulator.response()
+            sent = api.send(DEFAULT_MODEL, "Hello there, gateway")
+            self.assertIsInstance(streamed, edgee.SendResponse)
+            self.assertEqual(out.getvalue(), "Echo: Hello there, gateway")
+            self.assertEqual(streamed.text, "Echo: Hello there, gateway")
+            self.assertEqual(partial[-1], "Echo: Hello there, gateway")
+            self.assertTrue(any(0 < len(p) < len(partial[-1]) for p in partial))  # grew bit by bit
+            # Without stream_options.include_usage a stream carries no usage; all else is equal.
+            self.assertIsNone(streamed.usage)
+            self.assertIsNotNone(sent.usage)
+            self.assertEqual(streamed, dataclasses.replace(sent, usage=None))
+            self.assertEqual(
+                streamed.message, {"role": "assistant", "content": "Echo: Hello there, gateway"}
+            )
+            self.assertEqual(
+                (streamed.id, streamed.model, streamed.created),
+                (COMPLETION_ID, DEFAULT_MODEL, CREATED),
+            )
+            self.assertEqual(streamed.finish_reason, "stop")
+
+        self.both(body)
+
+    def test_plain_text_with_usage(self):
+        def body(api):
+            input = {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Plain text, héllo €"},
+                ],
+                "stream_options": {"include_usage": True},
+            }
+            streamed, sent = self.stream_and_send(api, input)
+            self.assertEqual(streamed, sent)
+            self.assertEqual(streamed.text, "Echo: Plain text, héllo €")
+            self.assertIsNotNone(streamed.usage)
+            self.assertEqual(streamed.usage, sent.usage)
+            self.assertEqual(streamed.usage.total_tokens, 11)
+            self.assertIsInstance(streamed.usage, edgee.Usage)
+            self.assertEqual(streamed.usage.input_tokens_details, edgee.InputTokenDetails(0))
+            self.assertEqual(streamed.usage.output_tokens_details, edgee.OutputTokenDetails(0))
+
+        self.both(body)
+
+    def test_tool_call(self):
+        def body(api):
+            input = {
+                "messages": [{"role": "user", "content": "Paris"}],
+                "tools": [WEATHER_TOOL],
+                "stream_options": {"include_usage": True},
+            }
+            streamed, sent = self.stream_and_send(api, input)
+            # The gateway leaves `content` out of a tool-call answer; the assembled message
+            # says None there (read safely, never sent as null): otherwise they are equal.
+            self.assertNotIn("content", sent.message)
+            sent.message["content"] = None
+            self.assertEqual(streamed, sent)
+            self.assertEqual(streamed.finish_reason, "tool_calls")
+            self.assertEqual(
+                streamed.tool_calls, [tool_call("call_1", "get_weather", '{"city":"Paris"}')]
+            )
+            self.assertIsNone(streamed.text)
+            self.assertEqual(streamed.message["role"], "assistant")
+            self.assertIsNone(streamed.message["content"])
+
+        self.both(body)
+
+    def test_n_choices(self):
+        def body(api):
+            input = {
+                "messages": [{"role": "user", "content": "three ways"}],
+                "n": 3,
+                "stream_options": {"include_usage": True},
+            }
+            streamed, sent = self.stream_and_send(api, input)
+            self.assertEqual(streamed, sent)
+            self.assertEqual([c.index for c in streamed.choices], [0, 1, 2])
+            self.assertEqual(
+                [c.message["content"] for c in streamed.choices],
+                ["Echo: three ways #0", "Echo: three ways #1", "Echo: three ways #2"],
+            )
+            self.assertEqual([c.finish_reason for c in streamed.choices], ["stop"] * 3)
+            self.assertTrue(all(isinstance(c, edgee.Choice) for c in streamed.choices))
+
+        self.both(body)
+
+    def test_include_usage_only_in_the_stream(self):
+        def body(api):
+            streamed = api.collect(
+                DEFAULT_MODEL,
+                {
+                    "messages": [{"role": "user", "content": "count these words"}],
+                    "stream_options": {"include_usage": True},
+                },
+            )
+            sent = api.send(DEFAULT_MODEL, "count these words")
+            self.assertEqual(streamed, sent)
+            self.assertEqual(streamed.usage, sent.usage)
+            usage = streamed.usage
+            self.assertEqual((usage.prompt_tokens, usage.completion_tokens), (3, 4))
+            self.assertTrue(api.gw.requests[0].json["stream"])
+            self.assertEqual(api.gw.requests[0].json["stream_options"], {"include_usage": True})
+
+        self.both(body)
+
+    def test_compression(self):
+        def body(api):
+            input = edgee.InputObject(
+                messages=[{"role": "user", "content": "squeeze me"}],
+                compression_model="claude",
+                extra_body={"stream_options": {"include_usage": True}},
+            )
+            streamed, sent = self.stream_and_send(api, input)
+            self.assertEqual(streamed, sent)
+            self.assertEqual(streamed.compression, edgee.Compression(450, 27000, 48.99, 12))
+            self.assertEqual(sent.compression, streamed.compression)
+
+        self.both(body)
+
+    def test_tool_round_trip(self):
+        def body(api):
+            messages = [{"role": "user", "content": "Lyon"}]
+            first = api.collect(DEFAULT_MODEL, {"messages": messages, "tools": [WEATHER_TOOL]})
+            self.assertEqual(first.finish_reason, "tool_calls")
+            calls = first.tool_calls
+            self.assertEqual(len(calls), 1)
+            call = calls[0]
+            self.assertEqual(call["function"]["name"], "get_weather")
+
+            def get_weather(city):  # the tool, run locally
+                return "Sunny in " + city
+
+            result = get_weather(**json.loads(call["function"]["arguments"]))
+            messages.append(first.message)
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
+            final = api.send(DEFAULT_MODEL, {"messages": messages, "tools": [WEATHER_TOOL]})
+            self.assertEqual(final.text, "Tool said: Sunny in Lyon")
+            self.assertEqual(final.finish_reason, "stop")
+            sent_messages = api.last().json["messages"]
+            self.assertEqual(  # no "content": null, which the OpenAPI Message schema refuses
+                sent_messages[1],
+                {
+                    "role": "assistant",
+                    "tool_calls": [tool_call("call_1", "get_weather", '{"city":"Lyon"}')],
+                },
+            )
+            self.assertEqual(
+                sent_messages[2],
+                {"role": "tool", "tool_call_id": "call_1", "content": "Sunny in Lyon"},
+            )
+            # The streamed final answer is the same.
+            again = api.collect(DEFAULT_MODEL, {"messages": messages, "tools": [WEATHER_TOOL]})
+            self.assertEqual(again.text, "Tool said: Sunny in Lyon")
+
+        self.both(body)
+
+
+def tool_head(index, call_id, name, arguments):
+    """The first fragment of a streamed tool call."""
+    return {
+        "index": index,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+
+
+def tool_call(id, name, arguments):
+    """A whole tool call, as a message holds it."""
+    return {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+class ToolAssemblyTest(ClientTestCase):
+    """Tool calls put together from streamed fragments, however a provider splits them."""
+
+    def assemble(self, api, fragment_groups, finish_reason="tool_calls"):
+        """Stream one chunk per group of fragments; returns the collected SendResponse."""
+        events = [completion_chunk(role="assistant")]
+        events += [completion_chunk(tool_calls=group) for group in fragment_groups]
+        events.append(completion_chunk(finish_reason=finish_reason))
+        api.gw.push(SSE(events))
+        response = api.collect(DEFAULT_MODEL, "call tools")
+        self.assertEqual(response.finish_reason, finish_reason)
+        self.assertEqual(response.message["role"], "assistant")
+        self.assertIsNone(response.message["content"])
+        return response
+
+    def assert_shape(self, calls):
+        for call in calls:
+            self.assertEqual(set(call), {"id", "type", "function"})
+            self.assertEqual(set(call["function"]), {"name", "arguments"})
+            self.assertIsInstance(call["function"]["arguments"], str)
+            self.assertEqual(call["type"], "function")
+
+    def test_arguments_in_many_fragments(self):
+        def body(api):
+            arguments = '{"city":"Saint-Étienne","days":[1,2,3],"unit":"celsius"}'
+            pieces = [arguments[i : i + 2] for i in range(0, len(arguments), 2)]
+            groups = [[tool_head(0, "call_x", "get_weather", "")]]
+            groups += [[{"index": 0, "function": {"arguments": p}}] for p in pieces]
+            response = self.assemble(api, groups)
+            self.assertEqual(response.tool_calls, [tool_call("call_x", "get_weather", arguments)])
+            self.assert_shape(response.tool_calls)
+            self.assertEqual(
+                json.loads(response.tool_calls[0]["function"]["arguments"]),
+                {"city": "Saint-Étienne", "days": [1, 2, 3], "unit": "celsius"},
+            )
+
+        self.both(body)
+
+    def test_id_name_type_from_any_fragment(self):
+        def body(api):
+            groups = [
+                [{"index": 0, "function": {"arguments": '{"ci'}}],
+                [{"index": 0, "id": "call_late"}],
+                [{"index": 0, "function": {"arguments": 'ty":'}}],
+                [{"index": 0, "type": "function", "function": {"name": "get_weather"}}],
+                [{"index": 0, "function": {"arguments": '"Oslo"}'}}],
+            ]
+            response = self.assemble(api, groups)
+            self.assertEqual(
+                response.tool_calls, [tool_call("call_late", "get_weather", '{"city":"Oslo"}')]
+            )
+            self.assert_shape(response.tool_calls)
+
+        self.both(body)
+
+    def test_fragments_without_index(self):
+        def body(api):
+            groups = [
+                [{"id": "call_a", "type": "function", "function": {"name": "fa", "arguments": ""}}],
+                [{"function": {"arguments": '{"x":'}}],  # no index, no id: the last open call
+                [
+                    {
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "fb", "arguments": '{"y":'},
+                    }
+                ],
+                [{"function": {"arguments": "2}"}}],  # the last open call is now call_b
+                [{"id": "call_a", "function": {"arguments": "1}"}}],  # routed by id
+            ]
+            response = self.assemble(api, groups)
+            self.assertEqual(
+                response.tool_calls,
+                [tool_call("call_a", "fa", '{"x":1}'), tool_call("call_b", "fb", '{"y":2}')],
+            )
+            self.assert_shape(response.tool_calls)
+
+        self.both(body)
+
+    def test_many_fragments_in_one_chunk(self):
+        def body(api):
+            groups = [
+                [
+                    tool_head(0, "call_1", "add", '{"a"'),
+                    {"index": 0, "function": {"arguments": ":1,"}},
+                    {"index": 0, "function": {"arguments": '"b":2}'}},
+                ]
+            ]
+            response = self.assemble(api, groups)
+            self.assertEqual(response.tool_calls, [tool_call("call_1", "add", '{"a":1,"b":2}')])
+
+        self.both(body)
+
+    def test_indexes_out_of_order(self):
+        def body(api):
+            groups = [
+                [tool_head(1, "call_second", "second", '{"n":')],
+                [tool_head(0, "call_first", "first", '{"n":')],
+                [{"index": 1, "function": {"arguments": "2}"}}],
+                [{"index": 0, "function": {"arguments": "1}"}}],
+            ]
+            response = self.assemble(api, groups)
+            self.assertEqual(
+                response.tool_calls,
+                [
+                    tool_call("call_first", "first", '{"n":1}'),
+                    tool_call("call_second", "second", '{"n":2}'),
+                ],
+            )
+
+        self.both(body)
+
+    def test_two_parallel_calls_interleaved(self):
+        def body(api):
+            paris, tokyo = '{"city":"Paris"}', '{"city":"Tokyo"}'
+            groups = [
+                [tool_head(0, "call_p", "get_weather", "")],
+                [tool_head(1, "call_t", "get_time", "")],
+            ]
+            for i in range(0, len(paris), 3):
+                groups.append([{"index": 0, "function": {"arguments": paris[i : i + 3]}}])
+                groups.append([{"index": 1, "function": {"arguments": tokyo[i : i + 3]}}])
+            groups.append(
+                [
+                    {"index": 1, "function": {"arguments": ""}},
+                    {"index": 0, "function": {"arguments": ""}},
+                ]
+            )
+            response = self.assemble(api, groups)
+            self.assertEqual(
+                response.tool_calls,
+                [
+                    tool_call("call_p", "get_weather", paris),
+                    tool_call("call_t", "get_time", tokyo),
+                ],
+            )
+            self.assert_shape(response.tool_calls)
+
+        self.both(body)
+
+    def test_reused_index_with_new_id_is_a_new_call(self):
+        def body(api):
+            groups = [
+                [tool_head(0, "call_1", "first", '{"a":1}')],
+                [tool_head(0, "call_2", "second", '{"b":2}')],
+            ]
+            response = self.assemble(api, groups)
+            self.assertEqual(
+                response.tool_calls,
+                [tool_call("call_1", "first", '{"a":1}'), tool_call("call_2", "second", '{"b":2}')],
+            )
+
+        self.both(body)
+
+    def test_reused_index_continuations_go_to_the_newest_call(self):
+        # Providers that number every call 0 send each call's head (with a new id)
+        # and then its argument pieces, still under index 0 and without an id.
+        def body(api):
+            groups = [
+                [tool_head(0, "call_1", "first", "")],
+                [{"index": 0, "function": {"arguments": '{"a":'}}],
+                [{"index": 0, "function": {"arguments": "1}"}}],
+                [tool_head(0, "call_2", "second", "")],
+                [{"index": 0, "function": {"arguments": '{"b":'}}],
+                [{"index": 0, "function": {"arguments": "2}"}}],
+            ]
+            response = self.assemble(api, groups)
+            self.assertEqual(
+                response.tool_calls,
+                [tool_call("call_1", "first", '{"a":1}'), tool_call("call_2", "second", '{"b":2}')],
+            )
+
+        self.both(body)
+
+    def test_shape_matches_send(self):
+        def body(api):
+            arguments = '{"city":"Rome"}'
+            answer = completion_body(None, "tool_calls")
+            del answer["usage"]
+            answer["choices"][0]["message"]["tool_calls"] = [
+                tool_call("call_r", "get_weather", arguments)
+            ]
+            api.gw.push(Reply(200, answer))
+            sent = api.send(DEFAULT_MODEL, "Rome")
+            groups = [
+                [tool_head(0, "call_r", "get_weather", arguments[:5])],
+                [{"index": 0, "function": {"arguments": arguments[5:]}}],
+            ]
+            streamed = self.assemble(api, groups)
+            self.assertEqual(streamed.tool_calls, sent.tool_calls)
+            self.assertEqual(streamed.message, sent.message)
+            self.assertEqual(streamed.choices, sent.choices)
+
+        self.both(body)
+
+
+class ModelsTest(ClientTestCase):
+    """models() and amodels(): the gateway's list as Model dataclasses."""
+
+    def spec_example(self):
+        if not os.path.exists(SPEC):
+            self.skipTest("the OpenAPI spec is not beside this checkout")
+        with open(SPEC, encoding="utf-8") as f:
+            spec = json.load(f)
+        answer = spec["paths"]["/v1/models"]["get"]["responses"]["200"]["content"]
+        return answer["application/json"]["example"]
+
+    def test_models_match_spec_example(self):
+        example = self.spec_example()
+
+        def body(api):
+            api.gw.push(Reply(200, example))
+            models = api.models()
+            self.assertEqual(
+                models,
+                [
+                    edgee.Model(m["id"], m["object"], m["created"], m["owned_by"])
+                    for m in example["data"]
+                ],
+            )
+            self.assertTrue(
+                all(dataclasses.is_dataclass(m) and isinstance(m, edgee.Model) for m in models)
+            )
+            self.assertEqual(models[0].id, "openai/gpt-5.2")
+            self.assertEqual(models[0].object, "model")
+            self.assertEqual(models[0].created, 1677610602)
+            self.assertEqual(models[0].owned_by, "openai")
+            self.assertEqual(models[1].owned_by, "anthropic")
+            request = api.gw.requests[0]
+            self.assertEqual((request.method, request.path), ("GET", "/v1/models"))
+            self.assertEqual(request.headers["authorization"], "Bearer " + self.key)
+            self.assertEqual(request.body, b"")
+
+        self.both(body)
+
+    def test_models_default_gateway(self):
+        def body(api):
+            self.assertEqual(
+                [(m.id, m.owned_by) for m in api.models()],
+                [("openai/gpt-5.2", "openai"), ("anthropic/claude-opus-4-6", "anthropic")],
+            )
+
+        self.both(body)
+
+    def test_models_error(self):
+        def body(api):
+            api.gw.push(
+                ErrorReply(401, "unauthorized", "Invalid API key"),
+                ErrorReply(500, "internal_error", "An internal error occurred."),
+            )
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                api.models()
+            error = caught.exception
+            self.assertEqual((error.status, error.code), (401, "unauthorized"))
+            self.assertEqual(error.message, "Invalid API key")
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                api.models()
+            self.assertEqual(caught.exception.status, 500)
+
+        self.both(body)
+
+
+def _sse_summary(chunks):
+    """(role, text, finish_reason) of each chunk: what the stream gave back, in order."""
+    return [(c.role, c.text, c.finish_reason) for c in chunks]
+
+
+def _sse_head(kind, length=None):
+    """A response head for an event stream: kind is "length", "chunked" or "close"."""
+    headers = [("Content-Type", "text/event-stream"), ("Connection", "close")]
+    if kind == "length":
+        return http_head(200, headers, content_length=length)
+    return http_head(200, headers, chunked=(kind == "chunked"))
+
+
+def _sse_frame_events(events):
+    """Each event as its own HTTP chunk, then the last chunk."""
+    return b"".join(chunk_frame(e) for e in events) + CHUNK_END
+
+
+# The sample stream of the every-offset tests: role, content with multibyte text,
+# U+2028 and U+2029 (which str.splitlines would split on), finish, [DONE].
+_SSE_SAMPLE = [
+    _sse_delta(role="assistant"),
+    _sse_delta("H\u00e9"),
+    _sse_delta("\u6f22\u5b57\u2028"),
+    _sse_delta("\U0001f389\u2029!"),
+    _sse_delta(finish="stop"),
+]
+_SSE_SAMPLE_EXPECTED = [
+    ("assistant", None, None),
+    (None, "H\u00e9", None),
+    (None, "\u6f22\u5b57\u2028", None),
+    (None, "\U0001f389\u2029!", None),
+    (None, None, "stop"),
+]
+PAUSE = 0.5  # seconds the gateway waits before the rest of a stream, in the timing tests
+
+
+def _sse_sample_events(le):
+    return [_sse_event_bytes(obj, le) for obj in _SSE_SAMPLE] + [b"data: [DONE]" + le + le]
+
+
+def push_raw_stream(gw, body, kind="close", then="close"):
+    """Queue `body` (bytes, or a list of events for chunked) as one Raw event-stream reply."""
+    if kind == "chunked":
+        events = body if isinstance(body, list) else [body]
+        gw.push(Raw([_sse_head("chunked") + _sse_frame_events(events)], then=then))
+    else:
+        data = b"".join(body) if isinstance(body, list) else body
+        gw.push(Raw([_sse_head(kind, len(data)) + data], then=then))
+
+
+def chunks_until(test, api, error_type):
+    """Stream until it raises `error_type`: (the chunks received before, the error)."""
+    got = []
+    with test.assertRaises(error_type) as caught:
+        api.each(got.append, DEFAULT_MODEL, "hi")
+    return got, caught.exception
+
+
+def _sse_run_raw_jobs(test, api, jobs, workers=4):
+    """Run (label, raw_parts, expected_summary) jobs over real sockets.
+
+    The jobs are spread over `workers` threads: the first drives `api`, each other one
+    an Api of the same kind with its own Gateway, so the pauses between writes overlap.
+    Fails `test` with the first mismatches.
+    """
+    failures = []
+    done = [0]
+    lock = threading.Lock()
+    drivers = [api] + [test.api(api.kind, test.gateway()) for _ in range(workers - 1)]
+
+    def work(driver, group):
+        try:
+            for label, parts, expected in group:
+                driver.gw.push(Raw(parts))
+                try:
+                    got = _sse_summary(driver.stream(DEFAULT_MODEL, "hi"))
+                except Exception as exc:  # reported below with the job's label
+                    got = f"raised {exc!r}"
+                with lock:
+                    done[0] += 1
+                    if got != expected:
+                        failures.append((label, got))
+            if driver.gw.errors:
+                with lock:
+                    failures.append(("gateway errors", driver.gw.errors[:3]))
+        except BaseException as exc:  # a broken worker must fail the test, not vanish
+            with lock:
+                failures.append(("worker", repr(exc)))
+
+    groups = [jobs[i::workers] for i in range(workers)]
+    threads = [
+        threading.Thread(target=work, args=(d, g), daemon=True) for d, g in zip(drivers, groups)
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120.0
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    test.assertFalse(any(t.is_alive() for t in threads), "a worker hung")
+    test.assertEqual(failures[:5], [], f"{len(failures)} of {len(jobs)} jobs failed")
+    test.assertEqual(done[0], len(jobs))
+
+
+class StreamingTest(ClientTestCase):
+    """Event streams over real sockets: every framing and split, line syntax, ends, timing, size.
+
+    The random tests' seed is fresh on each run and printed on failure; set
+    EDGEE_TEST_SEED to replay.
+    """
+
+    SOCKET_STREAMS = 200
+
+    def summary(self, api):
+        return _sse_summary(api.stream(DEFAULT_MODEL, "hi"))
+
+    # -- every split offset --
+
+    def every_offset(self, ending):
+        le = _SSE_ENDINGS[ending]
+        events = _sse_sample_events(le)
+        plain = b"".join(events)
+        chunked = _sse_frame_events(events)
+        jobs = []
+        for kind, body in (("length", plain), ("chunked", chunked)):
+            head = _sse_head(kind, len(body))
+            for k in range(len(body) + 1):
+                jobs.append(
+                    ((ending, kind, k), [head + body[:k], 0.002, body[k:]], _SSE_SAMPLE_EXPECTED)
+                )
+        self.both(lambda api: _sse_run_raw_jobs(self, api, jobs))
+
+    def test_every_split_offset_lf(self):
+        self.every_offset("LF")
+
+    def test_every_split_offset_crlf(self):
+        self.every_offset("CRLF")
+
+    def test_every_split_offset_cr(self):
+        self.every_offset("CR")
+
+    def test_random_streams_over_sockets(self):
+        seed = _sse_seed()
+
+        def body(api):
+            rng = random.Random(seed)
+            for i in range(self.SOCKET_STREAMS):
+                blob, expected, finish, ending = _sse_random_stream(rng)
+                kind = rng.choice(("length", "chunked", "close"))
+                data = blob
+                if kind == "chunked":  # random chunk sizes, cut apart from the writes below
+                    sizes = _sse_random_cuts(rng, blob, max_pieces=rng.randint(1, 6))
+                    data = b"".join(chunk_frame(s) for s in sizes if s) + CHUNK_END
+                head = _sse_head(kind, len(data))
+                writes = _sse_random_cuts(rng, data, max_pieces=rng.randint(1, 8))
+                parts = [head + writes[0]]
+                for piece in writes[1:]:
+                    if rng.random() < 0.5:
+                        parts.append(rng.uniform(0.0, 0.002))
+                    parts.append(piece)
+                api.gw.push(Raw(parts))
+                try:
+                    chunks = api.stream(DEFAULT_MODEL, "hi")
+                    got = (
+                        [
+                            (c.choices[0].delta.role, c.choices[0].delta.content)
+                            for c in chunks
+                            if c.choices
+                        ],
+                        edgee.collect(chunks).finish_reason,
+                    )
+                except Exception as exc:  # reported with the seed below
+                    got = f"raised {exc!r}"
+                if got != (expected, finish):
+                    self.fail(
+                        f"seed={seed} stream={i} ending={ending} framing={kind}\n"
+                        f"expected {(expected, finish)!r}\ngot      {got!r}\n"
+                        f"parts {parts[:40]!r}"
+                    )
+            self.assertEqual(len(api.gw.requests), self.SOCKET_STREAMS, f"seed={seed}")
+            self.assertEqual(api.gw.errors, [], f"seed={seed}")
+
+        self.both(body)
+
+    # -- framings through the gateway's own SSE reply --
+
+    def test_sse_reply_chunked_and_plain(self):
+        def body(api):
+            for chunked in (True, False):
+                api.gw.push(SSE(_SSE_SAMPLE, chunked=chunked))
+                self.assertEqual(self.summary(api), _SSE_SAMPLE_EXPECTED, chunked)
+
+        self.both(body)
+
+    def test_close_delimited_body_split(self):
+        def body(api):
+            data = b"".join(_sse_sample_events(b"\r\n"))
+            api.gw.push(
+                Raw([_sse_head("close") + data[:101], 0.002, data[101:202], 0.002, data[202:]])
+            )
+            self.assertEqual(self.summary(api), _SSE_SAMPLE_EXPECTED)
+
+        self.both(body)
+
+    def test_bom_split_over_the_wire(self):
+        def body(api):
+            data = b"".join(_sse_sample_events(b"\n"))
+            head = _sse_head("close")
+            api.gw.push(Raw([head + b"\xef", 0.002, b"\xbb", 0.002, b"\xbf" + data]))
+            self.assertEqual(self.summary(api), _SSE_SAMPLE_EXPECTED)
+
+        self.both(body)
+
+    def test_utf8_character_split_between_reads_is_kept_whole(self):
+        def body(api):
+            event = sse_bytes(completion_chunk(content="caf\u00e9 \u20ac"))
+            split = event.index(b"\xc3") + 1
+            euro = event.index(b"\xe2") + 2
+            parts = [
+                SSE_HEAD + frames(stream_events(finish=None)),
+                chunk_frame(event[:split]),
+                0.02,
+                chunk_frame(event[split:euro]),
+                0.02,
+                chunk_frame(event[euro:]),
+                frames([completion_chunk(finish_reason="stop"), b"data: [DONE]\n\n"]) + CHUNK_END,
+            ]
+            api.gw.push(Raw(parts))
+            self.assertEqual(text_of(api.stream(DEFAULT_MODEL, "hi")), "caf\u00e9 \u20ac")
+
+        self.both(body)
+
+    # -- line syntax --
+
+    def test_data_without_space(self):
+        def body(api):
+            events = [_sse_event_bytes(obj, space=False) for obj in _SSE_SAMPLE]
+            push_raw_stream(api.gw, [*events, b"data:[DONE]\n\n"], "chunked")
+            self.assertEqual(self.summary(api), _SSE_SAMPLE_EXPECTED)
+
+        self.both(body)
+
+    def test_json_split_over_two_data_lines(self):
+        def body(api):
+            push_raw_stream(
+                api.gw,
+                b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"h\xc3\xa9"}}]}\n\n'
+                b'data: {"choices":[{"index":0,"delta":{},\r\n'
+                b'data:"finish_reason":"length"}]}\r\n\r\n'
+                b"data: [DONE]\n\n",
+            )
+            self.assertEqual(self.summary(api), [(None, "h\u00e9", None), (None, None, "length")])
+
+        self.both(body)
+
+    def test_comments_and_fields_between_events(self):
+        def body(api):
+            push_raw_stream(
+                api.gw,
+                b": keep-alive\n\n"
+                b"retry: 3000\nid: 1\n"
+                + _sse_event_bytes(_sse_delta(role="assistant"))
+                + b": ping\n:\n\nevent: ping\n\n"
+                b"event: foo\nid: 2\n"
+                + _sse_event_bytes(_sse_delta("a"))
+                + b"event: message\nfoo: bar\n: note\n"
+                + _sse_event_bytes(_sse_delta("b"))
+                + b'Data: {"choices":[{"delta":{"content":"BAD"}}]}\n\n'
+                b'Event: error\ndata: {"choices":[{"delta":{"content":"c"}}]}\n\n'
+                b"id\nretry: x\n"
+                + _sse_event_bytes(_sse_delta(finish="stop"))
+                + b": bye\n\ndata: [DONE]\n\n",
+            )
+            self.assertEqual(
+                self.summary(api),
+                [
+                    ("assistant", None, None),
+                    (None, "a", None),
+                    (None, "b", None),
+                    (None, "c", None),
+                    (None, None, "stop"),
+                ],
+            )
+
+        self.both(body)
+
+    def test_error_event_without_data_dispatches_nothing(self):
+        def body(api):
+            push_raw_stream(
+                api.gw,
+                b"event: error\n\n"
+                + _sse_event_bytes(_sse_delta("a"))
+                + _sse_event_bytes(_sse_delta(finish="stop"))
+                + b"data: [DONE]\n\n",
+            )
+            self.assertEqual(self.summary(api), [(None, "a", None), (None, None, "stop")])
+
+        self.both(body)
+
+    # -- end of stream --
+
+    def test_chunks_after_done_not_yielded(self):
+        def body(api):
+            api.gw.push(
+                SSE(
+                    [
+                        _sse_delta("a"),
+                        _sse_delta(finish="stop"),
+                        b"data: [DONE]\n\n",
+                        _sse_delta("late"),
+                        _sse_delta(finish="length"),
+                    ],
+                    done=True,
+                )
+            )
+            self.assertEqual(self.summary(api), [(None, "a", None), (None, None, "stop")])
+
+        self.both(body)
+
+    def test_done_ends_stream_while_server_holds_connection(self):
+        # [DONE] ends the stream by itself: no waiting for the server to close.
+        def body(api):
+            event = _sse_event_bytes(_sse_delta("a"))
+            api.gw.push(Raw([_sse_head("close") + event + b"data: [DONE]\n\n"], then="hold"))
+            start = time.monotonic()
+            self.assertEqual(self.summary(api), [(None, "a", None)])
+            self.assertLess(time.monotonic() - start, 2.0)
+
+        self.both(body)
+
+    def test_unfinished_event_at_eof_discarded(self):
+        def body(api):
+            tail = b'data: {"choices":[{"index":0,"delta":{"content":"LATE"}}]}\n'
+            for kind in ("close", "length", "chunked"):
+                events = [
+                    _sse_event_bytes(_sse_delta("a")),
+                    _sse_event_bytes(_sse_delta(finish="stop")),
+                    tail,
+                ]
+                push_raw_stream(api.gw, events, kind)
+                expected = [(None, "a", None), (None, None, "stop")]
+                self.assertEqual(self.summary(api), expected, kind)
+
+        self.both(body)
+
+    def test_full_completion_to_a_stream_request(self):
+        def body(api):
+            api.gw.push(Reply(200, completion_body("The whole answer at once")))
+            chunks = api.stream(DEFAULT_MODEL, "hi")
+            self.assertEqual(text_of(chunks), "The whole answer at once")
+            self.assertEqual(chunks[-1].finish_reason, "stop")
+            self.assertEqual(chunks[0].role, "assistant")
+            api.gw.push(Reply(200, completion_body("Again")))
+            self.assertEqual(api.collect(DEFAULT_MODEL, "hi").text, "Again")
+
+        self.both(body)
+
+    # -- timing --
+
+    def assert_first_chunk_early(self, parts, expected):
+        def body(api):
+            api.gw.push(Raw(parts))
+            arrivals = []
+            start = time.monotonic()
+            api.each(lambda c: arrivals.append((time.monotonic() - start, c)), DEFAULT_MODEL, "hi")
+            total = time.monotonic() - start
+            self.assertEqual(_sse_summary([c for _, c in arrivals]), expected)
+            self.assertLess(arrivals[0][0], PAUSE / 2, "the first chunk waited for the next bytes")
+            self.assertGreaterEqual(total, PAUSE * 0.9)  # the pause did happen
+
+        self.both(body)
+
+    def test_chunk_yielded_before_more_bytes_length(self):
+        events = _sse_sample_events(b"\n")
+        body = b"".join(events)
+        self.assert_first_chunk_early(
+            [_sse_head("length", len(body)) + events[0], PAUSE, b"".join(events[1:])],
+            _SSE_SAMPLE_EXPECTED,
+        )
+
+    def test_chunk_yielded_before_more_bytes_chunked(self):
+        # The chunk's own CRLF and the next frames come after the pause.
+        events = _sse_sample_events(b"\r\n")
+        framed = _sse_frame_events(events)
+        cut = len(chunk_frame(events[0])) - 2
+        self.assert_first_chunk_early(
+            [_sse_head("chunked") + framed[:cut], PAUSE, framed[cut:]], _SSE_SAMPLE_EXPECTED
+        )
+
+    def test_chunk_yielded_before_more_bytes_cr(self):
+        # CR-only line ends: the final CR must not wait to see whether an LF follows.
+        events = _sse_sample_events(b"\r")
+        self.assert_first_chunk_early(
+            [_sse_head("close") + events[0], PAUSE, b"".join(events[1:])], _SSE_SAMPLE_EXPECTED
+        )
+
+    # -- size --
+
+    def test_large_events(self):
+        def body(api):
+            content = "\u00e9\u6f22\U0001f389\u2028" * 90000  # 1.08 MB of UTF-8 in one data line
+            self.assertGreater(len(content.encode("utf-8")), 1000000)
+            for chunked in (True, False):
+                api.gw.push(
+                    SSE(
+                        [
+                            _sse_delta(role="assistant"),
+                            _sse_delta(content),
+                            _sse_delta("end"),
+                            _sse_delta(finish="stop"),
+                        ],
+                        chunked=chunked,
+                    )
+                )
+                chunks = api.stream(DEFAULT_MODEL, "hi")
+                self.assertEqual([c.text for c in chunks], [None, content, "end", None])
+                self.assertEqual(chunks[-1].finish_reason, "stop")
+            big = "y" * (2 * 1024 * 1024)
+            api.gw.push(SSE(stream_events(big)))
+            chunks = api.stream(DEFAULT_MODEL, "hi")
+            self.assertEqual(len(chunks), 3)
+            self.assertEqual(chunks[1].text, big)
+
+        self.both(body)
+
+
+# (status, code) of the gateway's ErrorResponse envelopes (edgee-error-codes.yml)
+ERROR_CASES = [
+    (400, "bad_model_id"),
+    (400, "model_not_found"),
+    (401, "unauthorized"),
+    (403, "forbidden"),
+    (429, "usage_limit_exceeded"),
+    (500, "internal_error"),
+    (502, "provider_error"),
+]
+
+
+class ErrorsTest(ClientTestCase):
+    """Error answers and errors inside a stream raise EdgeeAPIError or EdgeeStreamError."""
+
+    def check(self, exc, status, message):
+        self.assertIsInstance(exc, RuntimeError)
+        self.assertIsInstance(exc, edgee.EdgeeAPIError)
+        self.assertEqual(str(exc), f"API error {status}: {message}")
+        self.assertEqual(exc.status, status)
+        self.assertEqual(exc.status_code, status)
+        self.assertEqual(exc.message, message)
+
+    # -- error answers --
+
+    def test_error_envelopes(self):
+        def body(api):
+            for status, code in ERROR_CASES:
+                _, kind, message = ERROR_CODES[code]
+                reply = ErrorReply(status, code, message, param="model")
+                for call in ("send", "stream"):
+                    with self.subTest(status=status, code=code, call=call):
+                        api.gw.push(reply)
+                        before = len(api.gw.requests)
+                        with self.assertRaises(RuntimeError) as caught:
+                            if call == "send":
+                                api.send(DEFAULT_MODEL, "x")
+                            else:
+                                api.stream(DEFAULT_MODEL, "x")
+                        exc = caught.exception
+                        self.check(exc, status, message)
+                        self.assertEqual((exc.code, exc.type, exc.param), (code, kind, "model"))
+                        self.assertEqual(exc.body, reply.body)
+                        self.assertEqual(exc.headers.get("content-type"), "application/json")
+                        self.assertEqual(len(api.gw.requests) - before, 1, "max_retries=0")
+
+        self.both(body)
+
+    def test_fake_llm_error_models(self):
+        def body(api):
+            for status in (400, 401, 403, 429, 500, 502):
+                with self.subTest(status=status):
+                    code = STATUS_CODES[status]
+                    with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                        api.send(f"error-{status}", "x")
+                    self.check(caught.exception, status, ERROR_CODES[code][2])
+                    self.assertEqual(caught.exception.code, code)
+
+        self.both(body)
+
+    def test_forbidden_key_and_bad_model(self):
+        def body(api):
+            forbidden = self.api(api.kind, api.gw, api_key="forbidden-key")
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                forbidden.send(DEFAULT_MODEL, "x")
+            self.check(caught.exception, 403, "API key is inactive")
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                api.send("invalid-model", "x")
+            self.check(caught.exception, 400, "Invalid model ID: 'invalid-model'")
+            error = caught.exception
+            self.assertEqual((error.code, error.param), ("bad_model_id", "model"))
+
+        self.both(body)
+
+    def test_html_error_body(self):
+        def body(api):
+            html = (
+                "<html><head><title>502 Bad Gateway</title></head>"
+                "<body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
+            )
+            api.gw.push(Reply(502, html, content_type="text/html"))
+            with self.assertRaises(RuntimeError) as caught:
+                api.send(DEFAULT_MODEL, "x")
+            exc = caught.exception
+            self.assertIsInstance(exc, edgee.EdgeeAPIError)
+            self.assertTrue(str(exc).startswith("API error 502: "), str(exc))
+            self.assertIn("502 Bad Gateway", str(exc))
+            self.assertEqual(exc.status, 502)
+            self.assertIsNone(exc.code)
+            self.assertIn("nginx", str(exc.body))
+            api.gw.push(Reply(502, html, content_type="text/html"))
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                api.stream(DEFAULT_MODEL, "x")
+            self.assertIn("502 Bad Gateway", str(caught.exception))
+
+        self.both(body)
+
+    def test_invalid_utf8_error_body(self):
+        def body(api):
+            api.gw.push(Reply(500, b"\xff\xfe oops \x80\xc3( broken", content_type="text/plain"))
+            try:
+                api.send(DEFAULT_MODEL, "x")
+            except UnicodeDecodeError as exc:  # pragma: no cover - the failure being tested for
+                self.fail(f"UnicodeDecodeError leaked: {exc!r}")
+            except edgee.EdgeeAPIError as exc:
+                self.assertTrue(str(exc).startswith("API error 500: "), str(exc))
+                self.assertIn("oops", str(exc))
+                self.assertIn("broken", str(exc))
+                self.assertEqual(exc.status, 500)
+            else:
+                self.fail("no error raised")
+
+        self.both(body)
+
+    def test_long_error_body_is_bounded(self):
+        def body(api):
+            api.gw.push(Reply(400, "<p>" + "x" * 200000 + "</p>", content_type="text/html"))
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                api.send(DEFAULT_MODEL, "x")
+            text = str(caught.exception)
+            self.assertTrue(text.startswith("API error 400: <p>xxx"), text[:50])
+            self.assertLess(len(text), 5000)
+            huge = "m" * 20000  # an envelope well within the 64 KiB an error body may take
+            api.gw.push(ErrorReply(400, "invalid_request", huge))
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                api.send(DEFAULT_MODEL, "x")
+            self.assertTrue(str(caught.exception).startswith("API error 400: mmm"))
+            self.assertLess(len(str(caught.exception)), 5000)
+
+        self.both(body)
+
+    def test_huge_error_body_gives_a_bounded_message(self):
+        def body(api):
+            sentence = b"The gateway is on fire. "
+            huge = sentence * (10 * 1024 * 1024 // len(sentence))  # 10 MB
+            api.gw.push(Reply(400, huge, content_type="text/plain"))
+            tracemalloc.start()
+            try:
+                start = time.monotonic()
+                with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                    api.send(DEFAULT_MODEL, "hi")
+                elapsed = time.monotonic() - start
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            exc = cm.exception
+            self.assertEqual(exc.status, 400)
+            self.assertTrue(exc.message.startswith("The gateway is on fire."), exc.message[:80])
+            self.assertTrue(exc.message.endswith("..."))
+            self.assertLessEqual(len(exc.message), 1003)
+            self.assertLessEqual(len(str(exc)), 1100)
+            self.assertLessEqual(len(exc.body), 70000)  # only the first 64 KiB were read
+            self.assertLess(peak, 5 * 1024 * 1024, "the client buffered the whole error body")
+            self.assertLess(elapsed, 3.0)
+            self.assertTrue(api.gw.wait_disconnects(1, 3.0), "the connection was not dropped")
+            self.assertEqual(api.send(DEFAULT_MODEL, "next").text, "Echo: next")
+            self.assertEqual(api.gw.connections, 2)  # the half-read connection was not reused
+
+        self.both(body, max_retries=2)
+
+    def test_empty_error_body(self):
+        def body(api):
+            api.gw.push(Reply(404, b"", content_type="text/plain"))
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                api.send(DEFAULT_MODEL, "x")
+            text = str(caught.exception)
+            self.assertTrue(text.startswith("API error 404: "), text)
+            self.assertTrue(text[len("API error 404: ") :].strip(), "the message must not be empty")
+
+        self.both(body)
+
+    def test_console_api_envelope(self):
+        # edgee-error-codes.yml: the console API's {"error": "<Status>", "message": "<detail>"}
+        def body(api):
+            envelope = {"error": "Unauthorized", "message": "Invalid or expired API token"}
+            api.gw.push(Reply(401, envelope))
+            with self.assertRaises(edgee.EdgeeAPIError) as caught:
+                api.send(DEFAULT_MODEL, "x")
+            self.check(caught.exception, 401, "Invalid or expired API token")
+
+        self.both(body)
+
+    def test_json_error_envelope_to_a_stream_request(self):
+        def body(api):
+            envelope = {
+                "error": {
+                    "message": "Usage limit exceeded",
+                    "type": "rate_limit_error",
+                    "code": "usage_limit_exceeded",
+                }
+            }
+            api.gw.push(Reply(200, envelope))
+            with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                api.stream(DEFAULT_MODEL, "hi")
+            self.assertEqual(
+                (cm.exception.message, cm.exception.code),
+                ("Usage limit exceeded", "usage_limit_exceeded"),
+            )
+
+        self.both(body, max_retries=2)
+
+    # -- errors inside a 200 stream, after the chunks before them --
+
+    def test_error_object_in_a_stream(self):
+        def body(api):
+            api.gw.push(
+                SSE(
+                    [
+                        completion_chunk(role="assistant"),
+                        {
+                            "error": {
+                                "message": "upstream broke",
+                                "type": "provider_error",
+                                "code": "provider_error",
+                            }
+                        },
+                    ],
+                    done=False,
+                )
+            )
+            got, exc = chunks_until(self, api, RuntimeError)
+            self.assertEqual(len(got), 1)
+            self.assertIsInstance(exc, edgee.EdgeeAPIError)
+            self.assertTrue(str(exc).startswith("API error "))
+            self.assertTrue(str(exc).endswith(": upstream broke"))
+            self.assertEqual(exc.code, "provider_error")
+            error = {
+                "error": {
+                    "message": "The upstream provider exploded",
+                    "type": "provider_error",
+                    "code": "provider_error",
+                }
+            }
+            before = len(api.gw.requests)
+            api.gw.push(SSE([*stream_events("Hel", "lo", finish=None), error], done=False))
+            got, exc = chunks_until(self, api, edgee.EdgeeAPIError)
+            self.assertEqual(text_of(got), "Hello")
+            self.assertEqual(len(got), 3)
+            self.assertEqual(exc.message, "The upstream provider exploded")
+            self.assertEqual(exc.code, "provider_error")
+            self.assertEqual(exc.status, 502)  # the status the gateway uses for the code
+            self.assertIn("The upstream provider exploded", str(exc))
+            self.assertEqual(len(api.gw.requests) - before, 1)  # not retried
+            error = {
+                "error": {
+                    "message": "Usage limit exceeded",
+                    "type": "rate_limit_error",
+                    "code": "usage_limit_exceeded",
+                }
+            }
+            api.gw.push(
+                SSE(
+                    [
+                        _sse_delta(role="assistant"),
+                        _sse_delta("x"),
+                        error,
+                        _sse_delta("y"),
+                        _sse_delta(finish="stop"),
+                    ],
+                    chunked=False,
+                )
+            )
+            got, exc = chunks_until(self, api, edgee.EdgeeAPIError)
+            self.assertEqual([c.text for c in got], [None, "x"])
+            self.assertIsInstance(exc, RuntimeError)
+            self.assertEqual(
+                (exc.message, exc.code), ("Usage limit exceeded", "usage_limit_exceeded")
+            )
+
+        self.both(body, max_retries=2)
+
+    def test_error_event_in_a_stream(self):
+        def body(api):
+            error = {
+                "error": {
+                    "message": "The upstream provider failed \u00e9",
+                    "type": "provider_error",
+                    "code": "provider_error",
+                }
+            }
+            api.gw.push(
+                SSE(
+                    [
+                        _sse_delta("a"),
+                        _sse_delta("b"),
+                        b"event: error\ndata: " + compact_json(error) + b"\n\n",
+                        _sse_delta("c"),
+                        _sse_delta(finish="stop"),
+                    ]
+                )
+            )
+            got, exc = chunks_until(self, api, edgee.EdgeeAPIError)
+            self.assertEqual([c.text for c in got], ["a", "b"])
+            self.assertIsInstance(exc, RuntimeError)
+            self.assertEqual(
+                (exc.message, exc.code), ("The upstream provider failed \u00e9", "provider_error")
+            )
+            self.assertIn("The upstream provider failed", str(exc))
+            payload = compact_json(
+                {"error": {"message": "Overloaded, try later", "code": "internal_error"}}
+            )
+            api.gw.push(
+                SSE(
+                    [
+                        *stream_events("Hi", " there", finish=None),
+                        b"event: error\ndata: " + payload + b"\n\n",
+                        completion_chunk(content="never"),
+                    ]
+                )
+            )
+            got, exc = chunks_until(self, api, edgee.EdgeeAPIError)
+            self.assertEqual(text_of(got), "Hi there")
+            self.assertEqual((exc.message, exc.code), ("Overloaded, try later", "internal_error"))
+            self.assertIsInstance(exc, RuntimeError)
+
+        self.both(body, max_retries=2)
+
+    def test_error_event_with_text_data(self):
+        def body(api):
+            push_raw_stream(
+                api.gw,
+                _sse_event_bytes(_sse_delta("a"))
+                + b"event: error\r\ndata: upstream overloaded\r\n\r\n"
+                + _sse_event_bytes(_sse_delta(finish="stop"))
+                + b"data: [DONE]\n\n",
+            )
+            got, exc = chunks_until(self, api, edgee.EdgeeAPIError)
+            self.assertEqual([c.text for c in got], ["a"])
+            self.assertEqual(exc.message, "upstream overloaded")
+            api.gw.push(
+                SSE([*stream_events("Hi", finish=None), b"event: error\ndata: boom happened\n\n"])
+            )
+            got, exc = chunks_until(self, api, edgee.EdgeeAPIError)
+            self.assertEqual(text_of(got), "Hi")
+            self.assertIn("boom happened", str(exc))
+
+        self.both(body, max_retries=2)
+
+    # -- malformed events --
+
+    def bad_event_between_good_ones(self, api, bad_event):
+        """Stream a good chunk, `bad_event`, then more: the error comes after the first chunk."""
+        before = len(api.gw.requests)
+        api.gw.push(
+            SSE(
+                [
+                    completion_chunk(role="assistant"),
+                    bad_event,
+                    completion_chunk(content="never"),
+                    completion_chunk(finish_reason="stop"),
+                ]
+            )
+        )
+        got, exc = chunks_until(self, api, edgee.EdgeeStreamError)
+        self.assertEqual(len(got), 1)  # the bad event was not skipped over
+        self.assertEqual(len(api.gw.requests) - before, 1)
+        self.assertNotIsInstance(exc, edgee.EdgeeAPIError)
+        return exc
+
+    def test_malformed_json_raises(self):
+        def body(api):
+            error = self.bad_event_between_good_ones(api, b"data: {not json\n\n")
+            self.assertIn("JSON", str(error))
+            error = self.bad_event_between_good_ones(api, b"data: [1, 2]\n\n")
+            self.assertIn("not a JSON object", str(error))
+            for bad in (
+                b'data: {"choices": [\n\n',
+                b"data: not json\n\n",
+                b'data: {"choices":[]}}\n\n',
+            ):
+                api.gw.push(SSE([_sse_delta("a"), bad, _sse_delta("b"), _sse_delta(finish="stop")]))
+                got, exc = chunks_until(self, api, edgee.EdgeeStreamError)
+                self.assertEqual([c.text for c in got], ["a"], bad)
+                self.assertNotIsInstance(exc, edgee.EdgeeAPIError)
+
+        self.both(body, max_retries=2)
+
+
+class PlainHTTPServer:
     """A plain-HTTP/1.1 server on 127.0.0.1 that answers any bytes with 400 at once
     (as a real HTTP server answers a TLS ClientHello); at most a few connections."""
 
@@ -6684,7 +6801,7 @@ class _RelPlainHTTP:
         self._sock.listen(8)
         self._sock.settimeout(0.05)
         self.port = self._sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._run, name="rel-plain-http", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="plain-http", daemon=True)
         self._thread.start()
 
     def _run(self):
@@ -6714,394 +6831,7 @@ class _RelPlainHTTP:
         self._sock.close()
 
 
-class _RelHelpers:
-    """Gateways and clients that are closed when the test ends."""
-
-    def gateway(self, tls=False):
-        gw = Gateway(tls=tls)
-        self.addCleanup(gw.close)
-        return gw
-
-    def client(self, where=None, **options):
-        """A client of a Gateway, of a URL, or made from a config (a key, dict or EdgeeConfig)."""
-        config = None
-        if isinstance(where, Gateway):
-            options["base_url"] = where.url
-        elif isinstance(where, str) and "://" in where:
-            options["base_url"] = where
-        else:
-            config = where
-        if config is None:
-            options.setdefault("api_key", REL_KEY)
-        client = edgee.Edgee(config, **options)
-        self.addCleanup(client.close)
-        return client
-
-    def fake_sleep(self, client):
-        """Replace the client's sleep with a recorder; returns the list of delays."""
-        slept = []
-        client._transport.sleep = slept.append
-        return slept
-
-    def assert_quick_timeout(self, call, limit=2.0):
-        """`call()` raises EdgeeTimeoutError after about 0.3 s (it did wait), within `limit`."""
-        start = time.monotonic()
-        with self.assertRaises(edgee.EdgeeTimeoutError) as cm:
-            call()
-        elapsed = time.monotonic() - start
-        self.assertGreaterEqual(elapsed, 0.25, "it raised before the timeout ran out")
-        self.assertLess(elapsed, limit, "the timeout took far too long")
-        self.assertIsInstance(cm.exception, RuntimeError)
-        self.assertIsInstance(cm.exception, edgee.EdgeeConnectionError)
-        return cm.exception
-
-
-# ---- time ----
-
-
-class RelTimeoutTest(_RelHelpers, unittest.TestCase):
-    """A stalled gateway raises EdgeeTimeoutError about `timeout` seconds later."""
-
-    def test_default_timeout_is_600_seconds(self):
-        self.assertEqual(edgee.DEFAULT_TIMEOUT, 600)
-        url = f"http://127.0.0.1:{_rel_free_port()}"
-        self.assertEqual(self.client(url).timeout, 600)
-        self.assertEqual(self.client(edgee.EdgeeConfig(api_key=REL_KEY, base_url=url)).timeout, 600)
-        self.assertEqual(self.client({"api_key": REL_KEY, "base_url": url}).timeout, 600)
-        self.assertEqual(self.client(REL_KEY).timeout, 600)  # no request is made
-
-    def test_stall_before_status_line_every_way_to_set_the_timeout(self):
-        def config_dict(gw):
-            return self.client({"api_key": REL_KEY, "base_url": gw.url, "timeout": 0.3}).send(
-                REL_MODEL, "hi"
-            )
-
-        def config_object(gw):
-            config = edgee.EdgeeConfig(api_key=REL_KEY, base_url=gw.url, timeout=0.3)
-            return self.client(config).send(REL_MODEL, "hi")
-
-        def keyword(gw):
-            return self.client(gw, timeout=0.3).send(REL_MODEL, "hi")
-
-        def per_call_send(gw):
-            return self.client(gw).send(REL_MODEL, "hi", timeout=0.3)
-
-        def per_call_stream(gw):
-            return list(self.client(gw).stream(REL_MODEL, "hi", timeout=0.3))
-
-        def per_call_send_stream(gw):
-            return list(self.client(gw).send(REL_MODEL, "hi", stream=True, timeout=0.3))
-
-        def keyword_stream(gw):
-            return list(self.client(gw, timeout=0.3).stream(REL_MODEL, "hi"))
-
-        for way in (
-            config_dict,
-            config_object,
-            keyword,
-            per_call_send,
-            per_call_stream,
-            per_call_send_stream,
-            keyword_stream,
-        ):
-            with self.subTest(way=way.__name__):
-                gw = self.gateway()
-                gw.push(Raw([REL_SLOW]))  # reads the request, then says nothing
-                exc = self.assert_quick_timeout(lambda way=way, gw=gw: way(gw))
-                self.assertIn("0.3", str(exc))  # the message names the timeout
-
-    def test_per_call_timeout_overrides_a_shorter_client_timeout(self):
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3, max_retries=0)
-        body = compact_json(_rel_completion("late but fine"))
-        gw.push(
-            Raw(
-                [
-                    0.6,
-                    http_head(200, [("Content-Type", "application/json")], content_length=len(body))
-                    + body,
-                ]
-            )
-        )
-        self.assertEqual(client.send(REL_MODEL, "hi", timeout=5).text, "late but fine")
-        gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    0.6,
-                    completion_chunk(content="slow"),
-                    completion_chunk(finish_reason="stop"),
-                ]
-            )
-        )
-        self.assertEqual(_rel_text(client.stream(REL_MODEL, "hi", timeout=5)), "slow")
-
-    def test_stall_after_the_headers(self):
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3)
-        gw.push(Raw([REL_SSE_HEAD, REL_SLOW]))
-        exc = self.assert_quick_timeout(lambda: list(client.stream(REL_MODEL, "hi")))
-        self.assertIn("0.3", str(exc))
-        gw.push(
-            Raw(
-                [
-                    http_head(200, [("Content-Type", "application/json")], content_length=80),
-                    b'{"id":"chatcmpl-test",',
-                    REL_SLOW,
-                ]
-            )
-        )
-        self.assert_quick_timeout(lambda: client.send(REL_MODEL, "hi"))
-
-    def test_stall_in_the_middle_of_a_stream(self):
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3)
-        events = _rel_events("Hel", "lo", " world")
-        gw.push(SSE([*events[:3], REL_SLOW, *events[3:]]))
-        got = []
-        self.assert_quick_timeout(lambda: _rel_drain(client.stream(REL_MODEL, "hi"), got))
-        self.assertEqual(_rel_text(got), "Hello")  # everything before the stall was yielded
-        self.assertEqual(len(got), 3)
-
-    def test_slow_stream_that_keeps_sending_does_not_time_out(self):
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3)
-        pieces = [f"p{i} " for i in range(8)]
-        events = [completion_chunk(role="assistant")]
-        for piece in pieces:
-            events += [0.1, completion_chunk(content=piece)]
-        events += [0.1, completion_chunk(finish_reason="stop")]
-        gw.push(SSE(events))
-        start = time.monotonic()
-        chunks = list(client.stream(REL_MODEL, "hi"))
-        elapsed = time.monotonic() - start
-        self.assertGreater(elapsed, 0.6)  # the whole answer took longer than twice the timeout
-        self.assertEqual(_rel_text(chunks), "".join(pieces))
-        self.assertEqual(chunks[-1].finish_reason, "stop")
-
-
-# ---- retries ----
-
-
-class RelRetryTest(_RelHelpers, unittest.TestCase):
-    """max_retries (default 2), which answers are retried, and how long the client waits."""
-
-    def test_default_max_retries_is_2(self):
-        self.assertEqual(edgee.DEFAULT_MAX_RETRIES, 2)
-        self.assertEqual(self.client(REL_KEY).max_retries, 2)
-
-    def test_retryable_statuses_then_success(self):
-        for status in (429, 500, 502, 503, 504, 408, 409):
-            with self.subTest(status=status):
-                gw = self.gateway()
-                client = self.client(gw)
-                gw.push(ErrorReply(status, None, f"busy {status}", headers=REL_FAST))
-                self.assertEqual(client.send(REL_MODEL, "hi").text, "Echo: hi")
-                self.assertEqual(len(gw.requests), 2)
-                self.assertEqual(gw.requests[0].body, gw.requests[1].body)
-                self.assertEqual(gw.requests[1].headers.get("authorization"), "Bearer " + REL_KEY)
-                gw.push(
-                    ErrorReply(status, None, "busy", headers=REL_FAST),
-                    ErrorReply(status, None, "still busy", headers=REL_FAST),
-                )
-                self.assertEqual(_rel_text(client.stream(REL_MODEL, "again")), "Echo: again")
-                self.assertEqual(len(gw.requests), 5)
-
-    def test_exhausted_retries_raise_the_last_error(self):
-        for retries, stream in ((None, False), (None, True), (0, False), (4, True)):
-            with self.subTest(max_retries=retries, stream=stream):
-                gw = self.gateway()
-                options = {} if retries is None else {"max_retries": retries}
-                client = self.client(gw, **options)
-                attempts = (2 if retries is None else retries) + 1
-                gw.push(
-                    *[
-                        ErrorReply(503, None, "attempt %s" % (i + 1), headers=REL_FAST)
-                        for i in range(attempts)
-                    ]
-                )
-                gw.push(Reply(200, _rel_completion("one too many")))  # a further retry's answer
-                with self.assertRaises(edgee.EdgeeAPIError) as cm:
-                    if stream:
-                        list(client.stream(REL_MODEL, "hi"))
-                    else:
-                        client.send(REL_MODEL, "hi")
-                self.assertEqual(cm.exception.status, 503)
-                self.assertEqual(cm.exception.message, f"attempt {attempts}")
-                self.assertEqual(len(gw.requests), attempts)
-
-    def test_client_errors_are_never_retried(self):
-        for status in (400, 401, 403):
-            with self.subTest(status=status):
-                gw = self.gateway()
-                client = self.client(gw, max_retries=5)
-                slept = self.fake_sleep(client)
-                gw.push(
-                    ErrorReply(
-                        status,
-                        STATUS_CODES[status],
-                        f"no {status}",
-                        headers={"retry-after-ms": "1", "Retry-After": "0"},
-                    )
-                )
-                with self.assertRaises(edgee.EdgeeAPIError) as cm:
-                    client.send(REL_MODEL, "hi")  # the fake LLM would answer a retry
-                self.assertEqual(
-                    (cm.exception.status, cm.exception.code), (status, STATUS_CODES[status])
-                )
-                gw.push(ErrorReply(status, STATUS_CODES[status], "no", headers=REL_FAST))
-                with self.assertRaises(edgee.EdgeeAPIError):
-                    list(client.stream(REL_MODEL, "hi"))
-                self.assertEqual(len(gw.requests), 2)
-                self.assertEqual(slept, [])
-
-    def test_connection_refused_is_retried_with_growing_backoff(self):
-        client = self.client(f"http://127.0.0.1:{_rel_free_port()}", max_retries=4)
-        slept = self.fake_sleep(client)
-        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
-            client.send(REL_MODEL, "hi")
-        self.assertIn("refused", str(cm.exception))
-        self.assertEqual(len(slept), 4)  # 5 attempts: the first and 4 retries
-        for attempt, delay in enumerate(slept):
-            nominal = min(0.5 * 2**attempt, 8.0)
-            self.assertGreaterEqual(delay, 0.75 * nominal - 1e-9)
-            self.assertLessEqual(delay, nominal + 1e-9)
-        self.assertEqual(slept, sorted(slept))
-        self.assertLess(slept[0], slept[-1])
-
-    def test_connection_refused_measured(self):
-        client = self.client(f"http://127.0.0.1:{_rel_free_port()}", max_retries=1)
-        start = time.monotonic()
-        with self.assertRaises(edgee.EdgeeConnectionError):
-            client.send(REL_MODEL, "hi")
-        elapsed = time.monotonic() - start
-        self.assertGreaterEqual(elapsed, 0.3)  # one real backoff of 0.375-0.5 s
-        self.assertLess(elapsed, 2.0)
-
-    def test_dropped_connections_are_retried(self):
-        for then in ("close", "reset"):
-            with self.subTest(then=then):
-                gw = self.gateway()
-                client = self.client(gw)
-                slept = self.fake_sleep(client)
-                gw.push(Raw([], then=then))  # reads the request, answers nothing
-                self.assertEqual(client.send(REL_MODEL, "hi").text, "Echo: hi")
-                self.assertEqual(len(gw.requests), 2)
-                self.assertEqual(len(slept), 1)
-                gw.push(Raw([], then=then), Raw([], then=then))
-                self.assertEqual(_rel_text(client.stream(REL_MODEL, "yo")), "Echo: yo")
-                self.assertEqual(len(gw.requests), 5)
-
-    def _retried_after(self, headers):
-        """The delays slept for one 429 carrying `headers`, then success."""
-        gw = self.gateway()
-        client = self.client(gw)
-        slept = self.fake_sleep(client)
-        gw.push(ErrorReply(429, "usage_limit_exceeded", "slow down", headers=headers))
-        self.assertEqual(client.send(REL_MODEL, "hi").text, "Echo: hi")
-        self.assertEqual(len(gw.requests), 2)
-        return slept
-
-    def test_retry_after_zero(self):
-        self.assertEqual(self._retried_after({"Retry-After": "0"}), [0.0])
-
-    def test_retry_after_seconds(self):
-        self.assertEqual(self._retried_after({"Retry-After": "2"}), [2.0])
-
-    def test_retry_after_http_date(self):
-        date = email.utils.formatdate(time.time() + 3, usegmt=True)
-        slept = self._retried_after({"Retry-After": date})
-        self.assertEqual(len(slept), 1)
-        self.assertGreater(slept[0], 1.0)
-        self.assertLessEqual(slept[0], 3.5)
-        past = email.utils.formatdate(time.time() - 60, usegmt=True)
-        self.assertEqual(self._retried_after({"Retry-After": past}), [0.0])
-
-    def test_retry_after_ms(self):
-        self.assertEqual(self._retried_after({"retry-after-ms": "250"}), [0.25])
-        # the finer header wins over Retry-After
-        self.assertEqual(
-            self._retried_after({"retry-after-ms": "250", "Retry-After": "30"}), [0.25]
-        )
-
-    def test_retry_after_beyond_the_cap_raises_at_once(self):
-        far_date = email.utils.formatdate(time.time() + 3600, usegmt=True)
-        for headers in (
-            {"Retry-After": "120"},
-            {"retry-after-ms": "61000"},
-            {"Retry-After": far_date},
-        ):
-            with self.subTest(headers=headers):
-                gw = self.gateway()
-                client = self.client(gw)
-                slept = self.fake_sleep(client)  # a regression must not hang the suite
-                gw.push(ErrorReply(429, "usage_limit_exceeded", "come back later", headers=headers))
-                start = time.monotonic()
-                with self.assertRaises(edgee.EdgeeAPIError) as cm:
-                    client.send(REL_MODEL, "hi")
-                self.assertLess(time.monotonic() - start, 1.0)
-                self.assertEqual(
-                    (cm.exception.status, cm.exception.message), (429, "come back later")
-                )
-                self.assertEqual((slept, len(gw.requests)), ([], 1))
-                gw.push(ErrorReply(503, None, "later", headers=headers))
-                with self.assertRaises(edgee.EdgeeAPIError):
-                    list(client.stream(REL_MODEL, "hi"))
-                self.assertEqual((slept, len(gw.requests)), ([], 2))
-
-    def test_backoff_delay_is_exponential_capped_and_jittered(self):
-        for attempt in range(10):
-            nominal = min(0.5 * 2**attempt, 8.0)
-            samples = [edgee.backoff_delay(attempt) for _ in range(200)]
-            for delay in samples:
-                self.assertGreaterEqual(delay, 0.75 * nominal - 1e-9)
-                self.assertLessEqual(delay, nominal + 1e-9)
-            self.assertGreater(len(set(samples)), 100)  # jittered, not a fixed value
-            self.assertGreater(max(samples) - min(samples), 0.1 * nominal)
-        self.assertLessEqual(max(edgee.backoff_delay(50) for _ in range(50)), 8.0)
-
-    def test_retry_delay_reads_the_server_headers(self):
-        rd = edgee.retry_delay
-        self.assertEqual(rd(0, {"retry-after": "3"}), 3.0)
-        self.assertEqual(rd(0, {"retry-after": "0"}), 0.0)
-        self.assertEqual(rd(4, {"retry-after-ms": "1500"}), 1.5)
-        self.assertEqual(rd(0, {"retry-after-ms": "250", "retry-after": "30"}), 0.25)
-        self.assertEqual(rd(0, {"retry-after": "60"}), 60.0)
-        self.assertIsNone(rd(0, {"retry-after": "61"}))
-        self.assertIsNone(rd(0, {"retry-after-ms": "60001"}))
-        future = email.utils.formatdate(time.time() + 30, usegmt=True)
-        self.assertTrue(28.0 <= rd(0, {"retry-after": future}) <= 30.5)
-        past = email.utils.formatdate(time.time() - 30, usegmt=True)
-        self.assertEqual(rd(0, {"retry-after": past}), 0.0)
-        for attempt, headers in (
-            (0, None),
-            (1, {}),
-            (2, {"retry-after": "soon"}),
-            (3, {"content-type": "application/json"}),
-        ):
-            nominal = min(0.5 * 2**attempt, 8.0)
-            delay = rd(attempt, headers)
-            self.assertTrue(0.75 * nominal - 1e-9 <= delay <= nominal + 1e-9, (attempt, delay))
-
-    def test_no_retry_once_a_chunk_reached_the_caller(self):
-        gw = self.gateway()
-        client = self.client(gw, max_retries=3)
-        slept = self.fake_sleep(client)
-        first = REL_SSE_HEAD + _rel_frames(_rel_events("Hel", finish=None))
-        gw.push(Raw([first, 0.1], then="reset"), SSE(_rel_events("Hel", "lo")))
-        got = []
-        with self.assertRaises(edgee.EdgeeStreamError) as cm:
-            _rel_drain(client.stream(REL_MODEL, "hi"), got)
-        self.assertIn("cut", str(cm.exception))
-        self.assertEqual(_rel_text(got), "Hel")  # no duplicated text from a second answer
-        self.assertEqual(len(gw.requests), 1)
-        self.assertEqual(slept, [])
-
-
-# ---- every failure is a RuntimeError ----
-
-
-class RelFailureKindsTest(_RelHelpers, unittest.TestCase):
+class ConnectionErrorsTest(ClientTestCase):
     """Network failures raise EdgeeConnectionError: a RuntimeError, a URLError, an OSError."""
 
     def assert_connection_error(self, exc, *words):
@@ -7109,26 +6839,30 @@ class RelFailureKindsTest(_RelHelpers, unittest.TestCase):
             RuntimeError,
             edgee.EdgeeError,
             edgee.EdgeeConnectionError,
-            urllib.error.URLError,
+            urllib.error.URLError,  # what the official package raised
             OSError,
         ):
             self.assertIsInstance(exc, kind)
         message = str(exc)
         self.assertTrue(message.strip())
+        self.assertFalse(message.startswith("API error"))
         self.assertIsInstance(exc.reason, str)
         for word in words:
             self.assertIn(word.lower(), message.lower())
-        self.assertNotIn(REL_KEY, _rel_everything(exc))
+        self.assertNotIn(self.key, everything(exc))
 
     def test_connection_refused(self):
-        port = _rel_free_port()
-        client = self.client(f"http://127.0.0.1:{port}", max_retries=0)
-        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
-            client.send(REL_MODEL, "hi")
-        self.assert_connection_error(cm.exception, "refused", f"127.0.0.1:{port}")
-        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
-            list(client.stream(REL_MODEL, "hi"))
-        self.assert_connection_error(cm.exception, "refused")
+        def body(api):
+            port = free_port()
+            refused = self.api(api.kind, f"http://127.0.0.1:{port}")
+            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                refused.send(DEFAULT_MODEL, "hi")
+            self.assert_connection_error(cm.exception, "refused", f"127.0.0.1:{port}")
+            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                refused.stream(DEFAULT_MODEL, "hi")
+            self.assert_connection_error(cm.exception, "refused", f"127.0.0.1:{port}")
+
+        self.both(body)
 
     def test_unresolvable_host(self):
         host = "nonexistent.invalid"
@@ -7149,455 +6883,857 @@ class RelFailureKindsTest(_RelHelpers, unittest.TestCase):
             self.skipTest(f"resolving {host} hangs on this machine (no answer in 3 s)")
         if probe[0] is None:
             self.skipTest(f"this machine's resolver answers for {host}")
-        client = self.client(f"http://{host}", max_retries=0)
-        outcome = []
 
-        def call():
-            try:
-                client.send(REL_MODEL, "hi")
-            except BaseException as exc:
-                outcome.append(exc)
+        def body(api):
+            unresolvable = self.api(api.kind, f"http://{host}")
+            outcome = []
 
-        start = time.monotonic()
-        worker = threading.Thread(target=call, daemon=True)
-        worker.start()
-        worker.join(10.0)
-        self.assertFalse(worker.is_alive(), f"the client hung resolving {host}")
-        self.assertLess(time.monotonic() - start, 5.0)
-        self.assertEqual(len(outcome), 1)
-        self.assertIsInstance(outcome[0], edgee.EdgeeConnectionError)
-        self.assert_connection_error(outcome[0], "resolve", host)
+            def call():
+                try:
+                    unresolvable.send(DEFAULT_MODEL, "hi")
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            start = time.monotonic()
+            worker = threading.Thread(target=call, daemon=True)
+            worker.start()
+            worker.join(10.0)
+            self.assertFalse(worker.is_alive(), f"the client hung resolving {host}")
+            self.assertLess(time.monotonic() - start, 5.0)
+            self.assertEqual(len(outcome), 1)
+            self.assertIsInstance(outcome[0], edgee.EdgeeConnectionError)
+            self.assert_connection_error(outcome[0], "resolve", host)
+
+        self.both(body)
 
     def test_tls_client_against_plain_http(self):
-        server = _RelPlainHTTP()
-        self.addCleanup(server.close)
-        client = self.client(f"https://127.0.0.1:{server.port}", timeout=3)
-        start = time.monotonic()
-        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
-            client.send(REL_MODEL, "hi")
-        self.assertLess(time.monotonic() - start, 2.5)
-        self.assertNotIsInstance(cm.exception, edgee.EdgeeTimeoutError)
-        self.assert_connection_error(cm.exception, "TLS")
+        def body(api):
+            server = PlainHTTPServer()
+            self.addCleanup(server.close)
+            client = self.api(
+                api.kind, f"https://127.0.0.1:{server.port}", timeout=3, max_retries=2
+            )
+            start = time.monotonic()
+            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                client.send(DEFAULT_MODEL, "hi")
+            self.assertLess(time.monotonic() - start, 2.5)
+            self.assertNotIsInstance(cm.exception, edgee.EdgeeTimeoutError)
+            self.assert_connection_error(cm.exception, "TLS")
+
+        self.both(body)
 
     def test_tls_untrusted_certificate(self):
-        gw = self.gateway(tls=True)
-        client = self.client(gw)  # the default context does not trust the test CA
-        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
-            client.send(REL_MODEL, "hi")
-        self.assert_connection_error(cm.exception, "certificate")
-        time.sleep(0.05)
-        self.assertEqual(gw.requests, [])  # the key never went over the unverified channel
-        trusted = self.client(gw, ssl_context=client_ssl_context())
-        self.assertEqual(trusted.send(REL_MODEL, "tls").text, "Echo: tls")
+        def body(api):
+            gw = api.gw
+            untrusting = self.drive(  # the default context does not trust the test CA
+                api.kind, edgee.Edgee(api_key=self.key, base_url=gw.url, timeout=5), gw
+            )
+            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                untrusting.send(DEFAULT_MODEL, "hi")
+            self.assert_connection_error(cm.exception, "certificate")
+            time.sleep(0.05)
+            self.assertEqual(gw.requests, [])  # the key never went over the unverified channel
+            self.assertEqual(api.send(DEFAULT_MODEL, "tls").text, "Echo: tls")
+
+        self.both(body, tls=True)
 
     def test_timeout(self):
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3)
-        gw.push(Raw([REL_SLOW]))
-        exc = self.assert_quick_timeout(lambda: client.send(REL_MODEL, "hi"))
-        self.assert_connection_error(exc, f"127.0.0.1:{gw.port}")
+        def body(api):
+            api.gw.push(Raw([STALL]))
+            exc = assert_quick_timeout(self, lambda: api.send(DEFAULT_MODEL, "hi"), api.gw)
+            self.assert_connection_error(exc, f"127.0.0.1:{api.gw.port}")
+
+        self.both(body, timeout=QUICK, max_retries=2)
 
     def test_reset_before_the_answer(self):
-        gw = self.gateway()
-        client = self.client(gw, max_retries=0)
-        gw.push(Raw([], then="reset"))
-        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
-            client.send(REL_MODEL, "hi")
-        self.assert_connection_error(cm.exception, f"127.0.0.1:{gw.port}")
+        def body(api):
+            api.gw.push(Raw([], then="reset"))
+            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                api.send(DEFAULT_MODEL, "hi")
+            self.assert_connection_error(cm.exception, f"127.0.0.1:{api.gw.port}")
+
+        self.both(body)
 
     def test_reset_inside_the_answer(self):
-        gw = self.gateway()
-        client = self.client(gw, max_retries=0)
-        gw.push(
-            Raw(
-                [
-                    http_head(200, [("Content-Type", "application/json")], content_length=100),
-                    b'{"id":"chatcmpl',
-                    0.05,
-                ],
-                then="reset",
-            )
-        )
-        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
-            client.send(REL_MODEL, "hi")
-        self.assert_connection_error(cm.exception)
+        def body(api):
+            head = http_head(200, [("Content-Type", "application/json")], content_length=100)
+            api.gw.push(Raw([head, b'{"id":"chatcmpl', 0.05], then="reset"))
+            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                api.send(DEFAULT_MODEL, "hi")
+            self.assert_connection_error(cm.exception)
+
+        self.both(body)
 
     def test_empty_reply(self):
-        gw = self.gateway()
-        client = self.client(gw, max_retries=0)
-        gw.push(Raw([]))  # closes without a byte of answer
-        with self.assertRaises(edgee.EdgeeConnectionError) as cm:
-            client.send(REL_MODEL, "hi")
-        self.assert_connection_error(cm.exception, "closed", f"127.0.0.1:{gw.port}")
+        def body(api):
+            api.gw.push(Raw([]))  # closes without a byte of answer
+            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                api.send(DEFAULT_MODEL, "hi")
+            self.assert_connection_error(cm.exception, "closed", f"127.0.0.1:{api.gw.port}")
+
+        self.both(body)
 
     def test_garbage_instead_of_http(self):
-        gw = self.gateway()
-        client = self.client(gw, max_retries=0)
-        gw.push(
-            Raw([b"SSH-2.0-OpenSSH_9.2\r\n\r\n"]),
-            Raw([b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n"]),
-        )
-        for _ in range(2):
-            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
-                client.send(REL_MODEL, "hi")
-            self.assert_connection_error(cm.exception, f"127.0.0.1:{gw.port}")
-
-
-# ---- errors inside a stream ----
-
-
-class RelMidStreamErrorTest(_RelHelpers, unittest.TestCase):
-    """An error sent inside a 200 stream raises EdgeeAPIError after the earlier chunks."""
-
-    def test_data_payload_with_an_error_object(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        error = {
-            "error": {
-                "message": "The upstream provider exploded",
-                "type": "provider_error",
-                "code": "provider_error",
-            }
-        }
-        gw.push(SSE([*_rel_events("Hel", "lo", finish=None), error], done=False))
-        got = []
-        with self.assertRaises(edgee.EdgeeAPIError) as cm:
-            _rel_drain(client.stream(REL_MODEL, "hi"), got)
-        self.assertEqual(_rel_text(got), "Hello")
-        self.assertEqual(len(got), 3)
-        self.assertEqual(cm.exception.message, "The upstream provider exploded")
-        self.assertEqual(cm.exception.code, "provider_error")
-        self.assertEqual(cm.exception.status, 502)  # the status the gateway uses for the code
-        self.assertIn("The upstream provider exploded", str(cm.exception))
-        self.assertEqual(len(gw.requests), 1)  # not retried
-
-    def test_event_error(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        payload = compact_json(
-            {"error": {"message": "Overloaded, try later", "code": "internal_error"}}
-        )
-        gw.push(
-            SSE(
-                [
-                    *_rel_events("Hi", " there", finish=None),
-                    b"event: error\ndata: " + payload + b"\n\n",
-                    completion_chunk(content="never"),
-                ]
+        def body(api):
+            api.gw.push(
+                Raw([b"SSH-2.0-OpenSSH_9.2\r\n\r\n"]),
+                Raw([b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n"]),
             )
-        )
-        got = []
-        with self.assertRaises(edgee.EdgeeAPIError) as cm:
-            _rel_drain(client.stream(REL_MODEL, "hi"), got)
-        self.assertEqual(_rel_text(got), "Hi there")
-        self.assertEqual(
-            (cm.exception.message, cm.exception.code), ("Overloaded, try later", "internal_error")
-        )
-        self.assertIsInstance(cm.exception, RuntimeError)
+            for _ in range(2):
+                with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                    api.send(DEFAULT_MODEL, "hi")
+                self.assert_connection_error(cm.exception, f"127.0.0.1:{api.gw.port}")
 
-    def test_event_error_with_plain_text(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        gw.push(SSE([*_rel_events("Hi", finish=None), b"event: error\ndata: boom happened\n\n"]))
-        got = []
-        with self.assertRaises(edgee.EdgeeAPIError) as cm:
-            _rel_drain(client.stream(REL_MODEL, "hi"), got)
-        self.assertEqual(_rel_text(got), "Hi")
-        self.assertIn("boom happened", str(cm.exception))
+        self.both(body)
 
 
-# ---- truncation ----
+class TimeoutTest(ClientTestCase):
+    """A stalled gateway raises EdgeeTimeoutError about `timeout` seconds later."""
+
+    def test_stall_before_status_line_every_way_to_set_the_timeout(self):
+        def body(api):
+            key, url = self.key, api.gw.url
+            config = edgee.EdgeeConfig(api_key=key, base_url=url, timeout=QUICK)
+            ways = [
+                ("config dict", {"api_key": key, "base_url": url, "timeout": QUICK}, {}, "send"),
+                ("config object", config, {}, "send"),
+                ("keyword", None, {"timeout": QUICK}, "send"),
+                ("keyword", None, {"timeout": QUICK}, "stream"),
+                ("per call", None, {}, "send"),
+                ("per call", None, {}, "stream"),
+            ]
+            for way, config, options, call in ways:
+                with self.subTest(way=way, call=call):
+                    if config is None:
+                        options = dict(options, api_key=key, base_url=url)
+                    client = self.drive(api.kind, edgee.Edgee(config, **options))
+                    per_call = {"timeout": QUICK} if way == "per call" else {}
+                    method = getattr(client, call)
+                    api.gw.push(Raw([STALL]))  # reads the request, then says nothing
+                    exc = assert_quick_timeout(
+                        self, lambda m=method, o=per_call: m(DEFAULT_MODEL, "hi", **o), api.gw
+                    )
+                    self.assertIn(str(QUICK), str(exc))  # the message names the timeout
+
+        self.both(body)
+
+    def test_per_call_timeout_overrides_a_shorter_client_timeout(self):
+        def body(api):
+            data = compact_json(completion_body("late but fine"))
+            head = http_head(200, [("Content-Type", "application/json")], content_length=len(data))
+            api.gw.push(Raw([2 * QUICK, head + data]))
+            self.assertEqual(api.send(DEFAULT_MODEL, "hi", timeout=5).text, "late but fine")
+            events = stream_events("slow")
+            api.gw.push(SSE([events[0], 2 * QUICK, *events[1:]]))
+            self.assertEqual(text_of(api.stream(DEFAULT_MODEL, "hi", timeout=5)), "slow")
+
+        self.both(body, timeout=QUICK)
+
+    def test_stall_after_the_headers(self):
+        def body(api):
+            api.gw.push(Raw([SSE_HEAD, STALL]))
+            exc = assert_quick_timeout(self, lambda: api.stream(DEFAULT_MODEL, "hi"), api.gw)
+            self.assertIn(str(QUICK), str(exc))
+            head = http_head(200, [("Content-Type", "application/json")], content_length=80)
+            api.gw.push(Raw([head, b'{"id":"chatcmpl-test",', STALL]))
+            assert_quick_timeout(self, lambda: api.send(DEFAULT_MODEL, "hi"), api.gw)
+
+        self.both(body, timeout=QUICK, max_retries=2)
+
+    def test_stall_in_the_middle_of_a_stream(self):
+        def body(api):
+            events = stream_events("Hel", "lo", " world")
+            api.gw.push(SSE([*events[:3], STALL, *events[3:]]))
+            got = []
+            assert_quick_timeout(self, lambda: api.each(got.append, DEFAULT_MODEL, "hi"), api.gw)
+            self.assertEqual(text_of(got), "Hello")  # everything before the stall was yielded
+            self.assertEqual(len(got), 3)
+
+        self.both(body, timeout=QUICK, max_retries=2)
+
+    def test_slow_stream_that_keeps_sending_does_not_time_out(self):
+        def body(api):
+            pieces = [f"p{i} " for i in range(8)]
+            pause = QUICK / 3
+            events = [completion_chunk(role="assistant")]
+            for piece in pieces:
+                events += [pause, completion_chunk(content=piece)]
+            events += [pause, completion_chunk(finish_reason="stop")]
+            api.gw.push(SSE(events))
+            start = time.monotonic()
+            chunks = api.stream(DEFAULT_MODEL, "hi")
+            elapsed = time.monotonic() - start
+            self.assertGreater(elapsed, 2 * QUICK)  # the whole answer outlasted the timeout
+            self.assertEqual(text_of(chunks), "".join(pieces))
+            self.assertEqual(chunks[-1].finish_reason, "stop")
+
+        self.both(body, timeout=QUICK, max_retries=2)
 
 
-class RelTruncationTest(_RelHelpers, unittest.TestCase):
+class RetryTest(ClientTestCase):
+    """max_retries (default 2), which answers are retried, and how long the client waits."""
+
+    def test_retryable_statuses_then_success(self):
+        def body(api):
+            for status in (429, 500, 502, 503, 504, 408, 409):
+                with self.subTest(status=status):
+                    retrying = self.api(api.kind, max_retries=None)  # the default: 2
+                    gw = retrying.gw
+                    gw.push(ErrorReply(status, None, f"busy {status}", headers=FAST_RETRY))
+                    self.assertEqual(retrying.send(DEFAULT_MODEL, "hi").text, "Echo: hi")
+                    self.assertEqual(len(gw.requests), 2)
+                    self.assertEqual(gw.requests[0].body, gw.requests[1].body)
+                    auth = gw.requests[1].headers.get("authorization")
+                    self.assertEqual(auth, "Bearer " + self.key)
+                    gw.push(
+                        ErrorReply(status, None, "busy", headers=FAST_RETRY),
+                        ErrorReply(status, None, "still busy", headers=FAST_RETRY),
+                    )
+                    self.assertEqual(
+                        text_of(retrying.stream(DEFAULT_MODEL, "again")), "Echo: again"
+                    )
+                    self.assertEqual(len(gw.requests), 5)
+
+        self.both(body)
+
+    def test_exhausted_retries_raise_the_last_error(self):
+        def body(api):
+            for retries, stream in ((None, False), (None, True), (0, False), (4, True)):
+                with self.subTest(max_retries=retries, stream=stream):
+                    retrying = self.api(api.kind, max_retries=retries)  # None: the default
+                    gw = retrying.gw
+                    attempts = (2 if retries is None else retries) + 1
+                    gw.push(
+                        *[
+                            ErrorReply(503, None, f"attempt {i + 1}", headers=FAST_RETRY)
+                            for i in range(attempts)
+                        ]
+                    )
+                    gw.push(Reply(200, completion_body("one too many")))  # a further retry's
+                    with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                        if stream:
+                            retrying.stream(DEFAULT_MODEL, "hi")
+                        else:
+                            retrying.send(DEFAULT_MODEL, "hi")
+                    self.assertEqual(cm.exception.status, 503)
+                    self.assertEqual(cm.exception.message, f"attempt {attempts}")
+                    self.assertEqual(len(gw.requests), attempts)
+
+        self.both(body)
+
+    def test_client_errors_are_never_retried(self):
+        def body(api):
+            slept = api.fake_sleep()
+            for status in (400, 401, 403):
+                with self.subTest(status=status):
+                    code = STATUS_CODES[status]
+                    before = len(api.gw.requests)
+                    headers = {"retry-after-ms": "1", "Retry-After": "0"}
+                    api.gw.push(ErrorReply(status, code, f"no {status}", headers=headers))
+                    with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                        api.send(DEFAULT_MODEL, "hi")  # the fake LLM would answer a retry
+                    self.assertEqual((cm.exception.status, cm.exception.code), (status, code))
+                    api.gw.push(ErrorReply(status, code, "no", headers=FAST_RETRY))
+                    with self.assertRaises(edgee.EdgeeAPIError):
+                        api.stream(DEFAULT_MODEL, "hi")
+                    self.assertEqual(len(api.gw.requests) - before, 2)
+                    self.assertEqual(slept, [])
+
+        self.both(body, max_retries=5)
+
+    def test_connection_refused_is_retried_with_growing_backoff(self):
+        def body(api):
+            refused = self.api(api.kind, f"http://127.0.0.1:{free_port()}", max_retries=4)
+            slept = refused.fake_sleep()
+            with self.assertRaises(edgee.EdgeeConnectionError) as cm:
+                refused.send(DEFAULT_MODEL, "hi")
+            self.assertIn("refused", str(cm.exception))
+            self.assertEqual(len(slept), 4)  # 5 attempts: the first and 4 retries
+            for attempt, delay in enumerate(slept):
+                nominal = min(0.5 * 2**attempt, 8.0)
+                self.assertGreaterEqual(delay, 0.75 * nominal - 1e-9)
+                self.assertLessEqual(delay, nominal + 1e-9)
+            self.assertEqual(slept, sorted(slept))
+            self.assertLess(slept[0], slept[-1])
+
+        self.both(body)
+
+    def test_connection_refused_measured(self):
+        def body(api):
+            refused = self.api(api.kind, f"http://127.0.0.1:{free_port()}", max_retries=1)
+            start = time.monotonic()
+            with self.assertRaises(edgee.EdgeeConnectionError):
+                refused.send(DEFAULT_MODEL, "hi")
+            elapsed = time.monotonic() - start
+            self.assertGreaterEqual(elapsed, 0.3)  # one real backoff of 0.375-0.5 s
+            self.assertLess(elapsed, 2.0)
+
+        self.both(body)
+
+    def test_dropped_connections_are_retried(self):
+        def body(api):
+            for then in ("close", "reset"):
+                with self.subTest(then=then):
+                    retrying = self.api(api.kind, max_retries=2)
+                    gw = retrying.gw
+                    slept = retrying.fake_sleep()
+                    gw.push(Raw([], then=then))  # reads the request, answers nothing
+                    self.assertEqual(retrying.send(DEFAULT_MODEL, "hi").text, "Echo: hi")
+                    self.assertEqual(len(gw.requests), 2)
+                    self.assertEqual(len(slept), 1)
+                    gw.push(Raw([], then=then), Raw([], then=then))
+                    self.assertEqual(text_of(retrying.stream(DEFAULT_MODEL, "yo")), "Echo: yo")
+                    self.assertEqual(len(gw.requests), 5)
+
+        self.both(body)
+
+    def retried_after(self, api, *replies):
+        """The delays slept for `replies` (error answers), then success."""
+        retrying = self.api(api.kind, max_retries=len(replies))
+        slept = retrying.fake_sleep()
+        retrying.gw.push(*replies)
+        self.assertEqual(retrying.send(DEFAULT_MODEL, "hi").text, "Echo: hi")
+        self.assertEqual(len(retrying.gw.requests), len(replies) + 1)
+        return slept
+
+    def slow_down(self, headers):
+        return ErrorReply(429, "usage_limit_exceeded", "slow down", headers=headers)
+
+    def test_retry_after_seconds(self):
+        def body(api):
+            for value, delay in (("0", 0.0), ("2", 2.0), ("60", 60.0)):
+                slept = self.retried_after(api, self.slow_down({"Retry-After": value}))
+                self.assertEqual(slept, [delay])
+
+        self.both(body)
+
+    def test_retry_after_http_date(self):
+        def body(api):
+            date = email.utils.formatdate(time.time() + 3, usegmt=True)
+            slept = self.retried_after(api, self.slow_down({"Retry-After": date}))
+            self.assertEqual(len(slept), 1)
+            self.assertGreater(slept[0], 1.0)
+            self.assertLessEqual(slept[0], 3.5)
+            past = email.utils.formatdate(time.time() - 60, usegmt=True)
+            self.assertEqual(self.retried_after(api, self.slow_down({"Retry-After": past})), [0.0])
+
+        self.both(body)
+
+    def test_retry_after_ms(self):
+        def body(api):
+            ms = {"retry-after-ms": "250"}
+            self.assertEqual(self.retried_after(api, self.slow_down(ms)), [0.25])
+            # the finer header wins over Retry-After
+            both = {"retry-after-ms": "250", "Retry-After": "30"}
+            self.assertEqual(self.retried_after(api, self.slow_down(both)), [0.25])
+            # the server's pause counts whatever the attempt; without one, backoff
+            busy = ErrorReply(503, None, "busy")
+            slept = self.retried_after(api, busy, busy, self.slow_down({"retry-after-ms": "1500"}))
+            self.assertEqual(slept[2], 1.5)
+            for attempt, delay in enumerate(slept[:2]):
+                nominal = 0.5 * 2**attempt
+                self.assertTrue(0.75 * nominal - 1e-9 <= delay <= nominal + 1e-9, slept)
+
+        self.both(body)
+
+    def test_unreadable_retry_headers_mean_backoff(self):
+        def body(api):
+            for headers in ({"Retry-After": "soon"}, {"Content-Type": "application/json"}):
+                slept = self.retried_after(api, ErrorReply(503, None, "busy", headers=headers))
+                self.assertEqual(len(slept), 1)
+                self.assertTrue(0.375 - 1e-9 <= slept[0] <= 0.5 + 1e-9, (headers, slept))
+
+        self.both(body)
+
+    def test_retry_after_beyond_the_cap_raises_at_once(self):
+        def body(api):
+            far_date = email.utils.formatdate(time.time() + 3600, usegmt=True)
+            for headers in (
+                {"Retry-After": "120"},
+                {"Retry-After": "61"},
+                {"retry-after-ms": "61000"},
+                {"retry-after-ms": "60001"},
+                {"Retry-After": far_date},
+            ):
+                with self.subTest(headers=headers):
+                    retrying = self.api(api.kind, max_retries=2)
+                    gw = retrying.gw
+                    slept = retrying.fake_sleep()  # a regression must not hang the suite
+                    gw.push(
+                        ErrorReply(429, "usage_limit_exceeded", "come back later", headers=headers)
+                    )
+                    start = time.monotonic()
+                    with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                        retrying.send(DEFAULT_MODEL, "hi")
+                    self.assertLess(time.monotonic() - start, 1.0)
+                    error = cm.exception
+                    self.assertEqual((error.status, error.message), (429, "come back later"))
+                    self.assertEqual((slept, len(gw.requests)), ([], 1))
+                    gw.push(ErrorReply(503, None, "later", headers=headers))
+                    with self.assertRaises(edgee.EdgeeAPIError):
+                        retrying.stream(DEFAULT_MODEL, "hi")
+                    self.assertEqual((slept, len(gw.requests)), ([], 2))
+
+        self.both(body)
+
+    def test_no_retry_once_a_chunk_reached_the_caller(self):
+        def body(api):
+            slept = api.fake_sleep()
+            first = SSE_HEAD + frames(stream_events("Hel", finish=None))
+            api.gw.push(Raw([first, 0.05], then="reset"), SSE(stream_events("Hel", "lo")))
+            got, exc = chunks_until(self, api, edgee.EdgeeStreamError)
+            self.assertIn("cut", str(exc))
+            self.assertEqual(text_of(got), "Hel")  # no duplicated text from a second answer
+            self.assertEqual(len(api.gw.requests), 1)
+            self.assertEqual(slept, [])
+
+        self.both(body, max_retries=3)
+
+
+class TruncationTest(ClientTestCase):
     """A stream cut before [DONE] and before any finish_reason raises EdgeeStreamError."""
 
-    def assert_cut(self, reply, text, count, **options):
-        gw = self.gateway()
-        client = self.client(gw, max_retries=0, **options)
-        gw.push(reply)
-        got = []
-        with self.assertRaises(edgee.EdgeeStreamError) as cm:
-            _rel_drain(client.stream(REL_MODEL, "hi"), got)
-        self.assertIn("cut", str(cm.exception))
-        self.assertIsInstance(cm.exception, RuntimeError)
-        self.assertEqual(_rel_text(got), text)  # everything received before the cut
+    def assert_cut(self, api, reply, text, count):
+        api.gw.push(reply)
+        got, exc = chunks_until(self, api, edgee.EdgeeStreamError)
+        self.assertIn("cut", str(exc))
+        self.assertIsInstance(exc, RuntimeError)
+        self.assertEqual(text_of(got), text)  # everything received before the cut
         self.assertEqual(len(got), count)
-        return cm.exception
+        return exc
 
     def test_eof_without_done(self):
-        self.assert_cut(
-            SSE(_rel_events("Hel", "lo", finish=None), done=False, chunked=False), "Hello", 3
-        )
+        def body(api):
+            events = stream_events("Hel", "lo", finish=None)
+            self.assert_cut(api, SSE(events, done=False, chunked=False), "Hello", 3)
+            # a complete chunked body
+            self.assert_cut(api, SSE(events, done=False), "Hello", 3)
 
-    def test_eof_of_a_complete_chunked_body_without_done(self):
-        self.assert_cut(SSE(_rel_events("Hel", "lo", finish=None), done=False), "Hello", 3)
+        self.both(body)
 
     def test_reset(self):
-        frames = _rel_frames(_rel_events("Hel", "lo", finish=None))
-        self.assert_cut(Raw([REL_SSE_HEAD + frames, 0.1], then="reset"), "Hello", 3)
-        plain = http_head(200, [("Content-Type", "text/event-stream"), ("Connection", "close")])
-        body = b"".join(sse_bytes(e) for e in _rel_events("Hel", "lo", finish=None))
-        self.assert_cut(Raw([plain + body, 0.1], then="reset"), "Hello", 3)
+        def body(api):
+            events = stream_events("Hel", "lo", finish=None)
+            self.assert_cut(api, Raw([SSE_HEAD + frames(events), 0.05], then="reset"), "Hello", 3)
+            plain = _sse_head("close")
+            data = b"".join(sse_bytes(e) for e in events)
+            self.assert_cut(api, Raw([plain + data, 0.05], then="reset"), "Hello", 3)
+
+        self.both(body)
 
     def test_chunked_body_cut_at_every_byte(self):
-        events = [
-            b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n',
-            b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n',
-            b'data: {"choices":[{"index":0,"delta":{"content":" \xc3\xa9t\xc3\xa9"}}]}\n\n',
-            b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
-            b"data: [DONE]\n\n",
-        ]
-        texts = ["", "Hi", " \u00e9t\u00e9", ""]
-        body = b"".join(chunk_frame(e) for e in events) + CHUNK_END
-        ends, position = [], 0  # where the last byte of each event's data lies in `body`
-        for event in events:
-            frame = chunk_frame(event)
-            ends.append(position + frame.index(b"\r\n") + 2 + len(event))
-            position += len(frame)
-        finished_at = ends[3]  # from here on the finish_reason chunk has arrived
-        gw = self.gateway()
-        client = self.client(gw, max_retries=0)
-        gw.push(*[Raw([REL_SSE_HEAD + body[:cut]]) for cut in range(len(body) + 1)])
-        problems = []
-        deadline = time.monotonic() + 15.0
-        for cut in range(len(body) + 1):
-            self.assertLess(time.monotonic(), deadline, "the cuts are too slow")
-            whole = sum(1 for end in ends[:4] if end <= cut)
-            expected_text = "".join(texts[:whole])
-            got = []
-            try:
-                _rel_drain(client.stream(REL_MODEL, "hi"), got)
-            except edgee.EdgeeStreamError as exc:
-                if cut >= finished_at:
-                    problems.append(f"cut {cut}: raised {exc!r} after the finish_reason")
-                elif "cut" not in str(exc):
-                    problems.append(f"cut {cut}: message {str(exc)!r}")
-            except Exception as exc:
-                problems.append(f"cut {cut}: {exc!r}")
-            else:
-                if cut < finished_at:
-                    problems.append(f"cut {cut}: no error, {len(got)} chunks")
-            if (len(got), _rel_text(got)) != (whole, expected_text):
-                problems.append(
-                    f"cut {cut}: got {len(got)} chunks {_rel_text(got)!r}, "
-                    f"expected {whole} {expected_text!r}"
-                )
-        self.assertEqual(problems[:10], [])
-        self.assertEqual(len(gw.requests), len(body) + 1)
+        def body(api):
+            data = b"".join(chunk_frame(e) for e in CUT_EVENTS) + CHUNK_END
+            ends, position = [], 0  # where the last byte of each event's data lies in `data`
+            for event in CUT_EVENTS:
+                frame = chunk_frame(event)
+                ends.append(position + frame.index(b"\r\n") + 2 + len(event))
+                position += len(frame)
+            finished_at = ends[3]  # from here on the finish_reason chunk has arrived
+            api.gw.push(*[Raw([SSE_HEAD + data[:cut]]) for cut in range(len(data) + 1)])
+            problems = []
+            deadline = time.monotonic() + 15.0
+            for cut in range(len(data) + 1):
+                self.assertLess(time.monotonic(), deadline, "the cuts are too slow")
+                whole = sum(1 for end in ends[:4] if end <= cut)
+                expected_text = "".join(CUT_TEXTS[:whole])
+                got = []
+                try:
+                    api.each(got.append, DEFAULT_MODEL, "hi")
+                except edgee.EdgeeStreamError as exc:
+                    if cut >= finished_at:
+                        problems.append(f"cut {cut}: raised {exc!r} after the finish_reason")
+                    elif "cut" not in str(exc):
+                        problems.append(f"cut {cut}: message {str(exc)!r}")
+                except Exception as exc:
+                    problems.append(f"cut {cut}: {exc!r}")
+                else:
+                    if cut < finished_at:
+                        problems.append(f"cut {cut}: no error, {len(got)} chunks")
+                if (len(got), text_of(got)) != (whole, expected_text):
+                    problems.append(
+                        f"cut {cut}: got {len(got)} chunks {text_of(got)!r}, "
+                        f"expected {whole} {expected_text!r}"
+                    )
+            self.assertEqual(problems[:10], [])
+            self.assertEqual(len(api.gw.requests), len(data) + 1)
+
+        self.both(body)
 
     def test_body_shorter_than_its_content_length(self):
-        body = b"".join(sse_bytes(e) for e in _rel_events("Hel", "lo"))
-        cut = body.index(b"data:", len(sse_bytes(_rel_events()[0])) + 1)  # after 2 events
-        head = http_head(200, [("Content-Type", "text/event-stream")], content_length=len(body))
-        exc = self.assert_cut(Raw([head + body[:cut]]), "Hel", 2)
-        self.assertIn("missing", str(exc))
-
-    def test_send_body_shorter_than_its_content_length(self):
-        gw = self.gateway()
-        client = self.client(gw, max_retries=0)
-        body = compact_json(_rel_completion("whole"))
-        gw.push(
-            Raw(
-                [
-                    http_head(200, [("Content-Type", "application/json")], content_length=len(body))
-                    + body[:-5]
-                ]
+        def body(api):
+            data = b"".join(sse_bytes(e) for e in stream_events("Hel", "lo"))
+            cut = data.index(b"data:", len(sse_bytes(stream_events()[0])) + 1)  # after 2 events
+            head = http_head(200, [("Content-Type", "text/event-stream")], content_length=len(data))
+            exc = self.assert_cut(api, Raw([head + data[:cut]]), "Hel", 2)
+            self.assertIn("missing", str(exc))
+            answer = compact_json(completion_body("whole"))
+            head = http_head(
+                200, [("Content-Type", "application/json")], content_length=len(answer)
             )
-        )
-        with self.assertRaises(edgee.EdgeeStreamError) as cm:
-            client.send(REL_MODEL, "hi")
-        self.assertIn("cut", str(cm.exception))
+            api.gw.push(Raw([head + answer[:-5]]))
+            with self.assertRaises(edgee.EdgeeStreamError) as cm:
+                api.send(DEFAULT_MODEL, "hi")
+            self.assertIn("cut", str(cm.exception))
+
+        self.both(body)
 
     def test_utf8_character_cut_in_half_at_the_end(self):
-        head = http_head(200, [("Content-Type", "text/event-stream"), ("Connection", "close")])
-        body = (
-            sse_bytes(completion_chunk(role="assistant"))
-            + sse_bytes(completion_chunk(content="caf\u00e9"))
-            + b'data: {"choices":[{"index":0,"delta":{"content":"d\xc3'
-        )
-        self.assert_cut(Raw([head + body]), "caf\u00e9", 2)
-        frames = _rel_frames(_rel_events("caf\u00e9", finish=None)) + chunk_frame(
-            b'data: {"choices":[{"index":0,"delta":{"content":"\xe2\x82'
-        )
-        self.assert_cut(Raw([REL_SSE_HEAD + frames]), "caf\u00e9", 2)
+        def body(api):
+            data = (
+                sse_bytes(completion_chunk(role="assistant"))
+                + sse_bytes(completion_chunk(content="caf\u00e9"))
+                + b'data: {"choices":[{"index":0,"delta":{"content":"d\xc3'
+            )
+            self.assert_cut(api, Raw([_sse_head("close") + data]), "caf\u00e9", 2)
+            framed = frames(stream_events("caf\u00e9", finish=None)) + chunk_frame(
+                b'data: {"choices":[{"index":0,"delta":{"content":"\xe2\x82'
+            )
+            self.assert_cut(api, Raw([SSE_HEAD + framed]), "caf\u00e9", 2)
 
-    def test_utf8_character_split_between_reads_is_kept_whole(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        event = sse_bytes(completion_chunk(content="caf\u00e9 \u20ac"))
-        split = event.index(b"\xc3") + 1
-        euro = event.index(b"\xe2") + 2
-        parts = [
-            REL_SSE_HEAD + _rel_frames(_rel_events(finish=None)),
-            chunk_frame(event[:split]),
-            0.02,
-            chunk_frame(event[split:euro]),
-            0.02,
-            chunk_frame(event[euro:]),
-            _rel_frames([completion_chunk(finish_reason="stop"), b"data: [DONE]\n\n"]) + CHUNK_END,
-        ]
-        gw.push(Raw(parts))
-        chunks = list(client.stream(REL_MODEL, "hi"))
-        self.assertEqual(_rel_text(chunks), "caf\u00e9 \u20ac")
+        self.both(body)
 
     def test_eof_after_finish_reason_ends_cleanly(self):
-        for chunked in (False, True):
-            with self.subTest(chunked=chunked):
-                gw = self.gateway()
-                client = self.client(gw)
-                gw.push(SSE(_rel_events("Hel", "lo"), done=False, chunked=chunked))
-                chunks = list(client.stream(REL_MODEL, "hi"))
-                self.assertEqual(_rel_text(chunks), "Hello")
-                self.assertEqual(chunks[-1].finish_reason, "stop")
-                self.assertEqual(len(gw.requests), 1)
+        def body(api):
+            for chunked in (False, True):
+                with self.subTest(chunked=chunked):
+                    before = len(api.gw.requests)
+                    api.gw.push(SSE(stream_events("Hel", "lo"), done=False, chunked=chunked))
+                    chunks = api.stream(DEFAULT_MODEL, "hi")
+                    self.assertEqual(text_of(chunks), "Hello")
+                    self.assertEqual(chunks[-1].finish_reason, "stop")
+                    self.assertEqual(len(api.gw.requests) - before, 1)
+
+        self.both(body, max_retries=2)
 
 
-# ---- malformed answers ----
+class SecurityTest(ClientTestCase):
+    """The key goes to the configured origin only, and shows up in no error or log."""
 
+    def test_cross_origin_redirects_are_refused(self):
+        def body(api):
+            gw, other, secure = api.gw, self.gateway(), self.gateway(tls=True)
+            path = "/v1/chat/completions"
+            targets = [
+                ("other port", other.url + path, f"127.0.0.1:{other.port}"),
+                ("other host name", f"http://localhost:{gw.port}{path}", f"localhost:{gw.port}"),
+                (
+                    "other scheme",
+                    f"https://127.0.0.1:{gw.port}{path}",
+                    f"https://127.0.0.1:{gw.port}",
+                ),
+                ("https gateway", secure.url + path, f"localhost:{secure.port}"),
+            ]
+            for status in (301, 302, 303, 307, 308):
+                for name, location, origin in targets:
+                    for stream in (False, True):
+                        with self.subTest(status=status, target=name, stream=stream):
+                            before = len(gw.requests)
+                            gw.push(Redirect(status, location))
+                            with self.assertRaises(edgee.EdgeeError) as cm:
+                                if stream:
+                                    api.stream(DEFAULT_MODEL, "hi")
+                                else:
+                                    api.send(DEFAULT_MODEL, "hi")
+                            message = str(cm.exception)
+                            self.assertIsInstance(cm.exception, RuntimeError)
+                            self.assertIn("redirect", message.lower())
+                            self.assertIn(origin, message)
+                            self.assertNotIn(self.key, everything(cm.exception))
+                            self.assertEqual(len(gw.requests), before + 1)  # not followed
+            time.sleep(0.05)
+            self.assertEqual((other.requests, other.connections), ([], 0))
+            self.assertEqual((secure.requests, secure.connections), ([], 0))
 
-class RelMalformedTest(_RelHelpers, unittest.TestCase):
-    def bad_event_between_good_ones(self, bad_event):
-        """Stream a good chunk, `bad_event`, then more: the error comes after the first chunk."""
-        gw = self.gateway()
-        client = self.client(gw)
-        gw.push(
-            SSE(
+        self.both(body, max_retries=2)
+
+    def test_same_origin_307_308_keep_method_and_body(self):
+        def body(api):
+            gw = api.gw
+            for status, location in (
+                (307, "/v1/moved/chat/completions"),
+                (308, "/v2/chat/completions"),
+                (307, None),
+                (308, None),
+            ):
+                with self.subTest(status=status, location=location):
+                    target = location or gw.url + "/v3/chat/completions"  # absolute, same origin
+                    answer = Reply(200, completion_body(f"moved {status}"))
+                    gw.push(Redirect(status, target), answer)
+                    self.assertEqual(api.send(DEFAULT_MODEL, "keep me").text, f"moved {status}")
+                    first, second = gw.requests[-2:]
+                    path = target.replace(gw.url, "")
+                    self.assertEqual((second.method, second.path), ("POST", path))
+                    self.assertEqual(second.body, first.body)
+                    self.assertEqual(second.json["messages"][0]["content"], "keep me")
+                    self.assertEqual(second.headers.get("authorization"), "Bearer " + self.key)
+            gw.push(Redirect(308, "/v2/chat/completions"), SSE(stream_events("str", "eam")))
+            self.assertEqual(text_of(api.stream(DEFAULT_MODEL, "stream me")), "stream")
+            first, second = gw.requests[-2:]
+            self.assertEqual((second.method, second.body), ("POST", first.body))
+            self.assertIs(second.json["stream"], True)
+
+        self.both(body, max_retries=2)
+
+    def assert_key_not_echoed(self, api, cases):
+        for name, reply, call in cases:
+            with self.subTest(case=name):
+                api.gw.push(reply)
+                with self.assertRaises(edgee.EdgeeAPIError) as cm:
+                    if call == "send":
+                        api.send(DEFAULT_MODEL, "hi")
+                    else:
+                        api.stream(DEFAULT_MODEL, "hi")
+                self.assertIn("API key", str(cm.exception))
+                self.assertNotIn(self.key, everything(cm.exception))
+
+    def test_key_in_no_exception_message_of_an_error_answer(self):
+        def body(api):
+            echo = f"Invalid API key provided: {self.key}"
+            self.assert_key_not_echoed(
+                api,
                 [
-                    completion_chunk(role="assistant"),
-                    bad_event,
-                    completion_chunk(content="never"),
-                    completion_chunk(finish_reason="stop"),
-                ]
+                    ("401 JSON", ErrorReply(401, "unauthorized", echo), "send"),
+                    (
+                        "403 text",
+                        Reply(403, f"API key {self.key} is inactive", content_type="text/plain"),
+                        "send",
+                    ),
+                    ("400 to a stream", ErrorReply(400, "invalid_request", echo), "stream"),
+                ],
             )
-        )
-        got = []
-        with self.assertRaises(edgee.EdgeeStreamError) as cm:
-            _rel_drain(client.stream(REL_MODEL, "hi"), got)
-        self.assertEqual(len(got), 1)  # the bad event was not skipped over
-        self.assertEqual(len(gw.requests), 1)
-        return cm.exception
+            retrying = self.api(api.kind, api.gw, max_retries=2)
+            echoed = ErrorReply(500, "internal_error", f"echo {self.key}", headers=FAST_RETRY)
+            api.gw.push(echoed, echoed, echoed)
+            with self.assertRaises(edgee.EdgeeAPIError) as cm:  # retried, then raised
+                retrying.send(DEFAULT_MODEL, "hi")
+            self.assertNotIn(self.key, everything(cm.exception))
 
-    def test_malformed_json_data_raises(self):
-        error = self.bad_event_between_good_ones(b"data: {not json\n\n")
-        self.assertIn("JSON", str(error))
+        self.both(body)
 
-    def test_json_that_is_not_an_object_raises(self):
-        error = self.bad_event_between_good_ones(b"data: [1, 2]\n\n")
-        self.assertIn("not a JSON object", str(error))
-
-    def test_json_error_envelope_to_a_stream_request(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        gw.push(
-            Reply(
-                200,
-                {
-                    "error": {
-                        "message": "Usage limit exceeded",
-                        "type": "rate_limit_error",
-                        "code": "usage_limit_exceeded",
-                    }
-                },
-            )
-        )
-        with self.assertRaises(edgee.EdgeeAPIError) as cm:
-            list(client.stream(REL_MODEL, "hi"))
-        self.assertEqual(
-            (cm.exception.message, cm.exception.code),
-            ("Usage limit exceeded", "usage_limit_exceeded"),
-        )
-
-    def test_full_completion_to_a_stream_request(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        gw.push(Reply(200, _rel_completion("The whole answer at once")))
-        chunks = list(client.stream(REL_MODEL, "hi"))
-        self.assertEqual(_rel_text(chunks), "The whole answer at once")
-        self.assertEqual(chunks[-1].finish_reason, "stop")
-        self.assertEqual(chunks[0].role, "assistant")
-        gw.push(Reply(200, _rel_completion("Again")))
-        self.assertEqual(edgee.collect(client.stream(REL_MODEL, "hi")).text, "Again")
-
-
-# ---- bounded memory ----
-
-
-class RelBoundedTest(_RelHelpers, unittest.TestCase):
-    def test_huge_error_body_gives_a_bounded_message(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        sentence = b"The gateway is on fire. "
-        huge = sentence * (10 * 1024 * 1024 // len(sentence))  # 10 MB
-        gw.push(Reply(400, huge, content_type="text/plain"))
-        tracemalloc.start()
-        try:
-            start = time.monotonic()
-            with self.assertRaises(edgee.EdgeeAPIError) as cm:
-                client.send(REL_MODEL, "hi")
-            elapsed = time.monotonic() - start
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        exc = cm.exception
-        self.assertEqual(exc.status, 400)
-        self.assertTrue(exc.message.startswith("The gateway is on fire."), exc.message[:80])
-        self.assertTrue(exc.message.endswith("..."))
-        self.assertLessEqual(len(exc.message), 1003)
-        self.assertLessEqual(len(str(exc)), 1100)
-        self.assertLessEqual(len(exc.body), 70000)  # only the first 64 KiB were read
-        self.assertLess(peak, 5 * 1024 * 1024, "the client buffered the whole error body")
-        self.assertLess(elapsed, 3.0)
-        self.assertTrue(gw.wait_disconnects(1, 3.0), "the connection was not dropped")
-        self.assertEqual(client.send(REL_MODEL, "next").text, "Echo: next")
-        self.assertEqual(gw.connections, 2)  # the half-read connection was not reused
-
-    def test_decoder_refuses_an_oversized_event(self):
-        decoder = edgee.SSEDecoder(max_event_bytes=1000)
-        events = decoder.feed(b"data: " + b"x" * 900 + b"\n\n")
-        self.assertEqual([len(e.data) for e in events], [900])
-        with self.assertRaises(edgee.EdgeeStreamError) as cm:
-            edgee.SSEDecoder(max_event_bytes=1000).feed(b"data: " + b"x" * 2000 + b"\n\n")
-        self.assertIn("1000", str(cm.exception))
-        self.assertIsInstance(cm.exception, RuntimeError)
-
-    def test_decoder_refuses_an_endless_line(self):
-        decoder = edgee.SSEDecoder(max_event_bytes=1000)
-        self.assertEqual(decoder.feed(b"data: " + b"x" * 600), [])
-        with self.assertRaises(edgee.EdgeeStreamError):
-            for _ in range(10):  # pieces without a line end: bounded by the limit
-                decoder.feed(b"x" * 600)
-        comment = edgee.SSEDecoder(max_event_bytes=1000)
-        with self.assertRaises(edgee.EdgeeStreamError):
-            for _ in range(10):
-                comment.feed(b": " + b"z" * 600)
-
-    def test_decoder_refuses_an_event_of_many_lines(self):
-        decoder = edgee.SSEDecoder(max_event_bytes=1000)
-        with self.assertRaises(edgee.EdgeeStreamError):
-            decoder.feed((b"data: " + b"y" * 400 + b"\n") * 3)
-
-    def test_two_megabyte_event_over_the_wire(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        big = "y" * (2 * 1024 * 1024)
-        gw.push(
-            SSE(
+    def test_key_in_no_exception_message_of_an_error_inside_a_200_answer(self):
+        def body(api):
+            envelope = {
+                "error": {
+                    "message": f"Invalid API key provided: {self.key}",
+                    "type": "authentication_error",
+                    "code": "unauthorized",
+                }
+            }
+            event = b"event: error\ndata: " + compact_json(envelope) + b"\n\n"
+            self.assert_key_not_echoed(
+                api,
                 [
-                    completion_chunk(role="assistant"),
-                    completion_chunk(content=big),
-                    completion_chunk(finish_reason="stop"),
-                ]
+                    ("JSON envelope to send", Reply(200, envelope), "send"),
+                    ("JSON envelope to stream", Reply(200, envelope), "stream"),
+                    (
+                        "error object in a stream",
+                        SSE([*stream_events("Hi", finish=None), envelope]),
+                        "stream",
+                    ),
+                    (
+                        "event: error in a stream",
+                        SSE([*stream_events("Hi", finish=None), event]),
+                        "stream",
+                    ),
+                ],
             )
-        )
-        chunks = list(client.stream(REL_MODEL, "hi"))
-        self.assertEqual(len(chunks), 3)
-        self.assertEqual(chunks[1].text, big)
+
+        self.both(body)
+
+    def test_key_in_no_log_record(self):
+        records = []
+
+        class Capture(logging.Handler):
+            def emit(self, record):
+                records.append(self.format(record) + " " + repr(record.__dict__))
+
+        handler = Capture(logging.DEBUG)
+        root = logging.getLogger()
+        old_level = root.level
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
+        self.addCleanup(root.setLevel, old_level)
+        self.addCleanup(root.removeHandler, handler)
+
+        def body(api):
+            gw = api.gw
+            out, err = io.StringIO(), io.StringIO()
+            refused = self.api(api.kind, f"http://127.0.0.1:{free_port()}")
+            with redirect_stdout(out), redirect_stderr(err):
+                api.send(DEFAULT_MODEL, "hello")
+                api.stream(DEFAULT_MODEL, "hello")
+                gw.push(ErrorReply(503, None, f"busy {self.key}", headers=FAST_RETRY))
+                api.send(DEFAULT_MODEL, "retried")
+                gw.push(ErrorReply(401, "unauthorized", f"bad key {self.key}"))
+                for call in (api.send, refused.send):
+                    try:
+                        call(DEFAULT_MODEL, "hi")
+                    except edgee.EdgeeError:
+                        logging.getLogger("app").exception("call failed")
+                gw.push(Redirect(307, f"http://localhost:{gw.port}/x"))
+                try:
+                    api.send(DEFAULT_MODEL, "hi")
+                except edgee.EdgeeError as exc:
+                    logging.getLogger("app").error("failed: %s %r", exc, exc)
+            self.assertTrue(records)  # the capture works
+            captured = "\n".join(records) + out.getvalue() + err.getvalue()
+            self.assertNotIn(self.key, captured)
+
+        self.both(body, max_retries=2)
 
 
-# ---- resources ----
+def held_stream(gw, *pieces):
+    """Queue a stream that sends a role chunk and `pieces`, then holds the connection open."""
+    pieces = pieces or ("Hel", "lo")
+    gw.push(Raw([SSE_HEAD + frames(stream_events(*pieces, finish=None))], then="hold"))
 
-_REL_CHILD = r"""
+
+def closing_completion(text):
+    """A whole answer that looks keep-alive (no Connection: close); the server closes after it."""
+    data = compact_json(completion_body(text))
+    head = http_head(200, {"Content-Type": "application/json"}, content_length=len(data))
+    return Raw([head, data], then="close")
+
+
+class PoolingTest(ClientTestCase):
+    """Kept-alive connections are reused, and given up when an answer or a stream says so."""
+
+    def many_calls(self, api):
+        self.assertEqual(api.send(DEFAULT_MODEL, "one").text, "Echo: one")
+        self.assertEqual(api.collect(DEFAULT_MODEL, "two").text, "Echo: two")
+        self.assertEqual(api.send(DEFAULT_MODEL, "three").text, "Echo: three")
+        self.assertEqual(len(api.models()), 2)
+        self.assertEqual(text_of(api.stream(DEFAULT_MODEL, "four")), "Echo: four")
+        self.assertEqual(api.send(DEFAULT_MODEL, "five").text, "Echo: five")
+        self.assertEqual(len(api.gw.requests), 6)
+        self.assertEqual(api.gw.connections, 1)
+
+    def test_one_connection_plain_http(self):
+        self.both(self.many_calls)
+
+    def test_one_connection_tls(self):
+        def body(api):
+            self.assertTrue(api.gw.url.startswith("https://localhost:"))
+            self.many_calls(api)
+
+        self.both(body, tls=True)
+
+    def test_finished_stream_reused_when_last_chunk_arrives_late(self):
+        # Servers often write the terminating 0-size chunk separately after [DONE]:
+        # the finished stream must still give its connection back to the pool.
+        def body(api):
+            api.gw.push(SSE([*stream_events("done"), b"data: [DONE]\n\n", 0.05], done=False))
+            self.assertEqual(api.collect(DEFAULT_MODEL, "x").text, "done")
+            self.assertEqual(api.send(DEFAULT_MODEL, "y").text, "Echo: y")
+            self.assertEqual(len(api.gw.requests), 2)
+            self.assertEqual(api.gw.connections, 1)
+
+        self.both(body)
+
+    def test_leaving_a_stream_early_closes_its_connection(self):
+        def body(api):
+            for n in (1, 2):  # break (and aclose) after the role chunk, or after some text
+                with self.subTest(chunks=n):
+                    held_stream(api.gw)
+                    chunks = api.first(n, DEFAULT_MODEL, "hi")
+                    left_at = time.monotonic()
+                    got = [(c.role, c.text) for c in chunks]
+                    self.assertEqual(got, [("assistant", None), (None, "Hel")][:n])
+                    closed = api.gw.wait_disconnects(n, 2.0)
+                    self.assertTrue(closed, "the gateway did not see the close")
+                    self.assertLess(time.monotonic() - left_at, 1.5)
+                    self.assertEqual(api.send(DEFAULT_MODEL, "after").text, "Echo: after")
+
+        self.both(body, max_retries=2)
+
+    def test_stream_left_early_is_not_pooled(self):
+        def body(api):
+            events = stream_events("first", " second")
+            api.gw.push(SSE([*events[:2], 0.1, *events[2:]]))
+            self.assertEqual(api.first(2, DEFAULT_MODEL, "leave early")[1].text, "first")
+            self.assertEqual(api.send(DEFAULT_MODEL, "next").text, "Echo: next")
+            self.assertEqual(api.gw.connections, 2)
+            self.assertTrue(api.gw.wait_disconnects(1, 3.0))
+
+        self.both(body)
+
+    def test_connection_close_answer_not_reused(self):
+        def body(api):
+            answer = completion_body("closing")
+            api.gw.push(Reply(200, answer, headers={"Connection": "close"}))
+            self.assertEqual(api.send(DEFAULT_MODEL, "x").text, "closing")
+            self.assertEqual(api.send(DEFAULT_MODEL, "y").text, "Echo: y")
+            self.assertEqual(api.send(DEFAULT_MODEL, "z").text, "Echo: z")
+            self.assertEqual(len(api.gw.requests), 3)
+            self.assertEqual(api.gw.connections, 2)
+
+        self.both(body)
+
+    def test_pooled_connection_closed_by_server(self):
+        # max_retries=0: no retry may hide a dead pooled socket
+        def body(api):
+            api.gw.push(closing_completion("bye"))
+            self.assertEqual(api.send(DEFAULT_MODEL, "x").text, "bye")
+            time.sleep(0.1)  # the server's FIN reaches the idle pooled socket
+            self.assertEqual(api.send(DEFAULT_MODEL, "y").text, "Echo: y")
+            self.assertEqual(api.gw.connections, 2)
+            self.assertEqual(len(api.gw.requests), 2)
+            api.gw.push(closing_completion("bye"))
+            self.assertEqual(api.send(DEFAULT_MODEL, "x").text, "bye")
+            time.sleep(0.1)
+            self.assertEqual(api.collect(DEFAULT_MODEL, "y").text, "Echo: y")
+            self.assertEqual(api.send(DEFAULT_MODEL, "z").text, "Echo: z")
+            self.assertEqual(api.gw.connections, 3)
+
+        self.both(body)
+
+
+class ProxyTest(ClientTestCase):
+    """Proxies from the environment (HTTP_PROXY, NO_PROXY), read when the client is made."""
+
+    def test_http_proxy_gets_absolute_uri(self):
+        def body(api):
+            proxy = self.gateway()
+            proxy.push(Reply(200, completion_body("via proxy")))
+            os.environ["HTTP_PROXY"] = f"http://127.0.0.1:{proxy.port}"  # isolate_env restores
+            client = self.api(api.kind, "http://example.invalid")
+            self.assertEqual(client.send(DEFAULT_MODEL, "hi").text, "via proxy")
+            self.assertEqual(len(proxy.requests), 1)
+            request = proxy.requests[0]
+            self.assertTrue(
+                request.path.startswith("http://example.invalid/v1/chat/completions"), request.path
+            )
+            self.assertTrue(
+                request.raw_head.startswith(
+                    b"POST http://example.invalid/v1/chat/completions HTTP/1.1\r\n"
+                ),
+                request.raw_head,
+            )
+            self.assertEqual(request.headers["host"], "example.invalid")
+            self.assertEqual(request.json["messages"], [{"role": "user", "content": "hi"}])
+            self.assertEqual(api.gw.requests, [])
+
+        self.both(body)
+
+    def test_no_proxy_bypasses_proxy(self):
+        def body(api):
+            proxy = self.gateway()
+            os.environ["HTTP_PROXY"] = f"http://127.0.0.1:{proxy.port}"
+            os.environ["NO_PROXY"] = "127.0.0.1"
+            client = self.api(api.kind, api.gw)
+            self.assertEqual(client.send(DEFAULT_MODEL, "direct").text, "Echo: direct")
+            self.assertEqual(len(api.gw.requests), 1)
+            self.assertEqual(api.last().path, "/v1/chat/completions")
+            self.assertEqual(proxy.requests, [])
+            self.assertEqual(proxy.connections, 0)
+
+        self.both(body)
+
+
+# A child process run in dev mode with warnings as errors: streams left in every way,
+# clients dropped with pooled connections, one left for interpreter exit.
+CHILD_SCRIPT = r"""
 import gc, sys, threading
 sys.path.insert(0, sys.argv[1])
 import edgee
@@ -7634,41 +7770,255 @@ print("child ok")
 """
 
 
-class RelResourceTest(_RelHelpers, unittest.TestCase):
-    """Leaving a stream early closes its connection at once; nothing leaks."""
+class OfficialSurfaceTest(ClientTestCase):
+    """The names, dataclasses and call forms of the official package (sync only, as it is)."""
 
-    def held_stream(self):
+    DATACLASSES = (
+        "Choice",
+        "Compression",
+        "EdgeeConfig",
+        "FunctionDefinition",
+        "InputObject",
+        "InputTokenDetails",
+        "Message",
+        "Model",
+        "OutputTokenDetails",
+        "SendResponse",
+        "ServerSentEvent",
+        "StreamChoice",
+        "StreamChunk",
+        "StreamDelta",
+        "Tool",
+        "ToolCall",
+        "Usage",
+    )
+
+    # The official package's dataclasses (edgee 1.1.0): fields in order, and whether each
+    # has a default. Ours must start with the same fields, so positional and keyword
+    # construction written for the official package keeps working.
+    OFFICIAL_FIELDS: ClassVar[dict] = {
+        "FunctionDefinition": [("name", False), ("description", True), ("parameters", True)],
+        "Tool": [("type", False), ("function", False)],
+        "ToolCall": [("id", False), ("type", False), ("function", False)],
+        "Message": [
+            ("role", False),
+            ("content", True),
+            ("name", True),
+            ("tool_calls", True),
+            ("tool_call_id", True),
+        ],
+        "InputObject": [
+            ("messages", False),
+            ("tools", True),
+            ("tool_choice", True),
+            ("tags", True),
+            ("compression_model", True),
+            ("tool_result_trimming", True),
+            ("tool_surface_reduction", True),
+            ("output_brevity", True),
+        ],
+        "Choice": [("index", False), ("message", False), ("finish_reason", False)],
+        "Usage": [("prompt_tokens", False), ("completion_tokens", False), ("total_tokens", False)],
+        "Compression": [
+            ("saved_tokens", False),
+            ("cost_savings", False),
+            ("reduction", False),
+            ("time_ms", False),
+        ],
+        "SendResponse": [("choices", False), ("usage", True), ("compression", True)],
+        "StreamDelta": [("role", True), ("content", True), ("tool_calls", True)],
+        "StreamChoice": [("index", False), ("delta", False), ("finish_reason", True)],
+        "StreamChunk": [("choices", False)],
+        "EdgeeConfig": [("api_key", True), ("base_url", True)],
+    }
+    OFFICIAL_NAMES = (
+        "DEFAULT_BASE_URL",
+        "API_ENDPOINT",
+        "COMPRESSION_HEADERS",
+        "Edgee",
+        "EdgeeConfig",
+        *tuple(OFFICIAL_FIELDS),
+    )
+
+    def test_all_names_exist(self):
+        self.assertTrue(edgee.__all__)
+        for name in edgee.__all__:
+            with self.subTest(name=name):
+                self.assertTrue(hasattr(edgee, name), name)
+        self.assertEqual(len(set(edgee.__all__)), len(edgee.__all__))
+        self.assertIsInstance(edgee.__version__, str)
+        self.assertRegex(edgee.__version__, r"^\d+\.\d+")
+
+    def test_star_import(self):
+        namespace = {}
+        exec("from edgee import *", namespace)
+        for name in edgee.__all__:
+            self.assertIn(name, namespace)
+
+    def test_dataclasses(self):
+        for name in self.DATACLASSES:
+            with self.subTest(name=name):
+                self.assertIn(name, edgee.__all__)
+                self.assertTrue(dataclasses.is_dataclass(getattr(edgee, name)), name)
+
+    def test_official_names_and_constants(self):
+        for name in self.OFFICIAL_NAMES:
+            self.assertTrue(hasattr(edgee, name), name)
+        self.assertEqual(edgee.DEFAULT_BASE_URL, "https://edgee.io")
+        self.assertEqual(edgee.API_ENDPOINT, "/v1/chat/completions")
+        self.assertEqual(edgee.COMPRESSION_HEADERS, TOGGLE_HEADERS)
+
+    def test_official_dataclass_fields_compatible(self):
+        for name, official in self.OFFICIAL_FIELDS.items():
+            with self.subTest(name=name):
+                ours = dataclasses.fields(getattr(edgee, name))
+                self.assertEqual([f.name for f in ours[: len(official)]], [n for n, _ in official])
+                for field, (_, has_default) in zip(ours, official):
+                    if has_default:
+                        self.assertTrue(
+                            field.default is not dataclasses.MISSING
+                            or field.default_factory is not dataclasses.MISSING,
+                            f"{name}.{field.name} needs a default",
+                        )
+                for field in ours[len(official) :]:
+                    self.assertTrue(
+                        field.default is not dataclasses.MISSING
+                        or field.default_factory is not dataclasses.MISSING,
+                        f"added field {name}.{field.name} needs a default",
+                    )
+
+    @unittest.skipUnless(os.path.exists(OFFICIAL_INIT), "official package not unpacked")
+    def test_official_field_table_matches_package(self):
+        """The table above is the official package's (read with ast: it needs 3.10 to import)."""
+        with open(OFFICIAL_INIT, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        found = {}
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and any(
+                getattr(d, "id", None) == "dataclass" for d in node.decorator_list
+            ):
+                found[node.name] = [
+                    (s.target.id, s.value is not None)
+                    for s in node.body
+                    if isinstance(s, ast.AnnAssign)
+                ]
+        self.assertEqual(found, self.OFFICIAL_FIELDS)
+
+    def test_official_style_construction(self):
+        # positional/keyword construction exactly as code for the official package does it
+        edgee.Message("user", "hi")
+        edgee.Choice(0, {"role": "assistant", "content": "x"}, "stop")
+        edgee.Usage(1, 2, 3)
+        edgee.Compression(1, 2, 3, 4)
+        edgee.SendResponse(choices=[], usage=None, compression=None)
+        chunk = edgee.StreamChunk(
+            choices=[
+                edgee.StreamChoice(
+                    index=0, delta=edgee.StreamDelta(role="assistant", content="hey")
+                )
+            ]
+        )
+        self.assertEqual((chunk.text, chunk.role, chunk.finish_reason), ("hey", "assistant", None))
+        response = edgee.SendResponse(
+            [edgee.Choice(0, {"content": "a", "tool_calls": [1]}, "stop")]
+        )
+        self.assertEqual(
+            (response.text, response.finish_reason, response.tool_calls), ("a", "stop", [1])
+        )
+        obj = edgee.InputObject(
+            [{"role": "user", "content": "x"}], None, None, ["t"], "claude", True, False, None
+        )
+        self.assertEqual(
+            (obj.tags, obj.compression_model, obj.tool_result_trimming), (["t"], "claude", True)
+        )
+
+    def test_error_hierarchy(self):
+        self.assertTrue(issubclass(edgee.EdgeeAPIError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeConnectionError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeConnectionError, urllib.error.URLError))
+        self.assertTrue(issubclass(edgee.EdgeeTimeoutError, edgee.EdgeeConnectionError))
+        self.assertTrue(issubclass(edgee.EdgeeStreamError, RuntimeError))
+        self.assertTrue(issubclass(edgee.EdgeeInputError, ValueError))
+
+    def test_send_stream_true_returns_what_stream_does(self):
         gw = self.gateway()
         client = self.client(gw)
-        head = REL_SSE_HEAD + _rel_frames(_rel_events("Hel", "lo", finish=None))
-        gw.push(Raw([head], then="hold"))  # open until the client closes it
-        return gw, client
+        streamed = client.stream(DEFAULT_MODEL, "same thing")
+        sent = client.send(DEFAULT_MODEL, "same thing", stream=True)
+        positional = client.send(DEFAULT_MODEL, "same thing", True)
+        for stream in (streamed, sent, positional):  # a generator, with headers too
+            self.assertIsInstance(stream, collections.abc.Generator)
+        summary = []
+        for gen in (streamed, sent, positional):
+            chunks = list(gen)
+            self.assertTrue(all(isinstance(c, edgee.StreamChunk) for c in chunks))
+            summary.append([(c.role, c.text, c.finish_reason) for c in chunks])
+        self.assertEqual(summary[0], summary[1])
+        self.assertEqual(summary[0], summary[2])
+        self.assertEqual("".join(t or "" for _, t, _ in summary[0]), "Echo: same thing")
+        self.assertEqual(len(gw.requests), 3)
+        for rec in gw.requests:
+            assert_stream_headers(self, rec, self.key)
+            self.assertIs(rec.json["stream"], True)
 
-    def test_break_closes_the_connection(self):
-        gw, client = self.held_stream()
-        for chunk in client.stream(REL_MODEL, "hi"):
-            self.assertEqual(chunk.role, "assistant")
-            break
-        self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
-        self.assertEqual(client.send(REL_MODEL, "after").text, "Echo: after")
+    def test_send_stream_true_asks_for_a_stream(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        msgs = [{"role": "user", "content": "s"}]
+        list(client.send(DEFAULT_MODEL, {"messages": msgs}, stream=True))
+        self.assertEqual(
+            gw.requests[-1].json, {"model": DEFAULT_MODEL, "messages": msgs, "stream": True}
+        )
+        list(client.send(DEFAULT_MODEL, {"messages": msgs, "stream": False}, True))
+        self.assertIs(gw.requests[-1].json["stream"], True)
+
+    def test_send_stream_true_per_call_timeout(self):
+        gw = self.gateway()
+        client = self.client(gw, max_retries=2)
+        gw.push(Raw([STALL]))  # reads the request, then says nothing
+        exc = assert_quick_timeout(
+            self, lambda: list(client.send(DEFAULT_MODEL, "hi", stream=True, timeout=QUICK)), gw
+        )
+        self.assertIn(str(QUICK), str(exc))  # the message names the timeout
+
+    def test_send_stream_true_checks_input(self):
+        gw = self.gateway()
+        client = self.client(gw)
+        for name, model, value, options, word in refused_calls():
+            with self.subTest(case=name):
+
+                def call(model=model, value=value, options=options):
+                    return next(iter(client.send(model, value, stream=True, **options)))
+
+                assert_refused(self, gw, call, word)
+        assert_nothing_sent(self, gw)
+
+
+class SyncOnlyTest(ClientTestCase):
+    """Behaviours of the sync API alone: generators closed or dropped, threads, dev mode."""
 
     def test_generator_close_closes_the_connection(self):
-        gw, client = self.held_stream()
-        stream = client.stream(REL_MODEL, "hi")
+        gw = self.gateway()
+        client = self.client(gw, max_retries=2)
+        held_stream(gw)
+        stream = client.stream(DEFAULT_MODEL, "hi")
         self.assertEqual(next(stream).role, "assistant")
         self.assertEqual(next(stream).text, "Hel")
         stream.close()
         self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
-        self.assertEqual(client.send(REL_MODEL, "after").text, "Echo: after")
+        self.assertEqual(client.send(DEFAULT_MODEL, "after").text, "Echo: after")
         del stream
 
     def test_dropping_the_generator_closes_the_connection(self):
-        gw, client = self.held_stream()
-        stream = client.stream(REL_MODEL, "hi")
+        gw = self.gateway()
+        client = self.client(gw, max_retries=2)
+        held_stream(gw)
+        stream = client.stream(DEFAULT_MODEL, "hi")
         self.assertEqual(next(stream).role, "assistant")
         del stream
         self.assertTrue(gw.wait_disconnects(1, 2.0), "the gateway did not see the close")
-        self.assertEqual(client.send(REL_MODEL, "after").text, "Echo: after")
+        self.assertEqual(client.send(DEFAULT_MODEL, "after").text, "Echo: after")
 
     def test_no_resource_warning_in_dev_mode(self):
         gw = self.gateway()
@@ -7676,7 +8026,18 @@ class RelResourceTest(_RelHelpers, unittest.TestCase):
         env = dict(os.environ)
         env.pop("PYTHONWARNINGS", None)
         proc = subprocess.run(
-            [sys.executable, "-X", "dev", "-W", "error", "-c", _REL_CHILD, here, gw.url, REL_KEY],
+            [
+                sys.executable,
+                "-X",
+                "dev",
+                "-W",
+                "error",
+                "-c",
+                CHILD_SCRIPT,
+                here,
+                gw.url,
+                self.key,
+            ],
             capture_output=True,
             timeout=60,
             env=env,
@@ -7689,14 +8050,9 @@ class RelResourceTest(_RelHelpers, unittest.TestCase):
         self.assertNotIn("Exception ignored", stderr)
         self.assertTrue(gw.wait_disconnects(3, 5.0))  # break, close() and drop
 
-
-# ---- threads ----
-
-
-class RelThreadSafetyTest(_RelHelpers, unittest.TestCase):
     def test_64_threads_share_one_client(self):
         gw = self.gateway()
-        client = self.client(gw)
+        client = self.client(gw, max_retries=2)
         count = 64
         barrier = threading.Barrier(count, timeout=15)
         results = [None] * count
@@ -7706,8 +8062,8 @@ class RelThreadSafetyTest(_RelHelpers, unittest.TestCase):
             try:
                 prompt = f"thread {i:02d} says {chr(ord('a') + i % 26) * (5 + i % 11)}"
                 barrier.wait()
-                streamed = _rel_text(client.stream(REL_MODEL, prompt))
-                sent = client.send(REL_MODEL, prompt + "!").text
+                streamed = text_of(client.stream(DEFAULT_MODEL, prompt))
+                sent = client.send(DEFAULT_MODEL, prompt + "!").text
                 results[i] = (prompt, streamed, sent)
             except BaseException as exc:  # reported below
                 errors.append((i, exc))
@@ -7725,1401 +8081,9 @@ class RelThreadSafetyTest(_RelHelpers, unittest.TestCase):
             self.assertEqual(sent, "Echo: " + prompt + "!")
         self.assertEqual(len(gw.requests), 2 * count)
 
-
-# ---- the key ----
-
-
-class RelSecurityTest(_RelHelpers, unittest.TestCase):
-    """The key goes to the configured origin only, and shows up nowhere."""
-
-    def test_cross_origin_redirects_are_refused(self):
-        gw = self.gateway()
-        other = self.gateway()
-        secure = self.gateway(tls=True)
-        client = self.client(gw)
-        targets = [
-            ("other port", other.url + REL_API, f"127.0.0.1:{other.port}"),
-            (
-                "other host name",
-                f"http://localhost:{gw.port}{REL_API}",
-                f"localhost:{gw.port}",
-            ),
-            (
-                "other scheme",
-                f"https://127.0.0.1:{gw.port}{REL_API}",
-                f"https://127.0.0.1:{gw.port}",
-            ),
-            ("https gateway", secure.url + REL_API, f"localhost:{secure.port}"),
-        ]
-        for status in (301, 302, 303, 307, 308):
-            for name, location, origin in targets:
-                for stream in (False, True):
-                    with self.subTest(status=status, target=name, stream=stream):
-                        before = len(gw.requests)
-                        gw.push(Redirect(status, location))
-                        with self.assertRaises(edgee.EdgeeError) as cm:
-                            if stream:
-                                list(client.stream(REL_MODEL, "hi"))
-                            else:
-                                client.send(REL_MODEL, "hi")
-                        message = str(cm.exception)
-                        self.assertIsInstance(cm.exception, RuntimeError)
-                        self.assertIn("redirect", message.lower())
-                        self.assertIn(origin, message)
-                        self.assertNotIn(REL_KEY, _rel_everything(cm.exception))
-                        self.assertEqual(len(gw.requests), before + 1)  # not followed
-        time.sleep(0.05)
-        self.assertEqual((other.requests, other.connections), ([], 0))
-        self.assertEqual((secure.requests, secure.connections), ([], 0))
-
-    def test_same_origin_307_308_keep_method_and_body(self):
-        gw = self.gateway()
-        client = self.client(gw)
-        for status, location in (
-            (307, "/v1/moved/chat/completions"),
-            (308, "/v2/chat/completions"),
-            (307, None),
-            (308, None),
-        ):
-            with self.subTest(status=status, location=location):
-                target = location or gw.url + "/v3/chat/completions"  # absolute, same origin
-                gw.push(Redirect(status, target), Reply(200, _rel_completion(f"moved {status}")))
-                self.assertEqual(client.send(REL_MODEL, "keep me").text, f"moved {status}")
-                first, second = gw.requests[-2:]
-                self.assertEqual((second.method, second.path), ("POST", target.replace(gw.url, "")))
-                self.assertEqual(second.body, first.body)
-                self.assertEqual(second.json["messages"][0]["content"], "keep me")
-                self.assertEqual(second.headers.get("authorization"), "Bearer " + REL_KEY)
-        gw.push(Redirect(308, "/v2/chat/completions"), SSE(_rel_events("str", "eam")))
-        self.assertEqual(_rel_text(client.stream(REL_MODEL, "stream me")), "stream")
-        first, second = gw.requests[-2:]
-        self.assertEqual((second.method, second.body), ("POST", first.body))
-        self.assertIs(second.json["stream"], True)
-
-    def test_key_in_no_repr_or_str(self):
-        gw = self.gateway()
-        config = edgee.EdgeeConfig(api_key=REL_KEY, base_url=gw.url, timeout=5)
-        clients = [
-            self.client(gw),
-            self.client(config),
-            self.client({"api_key": REL_KEY, "base_url": gw.url}),
-        ]
-        for thing in [config, *clients]:
-            for text in (repr(thing), str(thing), "%r" % [thing], f"{thing}"):
-                self.assertNotIn(REL_KEY, text)
-                self.assertNotIn(REL_KEY[8:], text)
-
-    def assert_key_not_echoed(self, cases):
-        for name, reply, call in cases:
-            with self.subTest(case=name):
-                gw = self.gateway()
-                client = self.client(gw, max_retries=0)
-                gw.push(reply)
-                with self.assertRaises(edgee.EdgeeAPIError) as cm:
-                    if call == "send":
-                        client.send(REL_MODEL, "hi")
-                    else:
-                        list(client.stream(REL_MODEL, "hi"))
-                self.assertIn("API key", str(cm.exception))
-                self.assertNotIn(REL_KEY, _rel_everything(cm.exception))
-
-    def test_key_in_no_exception_message_of_an_error_answer(self):
-        echo = f"Invalid API key provided: {REL_KEY}"
-        self.assert_key_not_echoed(
-            [
-                ("401 JSON", ErrorReply(401, "unauthorized", echo), "send"),
-                (
-                    "403 text",
-                    Reply(403, f"API key {REL_KEY} is inactive", content_type="text/plain"),
-                    "send",
-                ),
-                ("400 to a stream", ErrorReply(400, "invalid_request", echo), "stream"),
-            ]
-        )
-        gw = self.gateway()
-        client = self.client(gw)
-        gw.push(*[ErrorReply(500, "internal_error", f"echo {REL_KEY}", headers=REL_FAST)] * 3)
-        with self.assertRaises(edgee.EdgeeAPIError) as cm:  # retried, then raised
-            client.send(REL_MODEL, "hi")
-        self.assertNotIn(REL_KEY, _rel_everything(cm.exception))
-
-    def test_key_in_no_exception_message_of_an_error_inside_a_200_answer(self):
-        envelope = {
-            "error": {
-                "message": f"Invalid API key provided: {REL_KEY}",
-                "type": "authentication_error",
-                "code": "unauthorized",
-            }
-        }
-        self.assert_key_not_echoed(
-            [
-                ("JSON envelope to send", Reply(200, envelope), "send"),
-                ("JSON envelope to stream", Reply(200, envelope), "stream"),
-                (
-                    "error object in a stream",
-                    SSE([*_rel_events("Hi", finish=None), envelope]),
-                    "stream",
-                ),
-                (
-                    "event: error in a stream",
-                    SSE(
-                        [
-                            *_rel_events("Hi", finish=None),
-                            b"event: error\ndata: " + compact_json(envelope) + b"\n\n",
-                        ]
-                    ),
-                    "stream",
-                ),
-            ]
-        )
-
-    def test_key_in_no_log_record(self):
-        records = []
-
-        class Capture(logging.Handler):
-            def emit(self, record):
-                records.append(self.format(record) + " " + repr(record.__dict__))
-
-        handler = Capture(logging.DEBUG)
-        root = logging.getLogger()
-        old_level = root.level
-        root.addHandler(handler)
-        root.setLevel(logging.DEBUG)
-        self.addCleanup(root.setLevel, old_level)
-        self.addCleanup(root.removeHandler, handler)
-        out, err = io.StringIO(), io.StringIO()
-        gw = self.gateway()
-        client = self.client(gw, timeout=0.3)
-        with redirect_stdout(out), redirect_stderr(err):
-            client.send(REL_MODEL, "hello")
-            list(client.stream(REL_MODEL, "hello"))
-            gw.push(ErrorReply(503, None, f"busy {REL_KEY}", headers=REL_FAST))
-            client.send(REL_MODEL, "retried")
-            gw.push(ErrorReply(401, "unauthorized", f"bad key {REL_KEY}"))
-            for call in (
-                lambda: client.send(REL_MODEL, "hi"),
-                lambda: self.client(f"http://127.0.0.1:{_rel_free_port()}", max_retries=0).send(
-                    REL_MODEL, "hi"
-                ),
-            ):
-                try:
-                    call()
-                except edgee.EdgeeError:
-                    logging.getLogger("rel.app").exception("call failed")
-            gw.push(Redirect(307, f"http://localhost:{gw.port}/x"))
-            try:
-                client.send(REL_MODEL, "hi")
-            except edgee.EdgeeError as exc:
-                logging.getLogger("rel.app").error("failed: %s %r", exc, exc)
-        self.assertTrue(records)  # the capture works
-        captured = "\n".join(records) + out.getvalue() + err.getvalue()
-        self.assertNotIn(REL_KEY, captured)
-
-
-# ---- bad input ----
-
-
-class RelBadInputTest(_RelHelpers, unittest.TestCase):
-    """Bad input raises EdgeeInputError (ValueError/TypeError) before any byte is sent."""
-
-    def setUp(self):
-        self.gw = self.gateway()
-
-    def tearDown(self):
-        time.sleep(0.05)  # let the gateway's acceptor see any stray connection
-        self.assertEqual(self.gw.requests, [])
-        self.assertEqual(self.gw.connections, 0)
-
-    def assert_refused(self, call, word):
-        before = (len(self.gw.requests), self.gw.connections)
-        with self.assertRaises((ValueError, TypeError)) as cm:
-            call()
-        exc = cm.exception
-        self.assertIsInstance(exc, edgee.EdgeeInputError)
-        self.assertIsInstance(exc, RuntimeError)
-        self.assertIn(word.lower(), str(exc).lower())
-        self.assertEqual(
-            (len(self.gw.requests), self.gw.connections),
-            before,
-            "bytes were sent before the input was refused",
-        )
-        return exc
-
-    def test_bad_requests(self):
-        client = self.client(self.gw)
-        ok = [{"role": "user", "content": "hi"}]
-
-        def with_tools(*tools):
-            return {"messages": ok, "tools": list(tools)}
-
-        cases = [
-            ("model None", None, "hi", {}, "model"),
-            ("model int", 42, "hi", {}, "model"),
-            ("model empty", "", "hi", {}, "model"),
-            ("model blank", "   ", "hi", {}, "model"),
-            ("input int", REL_MODEL, 42, {}, "input"),
-            ("input None", REL_MODEL, None, {}, "input"),
-            ("input list", REL_MODEL, ok, {}, "input"),
-            ("no messages", REL_MODEL, {}, {}, "messages"),
-            ("messages None", REL_MODEL, {"messages": None}, {}, "messages"),
-            ("messages a string", REL_MODEL, {"messages": "hi"}, {}, "messages"),
-            ("empty messages", REL_MODEL, {"messages": []}, {}, "empty"),
-            ("empty InputObject", REL_MODEL, edgee.InputObject(messages=[]), {}, "empty"),
-            ("message not a dict", REL_MODEL, {"messages": ["hi"]}, {}, "messages[0]"),
-            ("message without role", REL_MODEL, {"messages": [{"content": "hi"}]}, {}, "role"),
-            (
-                "unknown role",
-                REL_MODEL,
-                {"messages": [{"role": "wizard", "content": "hi"}]},
-                {},
-                "wizard",
-            ),
-            (
-                "second message bad",
-                REL_MODEL,
-                {"messages": [*ok, {"role": "robot", "content": "x"}]},
-                {},
-                "messages[1]",
-            ),
-            (
-                "content an object",
-                REL_MODEL,
-                {"messages": [{"role": "user", "content": object()}]},
-                {},
-                "content",
-            ),
-            (
-                "content a number",
-                REL_MODEL,
-                {"messages": [{"role": "user", "content": 5}]},
-                {},
-                "content",
-            ),
-            (
-                "tool without function name",
-                REL_MODEL,
-                with_tools({"type": "function", "function": {"parameters": {}}}),
-                {},
-                "name",
-            ),
-            (
-                "tool with a bad name",
-                REL_MODEL,
-                with_tools({"type": "function", "function": {"name": "get weather!"}}),
-                {},
-                "name",
-            ),
-            (
-                "tool with a bad type",
-                REL_MODEL,
-                with_tools({"type": "retrieval", "function": {"name": "f"}}),
-                {},
-                "type",
-            ),
-            ("tool without function", REL_MODEL, with_tools({"type": "function"}), {}, "function"),
-            ("tool not a dict", REL_MODEL, with_tools("get_weather"), {}, "tools[0]"),
-            ("tools not a list", REL_MODEL, {"messages": ok, "tools": "f"}, {}, "tools"),
-            (
-                "extra field an object",
-                REL_MODEL,
-                {"messages": ok, "metadata": object()},
-                {},
-                "JSON",
-            ),
-            ("NaN", REL_MODEL, {"messages": ok, "temperature": float("nan")}, {}, "JSON"),
-            ("infinity", REL_MODEL, {"messages": ok, "temperature": math.inf}, {}, "JSON"),
-            ("timeout a string", REL_MODEL, "hi", {"timeout": "fast"}, "timeout"),
-            ("timeout negative", REL_MODEL, "hi", {"timeout": -1}, "timeout"),
-            ("timeout zero", REL_MODEL, "hi", {"timeout": 0}, "timeout"),
-            ("timeout NaN", REL_MODEL, "hi", {"timeout": float("nan")}, "timeout"),
-            ("timeout bool", REL_MODEL, "hi", {"timeout": True}, "timeout"),
-        ]
-        for name, model, value, options, word in cases:
-            for mode in ("send", "stream", "send stream=True"):
-                with self.subTest(case=name, mode=mode):
-
-                    def call(model=model, value=value, options=options, mode=mode):
-                        if mode == "send":
-                            return client.send(model, value, **options)
-                        if mode == "stream":
-                            return next(iter(client.stream(model, value, **options)))
-                        return next(iter(client.send(model, value, stream=True, **options)))
-
-                    self.assert_refused(call, word)
-
-    def test_bad_settings(self):
-        url = self.gw.url
-        port = self.gw.port
-        cases = [
-            (
-                "timeout a string",
-                lambda: edgee.Edgee(api_key=REL_KEY, base_url=url, timeout="fast"),
-                "timeout",
-            ),
-            (
-                "timeout in a dict",
-                lambda: edgee.Edgee({"api_key": REL_KEY, "base_url": url, "timeout": "1s"}),
-                "timeout",
-            ),
-            (
-                "timeout in a config",
-                lambda: edgee.Edgee(edgee.EdgeeConfig(api_key=REL_KEY, base_url=url, timeout=[1])),
-                "timeout",
-            ),
-            (
-                "timeout negative",
-                lambda: edgee.Edgee(api_key=REL_KEY, base_url=url, timeout=-5),
-                "timeout",
-            ),
-            (
-                "ftp URL",
-                lambda: edgee.Edgee(api_key=REL_KEY, base_url=f"ftp://127.0.0.1:{port}"),
-                "base_url",
-            ),
-            (
-                "ws URL",
-                lambda: edgee.Edgee(api_key=REL_KEY, base_url=f"ws://127.0.0.1:{port}"),
-                "base_url",
-            ),
-            (
-                "file URL",
-                lambda: edgee.Edgee(api_key=REL_KEY, base_url="file:///etc/passwd"),
-                "base_url",
-            ),
-            (
-                "no scheme",
-                lambda: edgee.Edgee(api_key=REL_KEY, base_url=f"127.0.0.1:{port}"),
-                "base_url",
-            ),
-            ("no host", lambda: edgee.Edgee(api_key=REL_KEY, base_url="http://"), "base_url"),
-            ("URL not a string", lambda: edgee.Edgee(api_key=REL_KEY, base_url=42), "base_url"),
-        ]
-        for name, call, word in cases:
-            with self.subTest(case=name):
-                exc = self.assert_refused(call, word)
-                self.assertNotIn(REL_KEY, str(exc))
-
-
-# ---- tests: the README ----
-
-
-class ReadmeTest(unittest.TestCase):
-    """The README's code runs as written, against the loopback gateway."""
-
-    def readme_block(self, marker):
-        path = os.path.join(HERE, "README.md")
-        if not os.path.exists(path):
-            self.skipTest("README.md is not beside this file")
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        found = re.search(marker + r"\n```python\n(.*?)```", text, re.S)
-        self.assertIsNotNone(found, "README has no block after " + marker)
-        return found.group(1)
-
-    def test_tool_round_trip_loop(self):
-        code = self.readme_block("<!-- tool-round-trip -->")
-        gw = Gateway()
-        self.addCleanup(gw.close)
-        saved = {k: os.environ.get(k) for k in ("EDGEE_API_KEY", "EDGEE_BASE_URL")}
-        self.addCleanup(
-            lambda: [
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-                for k, v in saved.items()
-            ]
-        )
-        os.environ.update(EDGEE_API_KEY="readme-key", EDGEE_BASE_URL=gw.url)
-        out = io.StringIO()
-        with redirect_stdout(out):
-            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
-        self.assertEqual(
-            out.getvalue(), 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n'
-        )
-        sent = [r.json["messages"] for r in gw.requests]
-        self.assertEqual(len(sent), 2)  # the tool call, then the final answer
-        call = sent[1][1]["tool_calls"][0]
-        self.assertEqual(call["function"], {"name": "get_weather", "arguments": '{"city":"Paris"}'})
-        self.assertEqual(sent[1][2]["tool_call_id"], call["id"])
-
-
-# ---- tests: extras ----
-
-EXT_KEY = "ext-test-key"
-EXT_MODEL = "openai/gpt-5.2"
-EXT_SPEC = os.path.join(SHARED_REFERENCE, "edgee-openapi.json")
-EXT_ASYNC_LIMIT = 10.0  # every async test body runs under asyncio.wait_for(..., this)
-EXT_WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "required": ["city"],
-            "properties": {"city": {"type": "string"}},
-        },
-    },
-}
-
-
-def ext_edgee_path():
-    """edgee.py, beside this file."""
-    return os.path.join(HERE, "edgee.py")
-
-
-def ext_run(coro):
-    """Run a coroutine on a fresh event loop, bounded by EXT_ASYNC_LIMIT seconds."""
-    return asyncio.run(asyncio.wait_for(coro, EXT_ASYNC_LIMIT))
-
-
-def ext_sse_head():
-    """The head of a chunked event-stream answer that keeps the connection alive."""
-    return http_head(
-        200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}, chunked=True
-    )
-
-
-def ext_head(index, call_id, name, arguments):
-    """The first fragment of a streamed tool call."""
-    return {
-        "index": index,
-        "id": call_id,
-        "type": "function",
-        "function": {"name": name, "arguments": arguments},
-    }
-
-
-def ext_event(chunk):
-    """One SSE event as one HTTP chunk frame."""
-    return chunk_frame(sse_bytes(chunk))
-
-
-class _ExtBase(unittest.TestCase):
-    """A gateway, clients bound to it, and no proxy variables from the outer environment."""
-
-    def setUp(self):
-        saved = {k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}
-        for name in saved:
-            del os.environ[name]
-
-        def restore():
-            for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
-                del os.environ[name]
-            os.environ.update(saved)
-
-        self.addCleanup(restore)
-        self.gw = self.gateway()
-
-    def gateway(self, tls=False):
-        gw = Gateway(tls=tls)
-        self.addCleanup(gw.close)
-        return gw
-
-    def client(self, gw=None, **options):
-        gw = gw or self.gw
-        options.setdefault("timeout", 5.0)
-        options.setdefault("max_retries", 0)
-        if gw.tls:
-            options.setdefault("ssl_context", client_ssl_context())
-        client = edgee.Edgee(api_key=EXT_KEY, base_url=gw.url, **options)
-        self.addCleanup(client.close)
-        return client
-
-
-# ---------------------------------------------------------------------------
-# The finished answer from a stream equals the non-streamed answer
-# ---------------------------------------------------------------------------
-
-
-class ExtAccumulateTest(_ExtBase):
-    def stream_and_send(self, input, **client_options):
-        client = self.client(**client_options)
-        streamed = edgee.collect(client.stream(EXT_MODEL, input))
-        sent = client.send(EXT_MODEL, input)
-        return streamed, sent
-
-    def test_accumulator_while_printing_equals_send(self):
-        client = self.client()
-        accumulator = edgee.StreamAccumulator()
-        out = io.StringIO()
-        partial = []
-        for chunk in client.stream(EXT_MODEL, "Hello there, gateway"):
-            self.assertIs(accumulator.add(chunk), chunk)
-            print(chunk.text or "", end="", file=out)
-            partial.append(accumulator.text)
-        streamed = accumulator.response()
-        sent = client.send(EXT_MODEL, "Hello there, gateway")
-        self.assertIsInstance(streamed, edgee.SendResponse)
-        self.assertEqual(out.getvalue(), "Echo: Hello there, gateway")
-        self.assertEqual(streamed.text, "Echo: Hello there, gateway")
-        self.assertEqual(partial[-1], "Echo: Hello there, gateway")
-        self.assertTrue(any(0 < len(p) < len(partial[-1]) for p in partial))  # grew bit by bit
-        # Without stream_options.include_usage a stream carries no usage; all else is equal.
-        self.assertIsNone(streamed.usage)
-        self.assertIsNotNone(sent.usage)
-        self.assertEqual(streamed, dataclasses.replace(sent, usage=None))
-        self.assertEqual(
-            streamed.message, {"role": "assistant", "content": "Echo: Hello there, gateway"}
-        )
-        self.assertEqual(
-            (streamed.id, streamed.model, streamed.created), (COMPLETION_ID, EXT_MODEL, CREATED)
-        )
-        self.assertEqual(streamed.finish_reason, "stop")
-
-    def test_plain_text_with_usage(self):
-        input = {
-            "messages": [
-                {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": "Plain text, héllo €"},
-            ],
-            "stream_options": {"include_usage": True},
-        }
-        streamed, sent = self.stream_and_send(input)
-        self.assertEqual(streamed, sent)
-        self.assertEqual(streamed.text, "Echo: Plain text, héllo €")
-        self.assertIsNotNone(streamed.usage)
-        self.assertEqual(streamed.usage, sent.usage)
-        self.assertEqual(streamed.usage.total_tokens, 11)
-        self.assertIsInstance(streamed.usage, edgee.Usage)
-        self.assertEqual(streamed.usage.input_tokens_details, edgee.InputTokenDetails(0))
-        self.assertEqual(streamed.usage.output_tokens_details, edgee.OutputTokenDetails(0))
-
-    def test_tool_call(self):
-        input = {
-            "messages": [{"role": "user", "content": "Paris"}],
-            "tools": [EXT_WEATHER_TOOL],
-            "stream_options": {"include_usage": True},
-        }
-        streamed, sent = self.stream_and_send(input)
-        # The gateway leaves `content` out of a tool-call answer; the assembled message
-        # says None there (read safely, never sent as null): otherwise they are equal.
-        self.assertNotIn("content", sent.message)
-        sent.message["content"] = None
-        self.assertEqual(streamed, sent)
-        self.assertEqual(streamed.finish_reason, "tool_calls")
-        self.assertEqual(
-            streamed.tool_calls,
-            [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
-                }
-            ],
-        )
-        self.assertIsNone(streamed.text)
-        self.assertEqual(streamed.message["role"], "assistant")
-        self.assertIsNone(streamed.message["content"])
-
-    def test_n_choices(self):
-        input = {
-            "messages": [{"role": "user", "content": "three ways"}],
-            "n": 3,
-            "stream_options": {"include_usage": True},
-        }
-        streamed, sent = self.stream_and_send(input)
-        self.assertEqual(streamed, sent)
-        self.assertEqual([c.index for c in streamed.choices], [0, 1, 2])
-        self.assertEqual(
-            [c.message["content"] for c in streamed.choices],
-            ["Echo: three ways #0", "Echo: three ways #1", "Echo: three ways #2"],
-        )
-        self.assertEqual([c.finish_reason for c in streamed.choices], ["stop"] * 3)
-        self.assertTrue(all(isinstance(c, edgee.Choice) for c in streamed.choices))
-
-    def test_include_usage_only_in_the_stream(self):
-        client = self.client()
-        streamed = edgee.collect(
-            client.stream(
-                EXT_MODEL,
-                {
-                    "messages": [{"role": "user", "content": "count these words"}],
-                    "stream_options": {"include_usage": True},
-                },
-            )
-        )
-        sent = client.send(EXT_MODEL, "count these words")
-        self.assertEqual(streamed, sent)
-        self.assertEqual(streamed.usage, sent.usage)
-        self.assertEqual((streamed.usage.prompt_tokens, streamed.usage.completion_tokens), (3, 4))
-        self.assertTrue(self.gw.requests[0].json["stream"])
-        self.assertEqual(self.gw.requests[0].json["stream_options"], {"include_usage": True})
-
-    def test_compression(self):
-        input = edgee.InputObject(
-            messages=[{"role": "user", "content": "squeeze me"}],
-            compression_model="claude",
-            extra_body={"stream_options": {"include_usage": True}},
-        )
-        streamed, sent = self.stream_and_send(input)
-        self.assertEqual(streamed, sent)
-        self.assertEqual(streamed.compression, edgee.Compression(450, 27000, 48.99, 12))
-        self.assertEqual(sent.compression, streamed.compression)
-
-    def test_tool_round_trip(self):
-        client = self.client()
-        messages = [{"role": "user", "content": "Lyon"}]
-        first = edgee.collect(
-            client.stream(EXT_MODEL, {"messages": messages, "tools": [EXT_WEATHER_TOOL]})
-        )
-        self.assertEqual(first.finish_reason, "tool_calls")
-        calls = first.tool_calls
-        self.assertEqual(len(calls), 1)
-        call = calls[0]
-        self.assertEqual(call["function"]["name"], "get_weather")
-
-        def get_weather(city):  # the tool, run locally
-            return "Sunny in " + city
-
-        result = get_weather(**json.loads(call["function"]["arguments"]))
-        messages.append(first.message)
-        messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
-        final = client.send(EXT_MODEL, {"messages": messages, "tools": [EXT_WEATHER_TOOL]})
-        self.assertEqual(final.text, "Tool said: Sunny in Lyon")
-        self.assertEqual(final.finish_reason, "stop")
-        sent_messages = self.gw.requests[-1].json["messages"]
-        self.assertEqual(  # no "content": null, which the OpenAPI Message schema refuses
-            sent_messages[1],
-            {
-                "role": "assistant",
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city":"Lyon"}'},
-                    }
-                ],
-            },
-        )
-        self.assertEqual(
-            sent_messages[2], {"role": "tool", "tool_call_id": "call_1", "content": "Sunny in Lyon"}
-        )
-        # The streamed final answer is the same.
-        again = edgee.collect(
-            client.stream(EXT_MODEL, {"messages": messages, "tools": [EXT_WEATHER_TOOL]})
-        )
-        self.assertEqual(again.text, "Tool said: Sunny in Lyon")
-
-
-# ---------------------------------------------------------------------------
-# Tool-call assembly from scripted deltas
-# ---------------------------------------------------------------------------
-
-
-def ext_call(id, name, arguments):
-    return {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
-
-
-class ExtToolAssemblyTest(_ExtBase):
-    def assemble(self, fragment_groups, finish_reason="tool_calls"):
-        """Stream one chunk per group of fragments; returns the collected SendResponse."""
-        events = [completion_chunk(role="assistant")]
-        events += [completion_chunk(tool_calls=group) for group in fragment_groups]
-        events.append(completion_chunk(finish_reason=finish_reason))
-        self.gw.push(SSE(events))
-        response = edgee.collect(self.client().stream(EXT_MODEL, "call tools"))
-        self.assertEqual(response.finish_reason, finish_reason)
-        self.assertEqual(response.message["role"], "assistant")
-        self.assertIsNone(response.message["content"])
-        return response
-
-    def assert_shape(self, calls):
-        for call in calls:
-            self.assertEqual(set(call), {"id", "type", "function"})
-            self.assertEqual(set(call["function"]), {"name", "arguments"})
-            self.assertIsInstance(call["function"]["arguments"], str)
-            self.assertEqual(call["type"], "function")
-
-    def test_arguments_in_many_fragments(self):
-        arguments = '{"city":"Saint-Étienne","days":[1,2,3],"unit":"celsius"}'
-        pieces = [arguments[i : i + 2] for i in range(0, len(arguments), 2)]
-        groups = [[ext_head(0, "call_x", "get_weather", "")]]
-        groups += [[{"index": 0, "function": {"arguments": p}}] for p in pieces]
-        response = self.assemble(groups)
-        self.assertEqual(response.tool_calls, [ext_call("call_x", "get_weather", arguments)])
-        self.assert_shape(response.tool_calls)
-        self.assertEqual(
-            json.loads(response.tool_calls[0]["function"]["arguments"]),
-            {"city": "Saint-Étienne", "days": [1, 2, 3], "unit": "celsius"},
-        )
-
-    def test_id_name_type_from_any_fragment(self):
-        groups = [
-            [{"index": 0, "function": {"arguments": '{"ci'}}],
-            [{"index": 0, "id": "call_late"}],
-            [{"index": 0, "function": {"arguments": 'ty":'}}],
-            [{"index": 0, "type": "function", "function": {"name": "get_weather"}}],
-            [{"index": 0, "function": {"arguments": '"Oslo"}'}}],
-        ]
-        response = self.assemble(groups)
-        self.assertEqual(
-            response.tool_calls, [ext_call("call_late", "get_weather", '{"city":"Oslo"}')]
-        )
-        self.assert_shape(response.tool_calls)
-
-    def test_fragments_without_index(self):
-        groups = [
-            [{"id": "call_a", "type": "function", "function": {"name": "fa", "arguments": ""}}],
-            [{"function": {"arguments": '{"x":'}}],  # no index, no id: the last open call
-            [
-                {
-                    "id": "call_b",
-                    "type": "function",
-                    "function": {"name": "fb", "arguments": '{"y":'},
-                }
-            ],
-            [{"function": {"arguments": "2}"}}],  # the last open call is now call_b
-            [{"id": "call_a", "function": {"arguments": "1}"}}],  # routed by id
-        ]
-        response = self.assemble(groups)
-        self.assertEqual(
-            response.tool_calls,
-            [ext_call("call_a", "fa", '{"x":1}'), ext_call("call_b", "fb", '{"y":2}')],
-        )
-        self.assert_shape(response.tool_calls)
-
-    def test_many_fragments_in_one_chunk(self):
-        groups = [
-            [
-                ext_head(0, "call_1", "add", '{"a"'),
-                {"index": 0, "function": {"arguments": ":1,"}},
-                {"index": 0, "function": {"arguments": '"b":2}'}},
-            ]
-        ]
-        response = self.assemble(groups)
-        self.assertEqual(response.tool_calls, [ext_call("call_1", "add", '{"a":1,"b":2}')])
-
-    def test_indexes_out_of_order(self):
-        groups = [
-            [ext_head(1, "call_second", "second", '{"n":')],
-            [ext_head(0, "call_first", "first", '{"n":')],
-            [{"index": 1, "function": {"arguments": "2}"}}],
-            [{"index": 0, "function": {"arguments": "1}"}}],
-        ]
-        response = self.assemble(groups)
-        self.assertEqual(
-            response.tool_calls,
-            [
-                ext_call("call_first", "first", '{"n":1}'),
-                ext_call("call_second", "second", '{"n":2}'),
-            ],
-        )
-
-    def test_two_parallel_calls_interleaved(self):
-        paris, tokyo = '{"city":"Paris"}', '{"city":"Tokyo"}'
-        groups = [
-            [ext_head(0, "call_p", "get_weather", "")],
-            [ext_head(1, "call_t", "get_time", "")],
-        ]
-        for i in range(0, len(paris), 3):
-            groups.append([{"index": 0, "function": {"arguments": paris[i : i + 3]}}])
-            groups.append([{"index": 1, "function": {"arguments": tokyo[i : i + 3]}}])
-        groups.append(
-            [
-                {"index": 1, "function": {"arguments": ""}},
-                {"index": 0, "function": {"arguments": ""}},
-            ]
-        )
-        response = self.assemble(groups)
-        self.assertEqual(
-            response.tool_calls,
-            [ext_call("call_p", "get_weather", paris), ext_call("call_t", "get_time", tokyo)],
-        )
-        self.assert_shape(response.tool_calls)
-
-    def test_reused_index_with_new_id_is_a_new_call(self):
-        groups = [
-            [ext_head(0, "call_1", "first", '{"a":1}')],
-            [ext_head(0, "call_2", "second", '{"b":2}')],
-        ]
-        response = self.assemble(groups)
-        self.assertEqual(
-            response.tool_calls,
-            [ext_call("call_1", "first", '{"a":1}'), ext_call("call_2", "second", '{"b":2}')],
-        )
-
-    def test_reused_index_continuations_go_to_the_newest_call(self):
-        # Providers that number every call 0 send each call's head (with a new id)
-        # and then its argument pieces, still under index 0 and without an id.
-        groups = [
-            [ext_head(0, "call_1", "first", "")],
-            [{"index": 0, "function": {"arguments": '{"a":'}}],
-            [{"index": 0, "function": {"arguments": "1}"}}],
-            [ext_head(0, "call_2", "second", "")],
-            [{"index": 0, "function": {"arguments": '{"b":'}}],
-            [{"index": 0, "function": {"arguments": "2}"}}],
-        ]
-        response = self.assemble(groups)
-        self.assertEqual(
-            response.tool_calls,
-            [ext_call("call_1", "first", '{"a":1}'), ext_call("call_2", "second", '{"b":2}')],
-        )
-
-    def test_shape_matches_send(self):
-        arguments = '{"city":"Rome"}'
-        self.gw.push(
-            Reply(
-                200,
-                {
-                    "id": COMPLETION_ID,
-                    "object": "chat.completion",
-                    "created": CREATED,
-                    "model": EXT_MODEL,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "tool_calls",
-                            "message": {
-                                "role": "assistant",
-                                "content": None,
-                                "tool_calls": [ext_call("call_r", "get_weather", arguments)],
-                            },
-                        }
-                    ],
-                },
-            )
-        )
-        sent = self.client().send(EXT_MODEL, "Rome")
-        groups = [
-            [
-                {
-                    "index": 0,
-                    "id": "call_r",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": arguments[:5]},
-                }
-            ],
-            [{"index": 0, "function": {"arguments": arguments[5:]}}],
-        ]
-        streamed = self.assemble(groups)
-        self.assertEqual(streamed.tool_calls, sent.tool_calls)
-        self.assertEqual(streamed.message, sent.message)
-        self.assertEqual(streamed.choices, sent.choices)
-
-
-# ---------------------------------------------------------------------------
-# asyncio
-# ---------------------------------------------------------------------------
-
-
-class ExtAsyncTest(_ExtBase):
-    def push_held_stream(self, text):
-        """A stream that sends a role chunk and `text`, then holds the connection open."""
-        parts = [
-            ext_sse_head(),
-            ext_event(completion_chunk(role="assistant")),
-            ext_event(completion_chunk(content=text)),
-        ]
-        self.gw.push(Raw(parts, then="hold"))
-
-    def slow_stream_reply(self, words, pause=0.2):
-        """Raw chunked event stream: one event per word with `pause` seconds between."""
-        parts = [ext_sse_head(), ext_event(completion_chunk(role="assistant"))]
-        for word in words:
-            parts += [pause, ext_event(completion_chunk(content=word))]
-        parts += [
-            ext_event(completion_chunk(finish_reason="stop")),
-            chunk_frame(b"data: [DONE]\n\n"),
-            CHUNK_END,
-        ]
-        return Raw(parts)
-
-    def test_asend_astream_amodels_acollect(self):
-        client = self.client()
-
-        async def body():
-            sent = await client.asend(EXT_MODEL, "async hello")
-            chunks = []
-            async for chunk in client.astream(EXT_MODEL, "async hello"):
-                chunks.append(chunk)
-            models = await client.amodels()
-            collected = await edgee.acollect(
-                client.astream(
-                    EXT_MODEL,
-                    {
-                        "messages": [{"role": "user", "content": "async hello"}],
-                        "stream_options": {"include_usage": True},
-                    },
-                )
-            )
-            return sent, chunks, models, collected
-
-        sent, chunks, models, collected = ext_run(body())
-        self.assertEqual(sent, client.send(EXT_MODEL, "async hello"))
-        self.assertEqual(sent.text, "Echo: async hello")
-        self.assertTrue(all(isinstance(c, edgee.StreamChunk) for c in chunks))
-        self.assertEqual(chunks, list(client.stream(EXT_MODEL, "async hello")))
-        self.assertEqual("".join(c.text or "" for c in chunks), "Echo: async hello")
-        self.assertEqual(models, client.models())
-        self.assertEqual([m.id for m in models], ["openai/gpt-5.2", "anthropic/claude-opus-4-6"])
-        self.assertEqual(collected, sent)
-
-    def test_async_errors_match_sync(self):
-        client = self.client()
-        replies = [
-            ErrorReply(400, "model_not_found", "Model 'openai/gpt-1' not found", param="model")
-            for _ in range(3)
-        ]
-        self.gw.push(*replies)
-        with self.assertRaises(edgee.EdgeeAPIError) as sync_error:
-            client.send(EXT_MODEL, "hi")
-
-        async def body():
-            errors = []
-            try:
-                async for _ in client.astream(EXT_MODEL, "hi"):
-                    pass
-            except edgee.EdgeeAPIError as exc:
-                errors.append(exc)
-            try:
-                await client.asend(EXT_MODEL, "hi")
-            except edgee.EdgeeAPIError as exc:
-                errors.append(exc)
-            return errors
-
-        errors = ext_run(body())
-        self.assertEqual(len(errors), 2)
-        expected = sync_error.exception
-        self.assertEqual(expected.status, 400)
-        for error in errors:
-            self.assertEqual(
-                (error.status, error.code, error.type, error.param, error.message),
-                (expected.status, expected.code, expected.type, expected.param, expected.message),
-            )
-            self.assertEqual(str(error), "API error 400: Model 'openai/gpt-1' not found")
-
-    def test_async_stream_error_in_stream(self):
-        client = self.client()
-        self.gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    completion_chunk(content="par"),
-                    {
-                        "error": {
-                            "message": "upstream died",
-                            "type": "provider_error",
-                            "code": "provider_error",
-                        }
-                    },
-                ],
-                done=False,
-            )
-        )
-
-        async def body():
-            got = []
-            with self.assertRaises(edgee.EdgeeAPIError) as caught:
-                async for chunk in client.astream(EXT_MODEL, "hi"):
-                    got.append(chunk.text)
-            return got, caught.exception
-
-        got, error = ext_run(body())
-        self.assertEqual(got, [None, "par"])
-        self.assertEqual((error.status, error.code), (502, "provider_error"))
-
-    def test_concurrent_streams_slow_and_fast(self):
-        client = self.client()
-        self.gw.push(self.slow_stream_reply(["one ", "two ", "three ", "four"]))
-
-        async def body():
-            first_slow = asyncio.Event()
-            ends = {}
-
-            async def slow():
-                text = []
-                async for chunk in client.astream(EXT_MODEL, "slow"):
-                    first_slow.set()
-                    text.append(chunk.text or "")
-                ends["slow"] = time.monotonic()
-                return "".join(text)
-
-            async def fast():
-                await first_slow.wait()  # the slow stream is under way
-                response = await edgee.acollect(client.astream(EXT_MODEL, "fast"))
-                ends["fast"] = time.monotonic()
-                return response.text
-
-            start = time.monotonic()
-            slow_text, fast_text = await asyncio.gather(slow(), fast())
-            return start, ends, slow_text, fast_text
-
-        start, ends, slow_text, fast_text = ext_run(body())
-        self.assertEqual(slow_text, "one two three four")
-        self.assertEqual(fast_text, "Echo: fast")
-        self.assertLess(ends["fast"], ends["slow"])
-        self.assertGreater(ends["slow"] - ends["fast"], 0.4)
-        self.assertLess(ends["fast"] - start, 0.5)
-        self.assertGreater(ends["slow"] - start, 0.7)
-
-    def test_event_loop_never_blocked(self):
-        client = self.client()
-        self.gw.push(self.slow_stream_reply(["a", "b", "c", "d"]))
-
-        async def body():
-            ticks = []
-            stop = asyncio.Event()
-
-            async def ticker():
-                while not stop.is_set() and len(ticks) < 2000:
-                    ticks.append(time.monotonic())
-                    await asyncio.sleep(0.01)
-
-            task = asyncio.ensure_future(ticker())
-            await asyncio.sleep(0)
-            start = time.monotonic()
-            response = await edgee.acollect(client.astream(EXT_MODEL, "slow"))
-            end = time.monotonic()
-            stop.set()
-            await task
-            return response, start, end, ticks
-
-        response, start, end, ticks = ext_run(body())
-        self.assertEqual(response.text, "abcd")
-        self.assertGreater(end - start, 0.7)
-        during = [t for t in ticks if start <= t <= end]
-        self.assertGreaterEqual(len(during), 20)  # about 80 expected
-        gaps = [b - a for a, b in zip(during, during[1:])]
-        self.assertLess(max(gaps), 0.15)  # a blocking read would stall the loop for 0.2 s
-
-    def test_cancel_stream_task_closes_connection(self):
-        client = self.client()
-        self.push_held_stream("partial")
-
-        async def body():
-            got = asyncio.Event()
-            chunks = []
-
-            async def consume():
-                async for chunk in client.astream(EXT_MODEL, "hold me"):
-                    chunks.append(chunk)
-                    if len(chunks) == 2:
-                        got.set()
-
-            task = asyncio.ensure_future(consume())
-            await got.wait()
-            task.cancel()
-            cancelled_at = time.monotonic()
-            with self.assertRaises(asyncio.CancelledError):
-                await task
-            loop = asyncio.get_running_loop()
-            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
-            return closed, time.monotonic() - cancelled_at, chunks
-
-        closed, elapsed, chunks = ext_run(body())
-        self.assertEqual([c.text for c in chunks], [None, "partial"])
-        self.assertTrue(closed, "the connection stayed open after the task was cancelled")
-        self.assertLess(elapsed, 1.5)
-
-    def test_break_and_aclose_closes_connection(self):
-        client = self.client()
-        self.push_held_stream("more to come")
-
-        async def body():
-            stream = client.astream(EXT_MODEL, "leave early")
-            async for chunk in stream:
-                if chunk.text:
-                    break
-            await stream.aclose()
-            left_at = time.monotonic()
-            loop = asyncio.get_running_loop()
-            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
-            return closed, time.monotonic() - left_at
-
-        closed, elapsed = ext_run(body())
-        self.assertTrue(closed, "the connection stayed open after aclose()")
-        self.assertLess(elapsed, 1.5)
-
-    def test_break_without_aclose_closes_connection(self):
-        client = self.client()
-        self.push_held_stream("more to come")
-
-        async def body():
-            async for chunk in client.astream(EXT_MODEL, "leave early"):
-                if chunk.text:
-                    break  # the generator is dropped; asyncio finalizes it
-            left_at = time.monotonic()
-            loop = asyncio.get_running_loop()
-            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
-            return closed, time.monotonic() - left_at
-
-        closed, elapsed = ext_run(body())
-        self.assertTrue(closed, "the connection stayed open after leaving async for")
-        self.assertLess(elapsed, 1.5)
-
-    def test_cancel_asend_closes_connection(self):
-        client = self.client()
-        self.gw.push(Raw([], then="hold"))  # reads the request, then never answers
-
-        async def body():
-            task = asyncio.ensure_future(client.asend(EXT_MODEL, "stall"))
-            loop = asyncio.get_running_loop()
-            arrived = await loop.run_in_executor(None, self.gw.wait_requests, 1, 3.0)
-            self.assertTrue(arrived)
-            task.cancel()
-            cancelled_at = time.monotonic()
-            with self.assertRaises(asyncio.CancelledError):
-                await task
-            closed = await loop.run_in_executor(None, self.gw.wait_disconnects, 1, 3.0)
-            return closed, time.monotonic() - cancelled_at
-
-        closed, elapsed = ext_run(body())
-        self.assertTrue(closed, "the connection stayed open after asend() was cancelled")
-        self.assertLess(elapsed, 1.5)
-
-
-# ---------------------------------------------------------------------------
-# Models
-# ---------------------------------------------------------------------------
-
-
-class ExtModelsTest(_ExtBase):
-    def spec_example(self):
-        if not os.path.exists(EXT_SPEC):
-            self.skipTest("the OpenAPI spec is not beside this checkout")
-        with open(EXT_SPEC, encoding="utf-8") as f:
-            spec = json.load(f)
-        answer = spec["paths"]["/v1/models"]["get"]["responses"]["200"]["content"]
-        return answer["application/json"]["example"]
-
-    def test_models_match_spec_example(self):
-        example = self.spec_example()
-        self.gw.push(Reply(200, example))
-        models = self.client().models()
-        self.assertEqual(
-            models,
-            [
-                edgee.Model(m["id"], m["object"], m["created"], m["owned_by"])
-                for m in example["data"]
-            ],
-        )
-        self.assertTrue(
-            all(dataclasses.is_dataclass(m) and isinstance(m, edgee.Model) for m in models)
-        )
-        self.assertEqual(models[0].id, "openai/gpt-5.2")
-        self.assertEqual(models[0].object, "model")
-        self.assertEqual(models[0].created, 1677610602)
-        self.assertEqual(models[0].owned_by, "openai")
-        self.assertEqual(models[1].owned_by, "anthropic")
-        request = self.gw.requests[0]
-        self.assertEqual((request.method, request.path), ("GET", "/v1/models"))
-        self.assertEqual(request.headers["authorization"], "Bearer " + EXT_KEY)
-        self.assertEqual(request.body, b"")
-
-    def test_models_default_gateway(self):
-        models = self.client().models()
-        self.assertEqual(
-            [(m.id, m.owned_by) for m in models],
-            [("openai/gpt-5.2", "openai"), ("anthropic/claude-opus-4-6", "anthropic")],
-        )
-
-    def test_models_error(self):
-        self.gw.push(
-            ErrorReply(401, "unauthorized", "Invalid API key"),
-            ErrorReply(500, "internal_error", "An internal error occurred."),
-        )
-        client = self.client()
-        with self.assertRaises(edgee.EdgeeAPIError) as caught:
-            client.models()
-        self.assertEqual((caught.exception.status, caught.exception.code), (401, "unauthorized"))
-        self.assertEqual(caught.exception.message, "Invalid API key")
-        with self.assertRaises(edgee.EdgeeAPIError) as caught:
-            client.models()
-        self.assertEqual(caught.exception.status, 500)
-
-    def test_cli_list_models(self):
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-        env.update(EDGEE_API_KEY=EXT_KEY, EDGEE_BASE_URL=self.gw.url, PYTHONIOENCODING="utf-8")
-        result = subprocess.run(
-            [sys.executable, ext_edgee_path(), "--list-models"],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            timeout=10,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(
-            result.stdout.decode("utf-8").splitlines(),
-            ["openai/gpt-5.2", "anthropic/claude-opus-4-6"],
-        )
-        request = self.gw.requests[0]
-        self.assertEqual((request.method, request.path), ("GET", "/v1/models"))
-        self.assertEqual(request.headers["authorization"], "Bearer " + EXT_KEY)
-
-    def test_cli_list_models_error(self):
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-        env.update(EDGEE_API_KEY=EXT_KEY, EDGEE_BASE_URL=self.gw.url)
-        self.gw.push(ErrorReply(403, "forbidden", "API key is inactive"))
-        result = subprocess.run(
-            [sys.executable, ext_edgee_path(), "--list-models"],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            timeout=10,
-        )
-        self.assertEqual(result.returncode, 1)
-        self.assertEqual(result.stdout, b"")
-        self.assertIn(b"API error 403: API key is inactive", result.stderr)
-
-
-# ---------------------------------------------------------------------------
-# Connection reuse
-# ---------------------------------------------------------------------------
-
-
-class ExtConnectionReuseTest(_ExtBase):
-    def many_calls(self, client):
-        self.assertEqual(client.send(EXT_MODEL, "one").text, "Echo: one")
-        self.assertEqual(edgee.collect(client.stream(EXT_MODEL, "two")).text, "Echo: two")
-        self.assertEqual(client.send(EXT_MODEL, "three").text, "Echo: three")
-        self.assertEqual(len(client.models()), 2)
-        self.assertEqual(
-            "".join(c.text or "" for c in client.stream(EXT_MODEL, "four")), "Echo: four"
-        )
-        self.assertEqual(client.send(EXT_MODEL, "five").text, "Echo: five")
-
-    def test_one_connection_plain_http(self):
-        client = self.client()
-        self.many_calls(client)
-        self.assertEqual(len(self.gw.requests), 6)
-        self.assertEqual(self.gw.connections, 1)
-
-    def test_one_connection_with_async_calls(self):
-        client = self.client()
-        self.assertEqual(client.send(EXT_MODEL, "sync").text, "Echo: sync")
-
-        async def body():
-            first = await client.asend(EXT_MODEL, "a")
-            second = await edgee.acollect(client.astream(EXT_MODEL, "b"))
-            models = await client.amodels()
-            return first.text, second.text, len(models)
-
-        self.assertEqual(ext_run(body()), ("Echo: a", "Echo: b", 2))
-        self.assertEqual(client.send(EXT_MODEL, "sync again").text, "Echo: sync again")
-        self.assertEqual(len(self.gw.requests), 5)
-        self.assertEqual(self.gw.connections, 2)  # the sync pool's, and the event loop's
-
-    def test_one_connection_tls(self):
-        gw = self.gateway(tls=True)
-        self.assertTrue(gw.url.startswith("https://localhost:"))
-        client = edgee.Edgee(
-            api_key=EXT_KEY,
-            base_url=gw.url,
-            ssl_context=client_ssl_context(),
-            timeout=5.0,
-            max_retries=0,
-        )
-        self.addCleanup(client.close)
-        self.many_calls(client)
-        self.assertEqual(len(gw.requests), 6)
-        self.assertEqual(gw.connections, 1)
-
-    def test_finished_stream_reused_when_last_chunk_arrives_late(self):
-        # Servers often write the terminating 0-size chunk separately after [DONE]:
-        # the finished stream must still give its connection back to the pool.
-        client = self.client()
-        self.gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    completion_chunk(content="done"),
-                    completion_chunk(finish_reason="stop"),
-                    b"data: [DONE]\n\n",
-                    0.05,
-                ],
-                done=False,
-            )
-        )
-        self.assertEqual(edgee.collect(client.stream(EXT_MODEL, "x")).text, "done")
-        self.assertEqual(client.send(EXT_MODEL, "y").text, "Echo: y")
-        self.assertEqual(len(self.gw.requests), 2)
-        self.assertEqual(self.gw.connections, 1)
-
-    def test_stream_left_early_is_not_pooled(self):
-        client = self.client()
-        self.gw.push(
-            SSE(
-                [
-                    completion_chunk(role="assistant"),
-                    completion_chunk(content="first"),
-                    0.3,
-                    completion_chunk(content=" second"),
-                    completion_chunk(finish_reason="stop"),
-                ]
-            )
-        )
-        stream = client.stream(EXT_MODEL, "leave early")
-        for chunk in stream:
-            if chunk.text:
-                break
-        stream.close()
-        self.assertEqual(client.send(EXT_MODEL, "next").text, "Echo: next")
-        self.assertEqual(self.gw.connections, 2)
-        self.assertTrue(self.gw.wait_disconnects(1, 3.0))
-
-    def test_connection_close_answer_not_reused(self):
-        client = self.client()
-        body = {
-            "id": COMPLETION_ID,
-            "object": "chat.completion",
-            "created": CREATED,
-            "model": EXT_MODEL,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "closing"},
-                }
-            ],
-        }
-        self.gw.push(Reply(200, body, headers={"Connection": "close"}))
-        self.assertEqual(client.send(EXT_MODEL, "x").text, "closing")
-        self.assertEqual(client.send(EXT_MODEL, "y").text, "Echo: y")
-        self.assertEqual(client.send(EXT_MODEL, "z").text, "Echo: z")
-        self.assertEqual(len(self.gw.requests), 3)
-        self.assertEqual(self.gw.connections, 2)
-
-    def server_closes_after(self, text):
-        body = json.dumps(
-            {
-                "id": COMPLETION_ID,
-                "object": "chat.completion",
-                "created": CREATED,
-                "model": EXT_MODEL,
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": text},
-                    }
-                ],
-            }
-        ).encode("utf-8")
-        # Looks keep-alive (no Connection: close), but the server closes right after.
-        return Raw(
-            [http_head(200, {"Content-Type": "application/json"}, content_length=len(body)), body],
-            then="close",
-        )
-
-    def test_pooled_connection_closed_by_server(self):
-        client = self.client()  # max_retries=0: no retry may hide a dead pooled socket
-        self.gw.push(self.server_closes_after("bye"))
-        self.assertEqual(client.send(EXT_MODEL, "x").text, "bye")
-        time.sleep(0.2)  # the server's FIN reaches the idle pooled socket
-        self.assertEqual(client.send(EXT_MODEL, "y").text, "Echo: y")
-        self.assertEqual(self.gw.connections, 2)
-        self.assertEqual(len(self.gw.requests), 2)
-
-    def test_pooled_connection_closed_by_server_stream(self):
-        client = self.client()
-        self.gw.push(self.server_closes_after("bye"))
-        self.assertEqual(client.send(EXT_MODEL, "x").text, "bye")
-        time.sleep(0.2)
-        self.assertEqual(edgee.collect(client.stream(EXT_MODEL, "y")).text, "Echo: y")
-        self.assertEqual(client.send(EXT_MODEL, "z").text, "Echo: z")
-        self.assertEqual(self.gw.connections, 2)
-
     def test_threads_get_their_own_connections(self):
-        client = self.client()
+        gw = self.gateway()
+        client = self.client(gw)
         count = 4
         barrier = threading.Barrier(count, timeout=5.0)
         results = {}
@@ -9128,17 +8092,17 @@ class ExtConnectionReuseTest(_ExtBase):
 
         def worker(i):
             try:
-                stream = client.stream(EXT_MODEL, f"thread {i}")
+                stream = client.stream(DEFAULT_MODEL, f"thread {i}")
                 accumulator = edgee.StreamAccumulator()
                 accumulator.add(next(stream))
                 barrier.wait()  # every thread has a stream open at once
-                open_at_once.append(self.gw.connections)
+                open_at_once.append(gw.connections)
                 barrier.wait()  # nobody goes on before everyone has looked
                 for chunk in stream:
                     accumulator.add(chunk)
                 texts = [accumulator.response().text]
                 for j in range(5):
-                    texts.append(client.send(EXT_MODEL, f"thread {i} call {j}").text)
+                    texts.append(client.send(DEFAULT_MODEL, f"thread {i} call {j}").text)
                 results[i] = texts
             except BaseException as exc:  # reported below
                 failures.append(exc)
@@ -9158,72 +8122,672 @@ class ExtConnectionReuseTest(_ExtBase):
             )
         # Four streams open at the same moment: four connections, none shared.
         self.assertEqual(open_at_once, [count] * count)
-        self.assertEqual(len(self.gw.requests), count * 6)
+        self.assertEqual(len(gw.requests), count * 6)
         # The later calls reuse those four pooled connections.
-        self.assertEqual(self.gw.connections, count)
-        self.assertEqual(self.gw.errors, [])
+        self.assertEqual(gw.connections, count)
+        self.assertEqual(gw.errors, [])
 
 
-# ---------------------------------------------------------------------------
-# Proxy from the environment
-# ---------------------------------------------------------------------------
+def slow_stream(words, pause):
+    """A chunked event stream: one event per word, `pause` seconds before each."""
+    parts = [SSE_HEAD + frames([completion_chunk(role="assistant")])]
+    for word in words:
+        parts += [pause, frames([completion_chunk(content=word)])]
+    parts.append(frames([completion_chunk(finish_reason="stop"), b"data: [DONE]\n\n"]))
+    return Raw([*parts, CHUNK_END])
 
 
-class ExtProxyTest(_ExtBase):
-    def set_env(self, **values):
+class AsyncOnlyTest(ClientTestCase):
+    """Behaviours of the async API alone: one event loop, many calls, cancellation."""
+
+    def test_concurrent_streams_slow_and_fast(self):
+        api = self.api("async")
+        client = api.client
+        api.gw.push(slow_stream(["one ", "two ", "three ", "four"], 0.2))
+
+        async def body():
+            first_slow = asyncio.Event()
+            ends = {}
+
+            async def slow():
+                text = []
+                async for chunk in client.astream(DEFAULT_MODEL, "slow"):
+                    first_slow.set()
+                    text.append(chunk.text or "")
+                ends["slow"] = time.monotonic()
+                return "".join(text)
+
+            async def fast():
+                await first_slow.wait()  # the slow stream is under way
+                response = await edgee.acollect(client.astream(DEFAULT_MODEL, "fast"))
+                ends["fast"] = time.monotonic()
+                return response.text
+
+            start = time.monotonic()
+            slow_text, fast_text = await asyncio.gather(slow(), fast())
+            return start, ends, slow_text, fast_text
+
+        start, ends, slow_text, fast_text = api.run(body())
+        self.assertEqual(slow_text, "one two three four")
+        self.assertEqual(fast_text, "Echo: fast")
+        self.assertLess(ends["fast"], ends["slow"])
+        self.assertGreater(ends["slow"] - ends["fast"], 0.4)
+        self.assertLess(ends["fast"] - start, 0.5)
+        self.assertGreater(ends["slow"] - start, 0.7)
+
+    def test_event_loop_never_blocked(self):
+        api = self.api("async")
+        api.gw.push(slow_stream(["a", "b", "c", "d"], 0.2))
+
+        async def body():
+            ticks = []
+            stop = asyncio.Event()
+
+            async def ticker():
+                while not stop.is_set() and len(ticks) < 2000:
+                    ticks.append(time.monotonic())
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.ensure_future(ticker())
+            await asyncio.sleep(0)
+            start = time.monotonic()
+            response = await edgee.acollect(api.client.astream(DEFAULT_MODEL, "slow"))
+            end = time.monotonic()
+            stop.set()
+            await task
+            return response, start, end, ticks
+
+        response, start, end, ticks = api.run(body())
+        self.assertEqual(response.text, "abcd")
+        self.assertGreater(end - start, 0.7)
+        during = [t for t in ticks if start <= t <= end]
+        self.assertGreaterEqual(len(during), 20)  # about 80 expected
+        gaps = [b - a for a, b in zip(during, during[1:])]
+        self.assertLess(max(gaps), 0.15)  # a blocking read would stall the loop for 0.2 s
+
+    def test_cancel_stream_task_closes_connection(self):
+        api = self.api("async")
+        held_stream(api.gw, "partial")
+
+        async def body():
+            got = asyncio.Event()
+            chunks = []
+
+            async def consume():
+                async for chunk in api.client.astream(DEFAULT_MODEL, "hold me"):
+                    chunks.append(chunk)
+                    if len(chunks) == 2:
+                        got.set()
+
+            task = asyncio.ensure_future(consume())
+            await got.wait()
+            task.cancel()
+            cancelled_at = time.monotonic()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            loop = asyncio.get_running_loop()
+            closed = await loop.run_in_executor(None, api.gw.wait_disconnects, 1, 3.0)
+            return closed, time.monotonic() - cancelled_at, chunks
+
+        closed, elapsed, chunks = api.run(body())
+        self.assertEqual([c.text for c in chunks], [None, "partial"])
+        self.assertTrue(closed, "the connection stayed open after the task was cancelled")
+        self.assertLess(elapsed, 1.5)
+
+    def test_break_without_aclose_closes_connection(self):
+        api = self.api("async")
+        held_stream(api.gw)
+
+        async def body():
+            async for chunk in api.client.astream(DEFAULT_MODEL, "leave early"):
+                if chunk.text:
+                    break  # the generator is dropped; asyncio finalizes it
+            left_at = time.monotonic()
+            loop = asyncio.get_running_loop()
+            closed = await loop.run_in_executor(None, api.gw.wait_disconnects, 1, 3.0)
+            return closed, time.monotonic() - left_at
+
+        closed, elapsed = api.run(body())
+        self.assertTrue(closed, "the connection stayed open after leaving async for")
+        self.assertLess(elapsed, 1.5)
+
+    def test_cancel_asend_closes_connection(self):
+        api = self.api("async")
+        api.gw.push(Raw([], then="hold"))  # reads the request, then never answers
+
+        async def body():
+            task = asyncio.ensure_future(api.client.asend(DEFAULT_MODEL, "stall"))
+            loop = asyncio.get_running_loop()
+            arrived = await loop.run_in_executor(None, api.gw.wait_requests, 1, 3.0)
+            self.assertTrue(arrived)
+            task.cancel()
+            cancelled_at = time.monotonic()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            closed = await loop.run_in_executor(None, api.gw.wait_disconnects, 1, 3.0)
+            return closed, time.monotonic() - cancelled_at
+
+        closed, elapsed = api.run(body())
+        self.assertTrue(closed, "the connection stayed open after asend() was cancelled")
+        self.assertLess(elapsed, 1.5)
+
+
+# ==== command line and docs ====
+
+EDGEE_PY = os.path.join(HERE, "edgee.py")
+TEST_EDGEE_PY = os.path.join(HERE, "test_edgee.py")
+STREAM_DOC = os.path.join(SHARED_REFERENCE, "python-sdk-stream-method.md")
+CLI_TIMEOUT = 30  # seconds; a hung CLI fails the test instead of hanging the suite
+
+
+def stripped_lines(text):
+    """Text with trailing whitespace dropped from each line (for comparing doc snippets)."""
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+# python-sdk-stream-method.md, verbatim (checked against the file when present).
+DOC_STRING_INPUT = """\
+for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+
+    if chunk.finish_reason:
+        print(f"\\nFinished: {chunk.finish_reason}")
+# Equivalent to: input={"messages": [{"role": "user", "content": "Tell me a story"}]}
+"""
+
+DOC_MESSAGES = """\
+for chunk in edgee.stream("gpt-5.2", {
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Write a poem about coding"}
+    ]
+}):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+"""
+
+DOC_MULTIPLE_CHOICES = """\
+for chunk in edgee.stream("gpt-5.2", "Give me creative ideas"):
+    for choice in chunk.choices:
+        if choice.delta.content:
+            print(f"Choice {choice.index}: {choice.delta.content}")
+"""
+
+DOC_CONVENIENCE = """\
+for chunk in edgee.stream("gpt-5.2", "Explain quantum computing"):
+    # Content chunks
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+
+    # First chunk contains the role
+    if chunk.role:
+        print(f"\\nRole: {chunk.role}")
+
+    # Last chunk contains finish reason
+    if chunk.finish_reason:
+        print(f"\\nFinish reason: {chunk.finish_reason}")
+"""
+
+DOC_COLLECT = """\
+full_text = ""
+
+for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
+    if chunk.text:
+        full_text += chunk.text
+        print(chunk.text, end="", flush=True)  # Also display as it streams
+
+print(f"\\n\\nFull response ({len(full_text)} characters):")
+print(full_text)
+"""
+
+DOC_EMPTY_CHUNKS = """\
+for chunk in edgee.stream("gpt-5.2", "Hello"):
+    if chunk.text:  # \u2705 Good: Check before using
+        print(chunk.text)
+    # \u274c Bad: print(chunk.text) - may print None
+"""
+
+DOC_SEND_STREAM = """\
+for chunk in edgee.send("gpt-5.2", "Tell me a story", stream=True):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+"""
+
+DOC_ERRORS = """\
+try:
+    for chunk in edgee.stream("gpt-5.2", "Hello!"):
+        if chunk.text:
+            print(chunk.text, end="", flush=True)
+except RuntimeError as error:
+    # API errors: "API error {status}: {message}"
+    # Network errors: Standard HTTP errors
+    print(f"Stream failed: {error}")
+"""
+
+# The official package's README (edgee 1.1.0), verbatim.
+README_QUICK_START = """\
+from edgee import Edgee
+
+edgee = Edgee("your-api-key")
+
+# Send a simple request
+response = edgee.send(
+    model="anthropic/claude-haiku-4-5",
+    input="What is the capital of France?"
+)
+
+print(response.text)
+# "The capital of France is Paris."
+"""
+
+README_SEND = """\
+response = edgee.send(
+    model="anthropic/claude-haiku-4-5",
+    input="Hello, world!"
+)
+
+# Access response
+print(response.text)           # Text content
+print(response.finish_reason)  # Finish reason
+print(response.tool_calls)     # Tool calls (if any)
+
+# Access usage and compression info
+if response.usage:
+    print(f"Tokens used: {response.usage.total_tokens}")
+
+if response.compression:
+    print(f"Saved tokens: {response.compression.saved_tokens}")
+    print(f"Reduction: {response.compression.reduction}%")
+    print(f"Cost savings: ${response.compression.cost_savings / 1_000_000:.3f}")
+    print(f"Time: {response.compression.time_ms} ms")
+"""
+
+README_STREAM = """\
+for chunk in edgee.stream("anthropic/claude-haiku-4-5", "Tell me a story"):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+
+    if chunk.finish_reason:
+        print(f"\\nFinished: {chunk.finish_reason}")
+"""
+
+
+def run_example(code, namespace):
+    """Exec `code` in `namespace` and return what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "<example>", "exec"), namespace)
+    return out.getvalue()
+
+
+class DocsTest(ClientTestCase):
+    """The documentation's code runs as written, against the loopback gateway (sync, as written)."""
+
+    def setUp(self):
+        super().setUp()
+        self.gw = self.gateway()
+        self.c = self.client(self.gw)
+
+    def run_doc(self, code):
+        return run_example(code, {"edgee": self.c})
+
+    def assert_in_doc(self, path, *snippets):
+        if not os.path.exists(path):
+            return  # the snippets above are the verbatim copies
+        with open(path, encoding="utf-8") as f:
+            doc = stripped_lines(f.read())
+        for snippet in snippets:
+            self.assertIn(stripped_lines(snippet), doc)
+
+    def test_snippets_are_verbatim(self):
+        self.assert_in_doc(
+            STREAM_DOC,
+            DOC_STRING_INPUT,
+            DOC_MESSAGES,
+            DOC_MULTIPLE_CHOICES,
+            DOC_CONVENIENCE,
+            DOC_COLLECT,
+            DOC_EMPTY_CHUNKS,
+            DOC_SEND_STREAM,
+            DOC_ERRORS,
+        )
+        self.assert_in_doc(OFFICIAL_README, README_QUICK_START, README_SEND, README_STREAM)
+
+    def test_doc_string_input(self):
+        out = self.run_doc(DOC_STRING_INPUT)
+        self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
+        rec = self.gw.requests[-1]
+        self.assertEqual(rec.json["messages"], [{"role": "user", "content": "Tell me a story"}])
+        self.assertEqual((rec.json["model"], rec.json["stream"]), ("gpt-5.2", True))
+
+    def test_doc_messages(self):
+        self.assertEqual(self.run_doc(DOC_MESSAGES), "Echo: Write a poem about coding")
+        self.assertEqual(
+            self.gw.requests[-1].json["messages"][0],
+            {"role": "system", "content": "You are a helpful assistant."},
+        )
+
+    def test_doc_multiple_choices(self):
+        out = self.run_doc(DOC_MULTIPLE_CHOICES)
+        lines = out.split("\n")
+        self.assertEqual(lines[-1], "")
+        pieces = []
+        for line in lines[:-1]:
+            self.assertTrue(line.startswith("Choice 0: "), line)
+            pieces.append(line[len("Choice 0: ") :])
+        self.assertEqual("".join(pieces), "Echo: Give me creative ideas")
+
+    def test_doc_multiple_choices_with_n(self):
+        # the same loop over a 2-choice stream (n passed through a dict input)
+        code = DOC_MULTIPLE_CHOICES.replace(
+            '"Give me creative ideas"',
+            '{"messages": [{"role": "user", "content": "Give me creative ideas"}], "n": 2}',
+        )
+        out = self.run_doc(code)
+        texts = {}
+        for line in out.split("\n")[:-1]:
+            match = re.match(r"Choice (\d+): (.*)$", line)
+            self.assertIsNotNone(match, line)
+            texts[match.group(1)] = texts.get(match.group(1), "") + match.group(2)
+        self.assertEqual(
+            texts, {"0": "Echo: Give me creative ideas #0", "1": "Echo: Give me creative ideas #1"}
+        )
+
+    def test_doc_convenience_properties(self):
+        out = self.run_doc(DOC_CONVENIENCE)
+        self.assertEqual(
+            out, "\nRole: assistant\nEcho: Explain quantum computing\nFinish reason: stop\n"
+        )
+
+    def test_doc_collect(self):
+        out = self.run_doc(DOC_COLLECT)
+        text = "Echo: Tell me a story"
+        self.assertEqual(out, f"{text}\n\nFull response ({len(text)} characters):\n{text}\n")
+
+    def test_doc_empty_chunks(self):
+        out = self.run_doc(DOC_EMPTY_CHUNKS)
+        self.assertNotIn("None", out)
+        self.assertEqual("".join(out.splitlines()), "Echo: Hello")
+
+    def test_doc_send_stream(self):
+        self.assertEqual(self.run_doc(DOC_SEND_STREAM), "Echo: Tell me a story")
+        self.assertIs(self.gw.requests[-1].json["stream"], True)
+
+    def test_doc_error_handling(self):
+        self.assertEqual(self.run_doc(DOC_ERRORS), "Echo: Hello!")
+        self.gw.push(ErrorReply(401, "unauthorized", "Missing Authorization header"))
+        self.assertEqual(
+            self.run_doc(DOC_ERRORS),
+            "Stream failed: API error 401: Missing Authorization header\n",
+        )
+        self.gw.push(ErrorReply(429, "usage_limit_exceeded", "slow down"))
+        self.assertEqual(self.run_doc(DOC_ERRORS), "Stream failed: API error 429: slow down\n")
+        port = free_port()
+        offline = self.track(
+            edgee.Edgee(api_key="k", base_url=f"http://127.0.0.1:{port}", max_retries=0)
+        )
+        out = run_example(DOC_ERRORS, {"edgee": offline})
+        self.assertTrue(out.startswith("Stream failed: "), out)
+        self.assertEqual(out.count("\n"), 1)
+
+    def test_readme_quick_start_and_send(self):
+        os.environ["EDGEE_BASE_URL"] = self.gw.url
+        namespace = {}
+        self.addCleanup(lambda: namespace["edgee"].close() if "edgee" in namespace else None)
+        out = run_example(README_QUICK_START, namespace)
+        self.assertEqual(out, "Echo: What is the capital of France?\n")
+        rec = self.gw.requests[-1]
+        self.assertEqual(rec.headers["authorization"], "Bearer your-api-key")
+        self.assertEqual(rec.json["model"], "anthropic/claude-haiku-4-5")
+        body = completion_body(
+            compression={
+                "saved_tokens": 450,
+                "cost_savings": 27000,
+                "reduction": 48.99884991374353,
+                "time_ms": 12,
+            }
+        )
+        self.gw.push(Reply(body=body))
+        out = run_example(README_SEND, namespace)
+        self.assertEqual(
+            out.splitlines(),
+            [
+                body["choices"][0]["message"]["content"],
+                "stop",
+                "None",
+                "Tokens used: 20",
+                "Saved tokens: 450",
+                "Reduction: 48.99884991374353%",
+                "Cost savings: $0.027",
+                "Time: 12 ms",
+            ],
+        )
+        self.assertEqual(
+            self.gw.requests[-1].json["messages"], [{"role": "user", "content": "Hello, world!"}]
+        )
+        out = run_example(README_SEND, namespace)  # the fake LLM: no compression
+        lines = out.splitlines()
+        self.assertEqual(lines[:3], ["Echo: Hello, world!", "stop", "None"])
+        self.assertEqual(len(lines), 4)
+        self.assertRegex(lines[3], r"^Tokens used: [1-9]\d*$")
+
+    def test_readme_stream(self):
+        out = run_example(README_STREAM, {"edgee": self.c})
+        self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
+        self.assertEqual(self.gw.requests[-1].json["model"], "anthropic/claude-haiku-4-5")
+
+    def readme_block(self, marker):
+        path = os.path.join(HERE, "README.md")
+        if not os.path.exists(path):
+            self.skipTest("README.md is not beside this file")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        found = re.search(marker + r"\n```python\n(.*?)```", text, re.S)
+        self.assertIsNotNone(found, "README has no block after " + marker)
+        return found.group(1)
+
+    def test_tool_round_trip_loop(self):
+        code = self.readme_block("<!-- tool-round-trip -->")
+        gw = self.gw
+        os.environ.update(EDGEE_API_KEY="readme-key", EDGEE_BASE_URL=gw.url)  # isolate_env restores
+        out = io.StringIO()
+        with redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+        self.assertEqual(
+            out.getvalue(), 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n'
+        )
+        sent = [r.json["messages"] for r in gw.requests]
+        self.assertEqual(len(sent), 2)  # the tool call, then the final answer
+        call = sent[1][1]["tool_calls"][0]
+        self.assertEqual(call["function"], {"name": "get_weather", "arguments": '{"city":"Paris"}'})
+        self.assertEqual(sent[1][2]["tool_call_id"], call["id"])
+
+
+class CliTest(ClientTestCase):
+    """`python edgee.py`: the command line, run as a child process."""
+
+    def setUp(self):
+        super().setUp()
+        self.gw = self.gateway()
+
+    def env(self, **values):
+        env = dict(os.environ)  # without EDGEE_* and *_proxy (see isolate_env)
+        env.update(EDGEE_API_KEY="cli-key", EDGEE_BASE_URL=self.gw.url, PYTHONIOENCODING="utf-8")
         for name, value in values.items():
-            os.environ[name] = value  # restored by _ExtBase's cleanup (a *_proxy name)
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
 
-    def test_http_proxy_gets_absolute_uri(self):
-        proxy = self.gateway()
-        proxy.push(
-            Reply(
-                200,
-                {
-                    "id": COMPLETION_ID,
-                    "object": "chat.completion",
-                    "created": CREATED,
-                    "model": EXT_MODEL,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": "via proxy"},
-                        }
-                    ],
-                },
-            )
+    def cli(self, *args, **kwargs):
+        stdin = kwargs.pop("stdin", None)
+        env = self.env(**kwargs)
+        return subprocess.run(
+            [sys.executable, EDGEE_PY, *list(args)],
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=CLI_TIMEOUT,
+            encoding="utf-8",
+            errors="replace",
         )
-        self.set_env(HTTP_PROXY=f"http://127.0.0.1:{proxy.port}")
-        client = edgee.Edgee(
-            api_key=EXT_KEY, base_url="http://example.invalid", timeout=5.0, max_retries=0
+
+    def assert_one_line_error(self, result, *needles):
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("Traceback", result.stderr)
+        lines = result.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        for needle in needles:
+            self.assertIn(needle, lines[0])
+
+    def test_prompt_argument_streams(self):
+        result = self.cli("hello", "world")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: hello world\n")
+        rec = self.gw.requests[-1]
+        self.assertEqual(rec.json["messages"], [{"role": "user", "content": "hello world"}])
+        self.assertIs(rec.json.get("stream"), True)
+        self.assertEqual(rec.headers["accept"], "text/event-stream")
+        self.assertEqual(rec.headers["authorization"], "Bearer cli-key")
+
+    def test_non_ascii_prompt(self):
+        result = self.cli("héllo €")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: héllo €\n")
+
+    def test_prompt_on_stdin(self):
+        result = self.cli(stdin="from stdin\n")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "Echo: from stdin")
+        self.assertEqual(self.gw.requests[-1].json["messages"][-1]["content"].strip(), "from stdin")
+
+    def test_system_prompt(self):
+        result = self.cli("--system", "Be brief.", "question")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: question\n")
+        self.assertEqual(
+            self.gw.requests[-1].json["messages"],
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "question"}],
         )
-        self.addCleanup(client.close)
-        self.assertEqual(client.send(EXT_MODEL, "hi").text, "via proxy")
-        self.assertEqual(len(proxy.requests), 1)
-        request = proxy.requests[0]
-        self.assertTrue(
-            request.path.startswith("http://example.invalid/v1/chat/completions"), request.path
-        )
-        self.assertTrue(
-            request.raw_head.startswith(
-                b"POST http://example.invalid/v1/chat/completions HTTP/1.1\r\n"
-            ),
-            request.raw_head,
-        )
-        self.assertEqual(request.headers["host"], "example.invalid")
-        self.assertEqual(request.json["messages"], [{"role": "user", "content": "hi"}])
+
+    def test_model_option(self):
+        result = self.cli("--model", "anthropic/claude-opus-4-6", "hi")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: hi\n")
+        self.assertEqual(self.gw.requests[-1].json["model"], "anthropic/claude-opus-4-6")
+
+    def test_model_from_environment(self):
+        result = self.cli("hi", EDGEE_MODEL="mistral/mistral-large")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(self.gw.requests[-1].json["model"], "mistral/mistral-large")
+
+    def test_base_url_option_overrides_environment(self):
+        closed = f"http://127.0.0.1:{free_port()}"
+        result = self.cli("--base-url", self.gw.url, "routed", EDGEE_BASE_URL=closed)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: routed\n")
+
+    def test_empty_stdin_prompt(self):
+        result = self.cli(stdin="  \n")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertIn("prompt", result.stderr)
         self.assertEqual(self.gw.requests, [])
 
-    def test_no_proxy_bypasses_proxy(self):
-        proxy = self.gateway()
-        self.set_env(HTTP_PROXY=f"http://127.0.0.1:{proxy.port}", NO_PROXY="127.0.0.1")
-        client = self.client()
-        self.assertEqual(client.send(EXT_MODEL, "direct").text, "Echo: direct")
-        self.assertEqual(len(self.gw.requests), 1)
-        self.assertEqual(self.gw.requests[0].path, "/v1/chat/completions")
-        self.assertEqual(proxy.requests, [])
-        self.assertEqual(proxy.connections, 0)
+    def test_no_stream(self):
+        result = self.cli("--no-stream", "whole", "answer")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: whole answer\n")
+        rec = self.gw.requests[-1]
+        self.assertNotIn("stream", rec.json)
+        self.assertNotEqual(rec.headers.get("accept"), "text/event-stream")
+
+    def test_list_models(self):
+        result = self.cli("--list-models")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
+        rec = self.gw.requests[-1]
+        self.assertEqual((rec.method, rec.path), ("GET", "/v1/models"))
+        self.assertEqual(rec.headers["authorization"], "Bearer cli-key")
+        self.assertEqual(
+            result.stdout.splitlines(), ["openai/gpt-5.2", "anthropic/claude-opus-4-6"]
+        )
+
+    def test_list_models_error(self):
+        self.gw.push(ErrorReply(403, "forbidden", "API key is inactive"))
+        result = self.cli("--list-models")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, "")
+        self.assertIn("API error 403: API key is inactive", result.stderr)
+
+    def test_missing_key(self):
+        result = self.cli("hello", EDGEE_API_KEY=None)
+        self.assert_one_line_error(result, "EDGEE_API_KEY")
+        self.assertEqual(result.stdout, "")
+        self.assertEqual(self.gw.requests, [])
+
+    def test_api_error(self):
+        result = self.cli("--model", "error-401", "hello")
+        self.assert_one_line_error(result, "API error 401", ERROR_CODES["unauthorized"][2])
+
+    def test_network_error(self):
+        port = free_port()
+        result = self.cli("hello", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
+        self.assert_one_line_error(result, str(port))
+        self.assertEqual(result.stdout.strip(), "")
+
+    def test_help(self):
+        result = self.cli("--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("usage", result.stdout.lower())
+        self.assertIn("--model", result.stdout)
+        self.assertEqual(self.gw.requests, [])
+
+    def test_version(self):
+        result = self.cli("--version")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(edgee.__version__, result.stdout + result.stderr)
+
+    def test_serve_gateway_subprocess(self):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, TEST_EDGEE_PY, "--serve", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env(),
+            encoding="utf-8",
+            errors="replace",
+        )
+
+        def stop():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
+
+        self.addCleanup(stop)
+        deadline = time.monotonic() + 10.0
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                ready = True
+                break
+            except OSError:
+                time.sleep(0.05)
+        self.assertTrue(ready, "the --serve gateway did not start listening")
+        result = self.cli("served", "prompt", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: served prompt\n")
+        result = self.cli("--list-models", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
+        self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
+        self.assertEqual(self.gw.requests, [], "the CLI used the served gateway")
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+        self.assertIn(f"http://127.0.0.1:{port}", out)
 
 
 # ---- faults: hostile and unusual servers ----
@@ -9262,7 +8826,7 @@ FAULT_INTERIM = [  # 1xx interim answers a server may send before the final one
 
 def _fault_answer(text: str, **extra: Any) -> bytes:
     """A whole keep-alive JSON completion answer (head and body)."""
-    body = compact_json(dict(_rel_completion(text), **extra))
+    body = compact_json(dict(completion_body(text), **extra))
     return http_head(200, {"Content-Type": "application/json"}, content_length=len(body)) + body
 
 
@@ -9286,7 +8850,7 @@ def _fault_dribble(data: bytes, count: int = 15) -> list:
 
 def _fault_texts(exc: BaseException) -> str:
     """Every text an exception shows: str, repr, args, message, body and the traceback."""
-    return "\n".join([_rel_everything(exc), repr(exc.args), str(getattr(exc, "message", ""))])
+    return "\n".join([everything(exc), repr(exc.args), str(getattr(exc, "message", ""))])
 
 
 class _Echo:
@@ -9852,9 +9416,9 @@ class FaultDecodeTest(_FaultCase):
 
     def test_unrequested_content_encoding_is_named(self):
         gzipped = {"Content-Encoding": "gzip"}
-        stream = b"".join(sse_bytes(e) for e in _rel_events("zipped")) + b"data: [DONE]\n\n"
+        stream = b"".join(sse_bytes(e) for e in stream_events("zipped")) + b"data: [DONE]\n\n"
         answers = [
-            ("send", gzip.compress(compact_json(_rel_completion("zipped"))), "application/json"),
+            ("send", gzip.compress(compact_json(completion_body("zipped"))), "application/json"),
             ("stream", gzip.compress(stream), "text/event-stream"),
         ]
 
@@ -9992,7 +9556,7 @@ class FaultTimeTest(_FaultCase):
     def slow_stream(self):
         """An event every FAULT_DRIBBLE seconds, for 3 s: never silent for long."""
         events = []  # type: list
-        for event in _rel_events(*["word "] * 15):
+        for event in stream_events(*["word "] * 15):
             events += [event, FAULT_DRIBBLE]
         return SSE(events)
 
