@@ -43,7 +43,15 @@ if TYPE_CHECKING:  # `typing` costs import time, so only the type checker loads 
     JSONDict = dict[str, Any]
     InputLike = Union[str, "InputObject", Mapping[str, Any]]
     Plan = Generator[Any, Any, Any]  # a call's protocol steps; see DELIVER
-    CallOptions = tuple[Any, Any, Any]  # a call's timeout, deadline and headers, unchecked
+    from typing_extensions import TypedDict, Unpack
+
+    class CallOptions(TypedDict, total=False):
+        """The keywords every call takes."""
+
+        timeout: float | None  # seconds of silence allowed
+        deadline: float | None  # seconds for the whole call
+        headers: Mapping[str, str] | None  # extra request headers
+
     from asyncio import Protocol as _AsyncProtocol
 
     _StreamBase = Generator[Any, Any, None]
@@ -104,6 +112,7 @@ USER_AGENT = f"edgee.py/{__version__} (Python {sys.version_info[0]}.{sys.version
 DEFAULT_TIMEOUT = 600.0  # seconds of silence allowed; reasoning models think for minutes
 CONNECT_TIMEOUT = 10.0  # connecting (TCP and TLS) never waits longer than this
 DEFAULT_MAX_RETRIES = 2
+CALL_OPTIONS = ("timeout", "deadline", "headers")  # the keywords every call takes
 RETRY_STATUSES = frozenset((408, 409, 429, 500, 502, 503, 504))
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
@@ -2893,15 +2902,20 @@ class Edgee:
         extra: dict[str, str] | None = None,
         accept: str = "application/json",
     ) -> Call:
-        """A checked call; `options` are the caller's (timeout, deadline, headers)."""
+        """A checked call; `options` are the caller's timeout, deadline and headers."""
+        unknown = sorted(set(options) - set(CALL_OPTIONS))
+        _require_type(
+            not unknown,
+            f"unexpected keyword {', '.join(unknown)}; calls take {', '.join(CALL_OPTIONS)}",
+        )
         headers = dict(self._headers, Accept=accept)
         if body is not None:
             headers["Content-Type"] = "application/json"
-        for name, value in dict(extra or {}, **normalize_headers(options[2])).items():
+        for name, value in dict(extra or {}, **normalize_headers(options.get("headers"))).items():
             for same in [key for key in headers if key.lower() == name.lower()]:
                 del headers[same]  # the caller's header replaces ours
             headers[name] = value
-        timeout, deadline, _ = options
+        timeout, deadline = options.get("timeout"), options.get("deadline")
         return Call(
             method,
             self._transport.route.prefix + path,
@@ -2915,6 +2929,14 @@ class Edgee:
         body, extra = build_request(model, input, stream)
         accept = "text/event-stream" if stream else "application/json"
         return self._call("POST", API_ENDPOINT, body, options, extra, accept)
+
+    def _count_tokens(self, model: object, input: object, options: CallOptions) -> Call:
+        body, extra = build_count_tokens_request(model, input)
+        return self._call("POST", COUNT_TOKENS_ENDPOINT, body, options, extra)
+
+    def _compress(self, model: object, input: object, options: CallOptions) -> Call:
+        body, extra = build_compress_request(model, input)
+        return self._call("POST", COMPRESS_ENDPOINT, body, options, extra)
 
     def _models(self, provider: object, options: CallOptions) -> Call:
         path = MODELS_ENDPOINT
@@ -2977,14 +2999,7 @@ class Edgee:
     # -- the API ------------------------------------------------------------------------
 
     def send(
-        self,
-        model: str,
-        input: InputLike,
-        stream: bool = False,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, model: str, input: InputLike, stream: bool = False, **options: Unpack[CallOptions]
     ) -> Any:
         """Send a chat completion request.
 
@@ -2995,66 +3010,33 @@ class Edgee:
         EdgeeTimeoutError when `timeout` (silence) or `deadline` (the whole call) run out.
         """
         if stream:
-            return self.stream(model, input, timeout=timeout, deadline=deadline, headers=headers)
-        headers, data = self._json(self._chat(model, input, False, (timeout, deadline, headers)))
+            return self.stream(model, input, **options)
+        headers, data = self._json(self._chat(model, input, False, options))
         return response_from_json(data, headers)
 
-    def stream(
-        self,
-        model: str,
-        input: InputLike,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Stream:
+    def stream(self, model: str, input: InputLike, **options: Unpack[CallOptions]) -> Stream:
         """A Stream of StreamChunk objects, each yielded as soon as it arrives.
 
         The arguments are checked now; the request is sent when iteration
         starts. Raises as `send()` does, and EdgeeStreamError if the stream
         breaks off before it finished.
         """
-        call = self._chat(model, input, True, (timeout, deadline, headers))
+        call = self._chat(model, input, True, options)
         return Stream(self._events(call, ChunkReader)(self._transport.pool), self._transport)
 
-    def models(
-        self,
-        provider: str | None = None,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> list[Model]:
+    def models(self, provider: str | None = None, **options: Unpack[CallOptions]) -> list[Model]:
         """The models the gateway offers (GET /v1/models), of one provider if given."""
-        return models_from_json(self._json(self._models(provider, (timeout, deadline, headers)))[1])
+        return models_from_json(self._json(self._models(provider, options))[1])
 
-    def count_tokens(
-        self,
-        model: str,
-        input: InputLike,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> int:
+    def count_tokens(self, model: str, input: InputLike, **options: Unpack[CallOptions]) -> int:
         """How many input tokens `input` is for `model` (POST /v1/count_tokens)."""
-        body, extra = build_count_tokens_request(model, input)
-        call = self._call("POST", COUNT_TOKENS_ENDPOINT, body, (timeout, deadline, headers), extra)
-        return count_from_json(self._json(call)[1])
+        return count_from_json(self._json(self._count_tokens(model, input, options))[1])
 
     def compress(
-        self,
-        model: str,
-        input: InputLike,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, model: str, input: InputLike, **options: Unpack[CallOptions]
     ) -> CompressResult:
         """Edgee's compression of a request, without sending it on (POST /v1/compress)."""
-        body, extra = build_compress_request(model, input)
-        call = self._call("POST", COMPRESS_ENDPOINT, body, (timeout, deadline, headers), extra)
-        return compress_result_from_json(self._json(call)[1])
+        return compress_result_from_json(self._json(self._compress(model, input, options))[1])
 
     def request(
         self,
@@ -3063,92 +3045,52 @@ class Edgee:
         body: Any = None,
         *,
         stream: bool = False,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        **options: Unpack[CallOptions],
     ) -> Any:
         """Any endpoint, raw: `body` is sent as JSON; returns the decoded JSON answer, or
         with `stream=True` a Stream of ServerSentEvent. `path` starts with /v1/.
 
         Errors, retries, redirects, timeouts and key protection are those of `send()`.
         """
-        call = self._raw(method, path, body, stream, (timeout, deadline, headers))
+        call = self._raw(method, path, body, stream, options)
         if stream:
             return Stream(self._events(call, EventReader)(self._transport.pool), self._transport)
         return self._json(call)[1]
 
-    # -- the API on asyncio ----------------------------------------------------------
+    # -- the API on asyncio: the same calls, awaited ------------------------------------
 
     async def asend(
-        self,
-        model: str,
-        input: InputLike,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, model: str, input: InputLike, **options: Unpack[CallOptions]
     ) -> SendResponse:
         """`send()` for asyncio; cancelling closes the connection at once."""
-        headers, data = await self._ajson(
-            self._chat(model, input, False, (timeout, deadline, headers))
-        )
+        headers, data = await self._ajson(self._chat(model, input, False, options))
         return response_from_json(data, headers)
 
-    def astream(
-        self,
-        model: str,
-        input: InputLike,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> AsyncStream:
+    def astream(self, model: str, input: InputLike, **options: Unpack[CallOptions]) -> AsyncStream:
         """`stream()` for asyncio: `async for chunk in client.astream(...)`.
 
         Leaving the loop early, `aclose()` or cancelling the task closes the connection.
         """
-        call = self._chat(model, input, True, (timeout, deadline, headers))
+        call = self._chat(model, input, True, options)
         return AsyncStream(self._events(call, ChunkReader), self._transport)
 
     async def amodels(
-        self,
-        provider: str | None = None,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, provider: str | None = None, **options: Unpack[CallOptions]
     ) -> list[Model]:
         """`models()` for asyncio."""
-        return models_from_json(
-            (await self._ajson(self._models(provider, (timeout, deadline, headers))))[1]
-        )
+        return models_from_json((await self._ajson(self._models(provider, options)))[1])
 
     async def acount_tokens(
-        self,
-        model: str,
-        input: InputLike,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, model: str, input: InputLike, **options: Unpack[CallOptions]
     ) -> int:
         """`count_tokens()` for asyncio."""
-        body, extra = build_count_tokens_request(model, input)
-        call = self._call("POST", COUNT_TOKENS_ENDPOINT, body, (timeout, deadline, headers), extra)
-        return count_from_json((await self._ajson(call))[1])
+        return count_from_json((await self._ajson(self._count_tokens(model, input, options)))[1])
 
     async def acompress(
-        self,
-        model: str,
-        input: InputLike,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, model: str, input: InputLike, **options: Unpack[CallOptions]
     ) -> CompressResult:
         """`compress()` for asyncio."""
-        body, extra = build_compress_request(model, input)
-        call = self._call("POST", COMPRESS_ENDPOINT, body, (timeout, deadline, headers), extra)
+        call = self._compress(model, input, options)
         return compress_result_from_json((await self._ajson(call))[1])
 
     def arequest(
@@ -3158,13 +3100,11 @@ class Edgee:
         body: Any = None,
         *,
         stream: bool = False,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        **options: Unpack[CallOptions],
     ) -> Any:
         """`request()` for asyncio: an awaitable of the decoded JSON, or with
         `stream=True` an AsyncStream of ServerSentEvent."""
-        call = self._raw(method, path, body, stream, (timeout, deadline, headers))
+        call = self._raw(method, path, body, stream, options)
         if stream:
             return AsyncStream(self._events(call, EventReader), self._transport)
         return self._arequest(call)
