@@ -1623,11 +1623,13 @@ def parse_head(block: bytes) -> ResponseHead:
 
     Raises EdgeeConnectionError for anything that is not an HTTP/1.x head.
     """
-    lines = block.decode("latin-1").split("\n")
+    lines = block.decode("latin-1").rstrip("\r\n").split("\n")  # without the blank line
     version, _, rest = lines[0].rstrip("\r").partition(" ")
     code, _, reason = rest.partition(" ")
     if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
         raise _invalid(f"status line {_shorten(lines[0][:40])!r}")
+    if len(lines) > MAX_HEADERS + 1:
+        raise _invalid(f"more than {MAX_HEADERS} header lines")
     headers: dict[str, str] = {}
     name = ""
     for line in lines[1:]:
@@ -1650,8 +1652,6 @@ def parse_head(block: bytes) -> ResponseHead:
         name = name.lower()
         value = value.strip()
         headers[name] = headers[name] + ", " + value if name in headers else value
-    if len(lines) > MAX_HEADERS:
-        raise _invalid(f"more than {MAX_HEADERS} header lines")
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
     return ResponseHead(int(code), reason.strip(), headers, keep_alive)
