@@ -1680,7 +1680,7 @@ class ResponseParser:
         self._interim = 0
         self._chunked: ChunkedDecoder | None = None
         self._remaining: int | None = None  # bytes still due of a Content-Length body
-        self._keep_alive = False
+        self._keep_alive = True  # until the head, the end or forbid_reuse() says otherwise
         self._extra = False
         self.head: ResponseHead | None = None
         self.done = False
@@ -1728,12 +1728,11 @@ class ResponseParser:
     def _frame(self, head: ResponseHead) -> None:
         """Decide how the body ends (RFC 9112, 6.3)."""
         headers = head.headers
-        self._keep_alive = head.keep_alive
-        if (
-            self._method == "HEAD"
-            or head.status in (204, 304)
-            or (self._method == "CONNECT" and head.status < 300)
-        ):
+        if self._method == "CONNECT" and head.status < 300:
+            self.done = True  # the connection is now the tunnel, whatever the HTTP version
+            return
+        self._keep_alive = self._keep_alive and head.keep_alive
+        if self._method == "HEAD" or head.status in (204, 304):
             self.done = True
         elif "transfer-encoding" in headers:
             codings = [c.strip().lower() for c in headers["transfer-encoding"].split(",")]
