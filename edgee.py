@@ -1566,7 +1566,8 @@ class ChunkedDecoder:
                     raise EdgeeStreamError("malformed chunked body: no line end after a chunk")
                 state = self._SIZE
             else:
-                newline = buffer.find(b"\n", position)
+                # A line is too long whether or not its end has arrived yet.
+                newline = buffer.find(b"\n", position, position + MAX_CHUNK_LINE + 1)
                 if newline < 0:
                     if end - position > MAX_CHUNK_LINE:
                         raise EdgeeStreamError("malformed chunked body: overlong size line")
