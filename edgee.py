@@ -1575,7 +1575,8 @@ class ChunkedDecoder:
                     raise EdgeeStreamError("malformed chunked body: no line end after a chunk")
                 state = self._SIZE
             else:
-                newline = buffer.find(b"\n", position)
+                # A line is too long whether or not its end has arrived yet.
+                newline = buffer.find(b"\n", position, position + MAX_CHUNK_LINE + 1)
                 if newline < 0:
                     if end - position > MAX_CHUNK_LINE:
                         raise EdgeeStreamError("malformed chunked body: overlong size line")
@@ -1632,11 +1633,13 @@ def parse_head(block: bytes) -> ResponseHead:
 
     Raises EdgeeConnectionError for anything that is not an HTTP/1.x head.
     """
-    lines = block.decode("latin-1").split("\n")
+    lines = block.decode("latin-1").rstrip("\r\n").split("\n")  # without the blank line
     version, _, rest = lines[0].rstrip("\r").partition(" ")
     code, _, reason = rest.partition(" ")
     if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
         raise _invalid(f"status line {_shorten(lines[0][:40])!r}")
+    if len(lines) > MAX_HEADERS + 1:
+        raise _invalid(f"more than {MAX_HEADERS} header lines")
     headers: dict[str, str] = {}
     name = ""
     for line in lines[1:]:
@@ -1659,8 +1662,6 @@ def parse_head(block: bytes) -> ResponseHead:
         name = name.lower()
         value = value.strip()
         headers[name] = headers[name] + ", " + value if name in headers else value
-    if len(lines) > MAX_HEADERS:
-        raise _invalid(f"more than {MAX_HEADERS} header lines")
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
     return ResponseHead(int(code), reason.strip(), headers, keep_alive)
@@ -1689,7 +1690,7 @@ class ResponseParser:
         self._interim = 0
         self._chunked: ChunkedDecoder | None = None
         self._remaining: int | None = None  # bytes still due of a Content-Length body
-        self._keep_alive = False
+        self._keep_alive = True  # until the head, the end or forbid_reuse() says otherwise
         self._extra = False
         self.head: ResponseHead | None = None
         self.done = False
@@ -1742,12 +1743,11 @@ class ResponseParser:
     def _frame(self, head: ResponseHead) -> None:
         """Decide how the body ends (RFC 9112, 6.3)."""
         headers = head.headers
-        self._keep_alive = head.keep_alive
-        if (
-            self._method == "HEAD"
-            or head.status in (204, 304)
-            or (self._method == "CONNECT" and head.status < 300)
-        ):
+        if self._method == "CONNECT" and head.status < 300:
+            self.done = True  # the connection is now the tunnel, whatever the HTTP version
+            return
+        self._keep_alive = self._keep_alive and head.keep_alive
+        if self._method == "HEAD" or head.status in (204, 304):
             self.done = True
         elif "transfer-encoding" in headers:
             codings = [c.strip().lower() for c in headers["transfer-encoding"].split(",")]

@@ -3400,6 +3400,973 @@ CUT_EVENTS = [
 CUT_TEXTS = ["", "Hi", " \u00e9t\u00e9", ""]
 
 
+# ==== core: the protocol, fed bytes ====
+# The sans-I/O core (ResponseParser, ChunkedDecoder, Route, Redactor, Call and the
+# Transport plans) takes bytes and values and gives values back: no sockets here.
+
+CORE_KEY = "sk-core-SECRET-0123456789abcdef"
+CORE_URL = "http://gw.test"
+CORE_PATH = "/v1/chat/completions"
+CORE_BODY = b'{"model":"openai/gpt-5.2"}'
+CORE_SSE = {"Content-Type": "text/event-stream"}
+
+
+def core_answer(status: int = 200, body: bytes = b"{}", headers: Any = None) -> bytes:
+    """A whole answer with a Content-Length body."""
+    return http_head(status, headers, content_length=len(body)) + body
+
+
+def core_error(status: int, message: str = "no") -> bytes:
+    """The JSON body of an error answer."""
+    return compact_json(error_body(status, STATUS_CODES.get(status), message))
+
+
+def core_splits(data: bytes) -> Iterator[List[bytes]]:
+    """`data` cut in two at every offset, then byte by byte."""
+    for i in range(len(data) + 1):
+        yield [data[:i], data[i:]]
+    yield [data[i : i + 1] for i in range(len(data))]
+
+
+def core_parse(pieces: List[bytes], method: str = "GET", eof: bool = False) -> tuple:
+    """(parser, head, body) after feeding `pieces` as a driver does."""
+    parser = edgee.ResponseParser(method)
+    head = None
+    body = []
+    for piece in pieces:
+        if head is None:
+            head = parser.feed_head(piece)
+            if head is not None:
+                body.append(parser.feed_body(b""))
+        else:
+            body.append(parser.feed_body(piece))
+    if eof:
+        body.append(parser.feed_eof())
+    return parser, head, b"".join(body)
+
+
+def core_decode(pieces: List[bytes]) -> tuple:
+    """(payload, done, extra) of a ChunkedDecoder fed `pieces` until it is done."""
+    decoder = edgee.ChunkedDecoder()
+    payload = []
+    for i, piece in enumerate(pieces):
+        payload.append(decoder.feed(piece))
+        if decoder.done:
+            return b"".join(payload), True, decoder.extra + b"".join(pieces[i + 1 :])
+    return b"".join(payload), False, decoder.extra
+
+
+def core_call(method: str = "POST", path: str = CORE_PATH, body: Any = CORE_BODY, **kw: Any):
+    """A Call as the client builds it: the key in Authorization, 30 s of silence allowed."""
+    headers = {"Authorization": "Bearer " + CORE_KEY}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    return edgee.Call(method, path, body, headers, kw.get("timeout", 30.0), kw.get("deadline"))
+
+
+def core_events(*chunks: dict, done: bool = True) -> bytes:
+    """An event-stream body of chat chunks, ended by [DONE] unless done=False."""
+    return b"".join(sse_bytes(c) for c in chunks) + (sse_bytes("[DONE]") if done else b"")
+
+
+class ResponseParserTest(unittest.TestCase):
+    """ResponseParser: one answer's head and body framing, from bytes (RFC 9112)."""
+
+    def parse(self, data: bytes, method: str = "GET", eof: bool = False) -> tuple:
+        return core_parse([data], method, eof)
+
+    def refused(self, data: bytes, method: str = "GET") -> str:
+        with self.assertRaises(edgee.EdgeeConnectionError) as caught:
+            core_parse([data], method)
+        return str(caught.exception)
+
+    # -- status line and headers
+
+    def test_http_1_1_status_line_with_a_reason_of_several_words(self):
+        _, head, _ = self.parse(b"HTTP/1.1 404 Not Found Here\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual((head.status, head.reason, head.keep_alive), (404, "Not Found Here", True))
+
+    def test_http_1_0_status_line(self):
+        _, head, _ = self.parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual((head.status, head.reason, head.keep_alive), (200, "OK", False))
+
+    def test_status_line_without_a_reason(self):
+        for line in (b"HTTP/1.1 204", b"HTTP/1.1 204 "):
+            with self.subTest(line=line):
+                _, head, _ = self.parse(line + b"\r\n\r\n")
+                self.assertEqual((head.status, head.reason), (204, ""))
+
+    def test_header_names_lower_case_values_trimmed(self):
+        _, head, _ = self.parse(b"HTTP/1.1 204 No Content\r\nX-Edgee-Provider:  openai \r\n\r\n")
+        self.assertEqual(head.headers, {"x-edgee-provider": "openai"})
+
+    def test_folded_header_lines_join_the_value(self):
+        data = b"HTTP/1.1 204 No Content\r\nX-Note: one\r\n two\r\n\tthree\r\nX-B: b\r\n\r\n"
+        _, head, _ = self.parse(data)
+        self.assertEqual(head.headers, {"x-note": "one two three", "x-b": "b"})
+
+    def test_folded_line_before_any_header_refused(self):
+        self.refused(b"HTTP/1.1 204 No Content\r\n folded\r\n\r\n")
+
+    def test_duplicate_headers_joined_with_commas(self):
+        data = b"HTTP/1.1 204 No Content\r\nVia: a\r\nX-A: 1\r\nvia: b\r\nVIA: c\r\n\r\n"
+        _, head, _ = self.parse(data)
+        self.assertEqual(head.headers, {"via": "a, b, c", "x-a": "1"})
+
+    def test_bare_lf_line_ends_accepted(self):
+        _, head, body = self.parse(b"HTTP/1.1 200 OK\nContent-Length: 2\n\nhi")
+        self.assertEqual((head.status, body), (200, b"hi"))
+
+    def test_stray_line_ends_before_the_status_line_skipped(self):
+        _, head, _ = self.parse(b"\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(head.status, 204)
+
+    def test_garbage_refused(self):
+        for data in (b"<html>hi</html>\r\n\r\n", b"SSH-2.0-OpenSSH_9.6\r\n", b"<html>"):
+            with self.subTest(data=data):
+                self.assertIn("invalid HTTP answer", self.refused(data))
+
+    def test_bad_status_lines_refused(self):
+        for line in (
+            b"HTTP/2 200 OK",
+            b"http/1.1 200 OK",
+            b"HTTP/1.1 2000 OK",
+            b"HTTP/1.1 20x OK",
+            b"HTTP/1.1  200 OK",
+            b"HTTP/1.1",
+            b"HTTP/1.1 099 Low",
+        ):
+            with self.subTest(line=line):
+                self.refused(line + b"\r\nContent-Length: 0\r\n\r\n")
+
+    def test_bad_header_lines_refused(self):
+        for line in (
+            b"X Y: spaced name",
+            b"X-A(: not a token",
+            b"X-A : space before the colon",
+            b"no colon at all",
+            b": no name",
+            b"X-\xe9: latin-1 name",
+        ):
+            with self.subTest(line=line):
+                self.refused(b"HTTP/1.1 204 No Content\r\n" + line + b"\r\n\r\n")
+
+    def test_head_of_max_bytes_accepted_one_byte_more_refused(self):
+        start, end = b"HTTP/1.1 204 No Content\r\nX-Pad: ", b"\r\n\r\n"
+        pad = b"p" * (edgee.MAX_HEAD_BYTES - len(start) - len(end))
+        _, head, _ = self.parse(start + pad + end)
+        self.assertEqual(len(head.headers["x-pad"]), len(pad))
+        self.assertIn("larger than", self.refused(start + pad + b"p" + end))
+
+    def test_endless_head_refused_before_it_ends(self):
+        parser = edgee.ResponseParser("GET")
+        parser.feed_head(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+        with self.assertRaises(edgee.EdgeeConnectionError):
+            parser.feed_head(b"p" * edgee.MAX_HEAD_BYTES)
+
+    def test_max_headers_accepted_one_more_refused(self):
+        def head(count: int) -> bytes:
+            fields = b"".join(b"X-%d: v\r\n" % i for i in range(count))
+            return b"HTTP/1.1 204 No Content\r\n" + fields + b"\r\n"
+
+        _, accepted, _ = self.parse(head(edgee.MAX_HEADERS))
+        self.assertEqual(len(accepted.headers), edgee.MAX_HEADERS)
+        self.assertIn("header lines", self.refused(head(edgee.MAX_HEADERS + 1)))
+
+    # -- interim answers
+
+    def test_interim_answers_skipped(self):
+        for interim in (b"100 Continue", b"102 Processing", b"103 Early Hints\r\nLink: </a>"):
+            with self.subTest(interim=interim):
+                data = b"HTTP/1.1 " + interim + b"\r\n\r\n" + core_answer(200, b"hello")
+                parser, head, body = self.parse(data)
+                self.assertEqual((head.status, body, parser.reusable), (200, b"hello", True))
+
+    def test_interim_answers_at_every_split(self):
+        data = (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            + core_answer(200, b"hello")
+        )
+        for pieces in core_splits(data):
+            parser, head, body = core_parse(pieces)
+            self.assertEqual((head.status, body, parser.reusable), (200, b"hello", True), pieces)
+
+    def test_max_interim_answers_accepted_one_more_refused(self):
+        interim = b"HTTP/1.1 102 Processing\r\n\r\n"
+        _, head, _ = self.parse(interim * edgee.MAX_INTERIM + core_answer())
+        self.assertEqual(head.status, 200)
+        data = interim * (edgee.MAX_INTERIM + 1) + core_answer()
+        self.assertIn("interim", self.refused(data))
+
+    def test_101_refused(self):
+        data = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+        self.assertIn("101", self.refused(data + core_answer()))
+
+    # -- framing (RFC 9112, 6.3)
+
+    def test_content_length_body(self):
+        parser, _, body = self.parse(core_answer(200, b"hello"))
+        self.assertEqual((body, parser.done, parser.reusable), (b"hello", True, True))
+
+    def test_duplicate_equal_content_lengths_accepted(self):
+        for fields in (b"Content-Length: 5\r\nContent-Length: 5", b"Content-Length: 5, 5"):
+            with self.subTest(fields=fields):
+                parser, _, body = self.parse(b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n\r\nhello")
+                self.assertEqual((body, parser.reusable), (b"hello", True))
+
+    def test_conflicting_or_bad_content_lengths_refused(self):
+        for value in (b"5, 6", b"5\r\nContent-Length: 6", b"-1", b"+5", b"0x5", b"", b"9" * 19):
+            with self.subTest(value=value):
+                self.refused(b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\nhello")
+
+    def test_chunked_body(self):
+        data = http_head(200, chunked=True) + chunk_frame(b"hel") + chunk_frame(b"lo") + CHUNK_END
+        parser, _, body = self.parse(data)
+        self.assertEqual((body, parser.done, parser.reusable), (b"hello", True, True))
+
+    def test_chunked_with_content_length_read_as_chunked_never_reused(self):
+        data = http_head(200, chunked=True, content_length=3) + chunk_frame(b"hello") + CHUNK_END
+        parser, _, body = self.parse(data)
+        self.assertEqual((body, parser.done, parser.reusable), (b"hello", True, False))
+
+    def test_transfer_codings_other_than_chunked_refused(self):
+        for coding in (
+            b"gzip",
+            b"gzip, chunked",
+            b"chunked, gzip",
+            b"identity",
+            b"chunked, chunked",
+        ):
+            with self.subTest(coding=coding):
+                data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n" + CHUNK_END
+                self.assertIn("transfer coding", self.refused(data))
+
+    def test_transfer_coding_names_case_insensitive(self):
+        data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n" + chunk_frame(b"x")
+        _, _, body = self.parse(data + CHUNK_END)
+        self.assertEqual(body, b"x")
+
+    def test_head_answer_has_no_body(self):
+        parser, _, body = self.parse(http_head(200, content_length=100), method="HEAD")
+        self.assertEqual((body, parser.done, parser.reusable), (b"", True, True))
+
+    def test_204_and_304_have_no_body(self):
+        for status in (204, 304):
+            with self.subTest(status=status):
+                parser, _, body = self.parse(http_head(status, content_length=100))
+                self.assertEqual((body, parser.done, parser.reusable), (b"", True, True))
+
+    def test_connect_2xx_ends_at_the_head(self):
+        for version in (b"HTTP/1.1", b"HTTP/1.0"):
+            with self.subTest(version=version):
+                data = version + b" 200 Connection established\r\n\r\n"
+                parser, head, _ = self.parse(data, method="CONNECT")
+                self.assertEqual((head.status, parser.done, parser.reusable), (200, True, True))
+
+    def test_connect_refusal_has_a_body(self):
+        parser, head, body = self.parse(core_answer(407, b"auth!"), method="CONNECT")
+        self.assertEqual((head.status, body, parser.done), (407, b"auth!", True))
+
+    def test_close_delimited_body_ends_at_eof(self):
+        parser, _, body = self.parse(http_head(200) + b"all of it")
+        self.assertFalse(parser.done)
+        self.assertEqual((body, parser.feed_eof(), parser.done), (b"all of it", b"", True))
+        self.assertFalse(parser.reusable)
+
+    def test_body_same_at_every_split(self):
+        framings = {
+            "length": core_answer(200, b"hello world"),
+            "chunked": http_head(200, chunked=True)
+            + chunk_frame(b"hello")
+            + chunk_frame(b" world")
+            + b"0\r\nX-Trailer: t\r\n\r\n",
+            "close": http_head(200) + b"hello world",
+        }
+        for name, data in framings.items():
+            for pieces in core_splits(data):
+                parser, _, body = core_parse(pieces, eof=name == "close")
+                self.assertEqual((body, parser.done), (b"hello world", True), (name, pieces))
+
+    # -- the end of the connection
+
+    def test_eof_inside_a_content_length_body_is_a_cut(self):
+        parser, _, _ = self.parse(core_answer(200, b"hello")[:-3])
+        with self.assertRaisesRegex(edgee.EdgeeStreamError, "stream was cut.* 3 bytes"):
+            parser.feed_eof()
+
+    def test_eof_inside_a_chunked_body_is_a_cut(self):
+        head = http_head(200, chunked=True)
+        chunks = chunk_frame(b"hello") + CHUNK_END
+        for cut in range(len(chunks)):
+            parser, _, _ = self.parse(head + chunks[:cut])
+            with self.assertRaisesRegex(edgee.EdgeeStreamError, "stream was cut", msg=cut):
+                parser.feed_eof()
+
+    def test_eof_after_a_whole_body_ends_nothing(self):
+        parser, _, _ = self.parse(core_answer(200, b"hello"))
+        self.assertEqual(parser.feed_eof(), b"")
+
+    # -- reuse of the connection
+
+    def test_reusable_only_once_the_body_is_read_exactly(self):
+        parser, _, _ = self.parse(core_answer(200, b"hello")[:-1])
+        self.assertFalse(parser.reusable)
+        parser.feed_body(b"o")
+        self.assertTrue(parser.reusable)
+
+    def test_extra_bytes_after_the_answer_forbid_reuse(self):
+        extra = b"HTTP/1.1 200 OK\r\n"
+        answers = {
+            "length": core_answer(200, b"hello"),
+            "chunked": http_head(200, chunked=True) + chunk_frame(b"hello") + CHUNK_END,
+            "204": http_head(204),
+        }
+        for name, data in answers.items():
+            for pieces in ([data + extra], [data, extra]):
+                with self.subTest(framing=name, pieces=len(pieces)):
+                    parser, _, _ = core_parse(pieces)
+                    self.assertTrue(parser.done)
+                    self.assertFalse(parser.reusable)
+
+    def test_connection_close_forbids_reuse(self):
+        parser, _, _ = self.parse(core_answer(200, b"hi", {"Connection": "close"}))
+        self.assertEqual((parser.done, parser.reusable), (True, False))
+
+    def test_http_1_0_reusable_only_with_keep_alive(self):
+        for fields, reusable in ((b"", False), (b"Connection: keep-alive\r\n", True)):
+            with self.subTest(fields=fields):
+                data = b"HTTP/1.0 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nhi"
+                parser, _, _ = self.parse(data)
+                self.assertEqual((parser.done, parser.reusable), (True, reusable))
+
+    def test_forbid_reuse_before_the_head_holds(self):
+        parser = edgee.ResponseParser("POST")
+        parser.forbid_reuse()  # what a failed send does before reading an early answer
+        parser.feed_head(core_answer(413, b"too big"))
+        parser.feed_body(b"")
+        self.assertEqual((parser.done, parser.reusable), (True, False))
+
+
+class ChunkedDecoderTest(unittest.TestCase):
+    """ChunkedDecoder: a chunked body (RFC 9112, 7.1) in pieces of any size."""
+
+    def refused(self, data: bytes) -> str:
+        with self.assertRaises(edgee.EdgeeStreamError) as caught:
+            core_decode([data])
+        return str(caught.exception)
+
+    def test_chunks_joined(self):
+        data = chunk_frame(b"hello") + chunk_frame(b" ") + chunk_frame(b"world") + CHUNK_END
+        self.assertEqual(core_decode([data]), (b"hello world", True, b""))
+
+    def test_extensions_and_trailers_ignored(self):
+        data = b"5;name=value\r\nhello\r\n0;last\r\nX-Trailer: t\r\nX-Other: o\r\n\r\n"
+        self.assertEqual(core_decode([data]), (b"hello", True, b""))
+
+    def test_bare_lf_line_ends_accepted(self):
+        self.assertEqual(core_decode([b"5\nhello\n0\n\n"]), (b"hello", True, b""))
+
+    def test_upper_and_lower_case_sizes(self):
+        data = b"a\r\n" + b"x" * 10 + b"\r\nA\r\n" + b"y" * 10 + b"\r\n0\r\n\r\n"
+        self.assertEqual(core_decode([data]), (b"x" * 10 + b"y" * 10, True, b""))
+
+    def test_bytes_after_the_end_kept_as_extra(self):
+        data = chunk_frame(b"hi") + CHUNK_END + b"HTTP/1.1"
+        self.assertEqual(core_decode([data]), (b"hi", True, b"HTTP/1.1"))
+
+    def test_not_done_before_the_last_chunk(self):
+        self.assertEqual(core_decode([chunk_frame(b"hi")]), (b"hi", False, b""))
+
+    def test_same_payload_at_every_split(self):
+        data = b"5;x=y\r\nhello\r\n1\r\n \r\n5\nworld\n0\r\nT: t\r\n\r\nnext"
+        for pieces in core_splits(data):
+            self.assertEqual(core_decode(pieces), (b"hello world", True, b"next"), pieces)
+
+    def test_bad_chunk_sizes_refused(self):
+        for size in (b"", b"x", b"-1", b"0x10", b"1 2", b"+1", b"1" * 17):
+            with self.subTest(size=size):
+                self.assertIn("bad chunk size", self.refused(size + b"\r\nhello\r\n"))
+
+    def test_missing_line_end_after_the_data_refused(self):
+        for tail in (b"X\r\n0\r\n\r\n", b"\rX0\r\n\r\n"):
+            with self.subTest(tail=tail):
+                self.assertIn("no line end", self.refused(b"3\r\nabc" + tail))
+
+    def test_size_line_longer_than_max_refused_at_every_split(self):
+        long_line = b"1;" + b"e" * (edgee.MAX_CHUNK_LINE - 1) + b"\r\nA\r\n0\r\n\r\n"
+        for cut in range(0, len(long_line), 97):
+            with self.assertRaises(edgee.EdgeeStreamError, msg=cut):
+                core_decode([long_line[:cut], long_line[cut:]])
+
+    def test_size_line_just_under_max_accepted_at_every_split(self):
+        line = b"1;" + b"e" * (edgee.MAX_CHUNK_LINE - 4) + b"\r\nA\r\n0\r\n\r\n"
+        for cut in range(0, len(line), 97):
+            self.assertEqual(core_decode([line[:cut], line[cut:]]), (b"A", True, b""), cut)
+
+    def test_endless_trailers_refused(self):
+        trailer = b"X-T: " + b"t" * 1000 + b"\r\n"
+        count = edgee.MAX_HEAD_BYTES // len(trailer) + 1
+        self.assertIn("endless trailers", self.refused(b"0\r\n" + trailer * count))
+
+
+class RouteTest(unittest.TestCase):
+    """Route: the bytes of a request and of a CONNECT, direct or through a proxy."""
+
+    HEADERS: ClassVar[dict] = {"Authorization": "Bearer k", "Accept": "application/json"}
+
+    def setUp(self):
+        isolate_env(self)
+
+    def test_request_bytes_exact(self):
+        data = edgee.Route("https://gw.test").request_bytes(
+            "POST", "/v1/x", dict(self.HEADERS, **{"Content-Type": "application/json"}), b"{}"
+        )
+        self.assertEqual(
+            data,
+            b"POST /v1/x HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer k\r\n"
+            b"Accept: application/json\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+        )
+
+    def test_get_has_no_body_and_no_content_length(self):
+        data = edgee.Route("https://gw.test").request_bytes("GET", "/v1/models", {}, None)
+        self.assertEqual(data, b"GET /v1/models HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+
+    def test_empty_body_has_content_length_zero(self):
+        data = edgee.Route("https://gw.test").request_bytes("POST", "/v1/x", {}, b"")
+        self.assertEqual(data, b"POST /v1/x HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 0\r\n\r\n")
+
+    def test_host_header_is_the_netloc(self):
+        for url, host, port in (
+            ("https://gw.test", b"gw.test", 443),
+            ("http://gw.test", b"gw.test", 80),
+            ("https://gw.test:8443", b"gw.test:8443", 8443),
+            ("http://[::1]:8080", b"[::1]:8080", 8080),
+            ("https://[2001:db8::1]", b"[2001:db8::1]", 443),
+        ):
+            with self.subTest(url=url):
+                route = edgee.Route(url)
+                data = route.request_bytes("GET", "/v1/models", {}, None)
+                self.assertIn(b"\r\nHost: " + host + b"\r\n", data)
+                self.assertEqual(route.port, port)
+
+    def test_same_origin(self):
+        route = edgee.Route("https://gw.test")
+        for url, same in (
+            ("https://gw.test/v1/x", True),
+            ("https://GW.test:443/other", True),
+            ("http://gw.test/v1/x", False),
+            ("https://gw.test:8443/v1/x", False),
+            ("https://evil.test/v1/x", False),
+        ):
+            with self.subTest(url=url):
+                self.assertEqual(route.same_origin(url), same)
+
+    def test_no_proxy_configured(self):
+        route = edgee.Route("https://gw.test")
+        self.assertEqual((route.proxy, route.tunnel, route.target("/v1/x")), (None, False, "/v1/x"))
+
+    def test_plain_http_proxy_gets_an_absolute_target_and_the_credentials(self):
+        os.environ["http_proxy"] = "http://us%40er:p%3Ass@proxy.test:3128"
+        route = edgee.Route("http://gw.test:8080")
+        self.assertEqual((route.proxy, route.tunnel), (("proxy.test", 3128), False))
+        target = route.target("/v1/models")
+        self.assertEqual(target, "http://gw.test:8080/v1/models")
+        auth = base64.b64encode(b"us@er:p:ss")
+        self.assertEqual(
+            route.request_bytes("GET", target, self.HEADERS, None),
+            b"GET http://gw.test:8080/v1/models HTTP/1.1\r\nHost: gw.test:8080\r\n"
+            b"Authorization: Bearer k\r\nAccept: application/json\r\n"
+            b"Proxy-Authorization: Basic " + auth + b"\r\n\r\n",
+        )
+
+    def test_https_through_a_proxy_tunnels_with_credentials_on_connect_only(self):
+        os.environ["https_proxy"] = "http://user:pw@proxy.test:3128"
+        route = edgee.Route("https://gw.test")
+        self.assertEqual((route.proxy, route.tunnel), (("proxy.test", 3128), True))
+        auth = base64.b64encode(b"user:pw")
+        self.assertEqual(
+            route.connect_bytes(),
+            b"CONNECT gw.test:443 HTTP/1.1\r\nHost: gw.test:443\r\n"
+            b"Proxy-Authorization: Basic " + auth + b"\r\n\r\n",
+        )
+        self.assertEqual(route.target("/v1/models"), "/v1/models")
+        data = route.request_bytes("GET", "/v1/models", self.HEADERS, None)
+        self.assertNotIn(b"Proxy-Authorization", data)
+        self.assertTrue(data.startswith(b"GET /v1/models HTTP/1.1\r\nHost: gw.test\r\n"))
+
+    def test_connect_to_an_ipv6_origin_brackets_the_host(self):
+        os.environ["https_proxy"] = "proxy.test:3128"  # no scheme: http:// is meant
+        route = edgee.Route("https://[::1]:8443")
+        self.assertEqual(route.proxy, ("proxy.test", 3128))
+        self.assertEqual(
+            route.connect_bytes(), b"CONNECT [::1]:8443 HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n"
+        )
+
+    def test_proxy_without_credentials_sends_no_proxy_authorization(self):
+        os.environ["http_proxy"] = "http://proxy.test:3128"
+        route = edgee.Route("http://gw.test")
+        data = route.request_bytes("GET", route.target("/v1/models"), {}, None)
+        self.assertEqual(data, b"GET http://gw.test/v1/models HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+
+    def test_no_proxy_bypasses_the_proxy(self):
+        os.environ["https_proxy"] = "http://proxy.test:3128"
+        os.environ["no_proxy"] = "gw.test"
+        self.assertIsNone(edgee.Route("https://gw.test").proxy)
+        self.assertIsNotNone(edgee.Route("https://other.test").proxy)
+
+
+class RedactorTest(unittest.TestCase):
+    """Redactor: the key leaves server text in every form JSON may spell it."""
+
+    def redacts(self, key: str, text: str) -> None:
+        redacted = edgee.Redactor(key).text("said " + text + "!")
+        self.assertEqual(redacted, "said [redacted]!", text)
+
+    def test_literal_key(self):
+        self.redacts(CORE_KEY, CORE_KEY)
+
+    def test_slash_escaped_as_json_may_write_it(self):
+        for text in ("sk\\/abc\\/def-0123", "sk/abc\\/def-0123"):
+            with self.subTest(text=text):
+                self.redacts("sk/abc/def-0123", text)
+
+    def test_any_char_as_a_unicode_escape_either_case(self):
+        for i, char in enumerate(CORE_KEY):
+            for form in ("\\u%04x", "\\u%04X"):
+                with self.subTest(char=char, form=form):
+                    self.redacts(CORE_KEY, CORE_KEY[:i] + form % ord(char) + CORE_KEY[i + 1 :])
+        self.redacts(CORE_KEY, "".join(f"\\u{ord(c):04x}" for c in CORE_KEY))
+
+    def test_quote_and_backslash_as_json_escapes(self):
+        key = 'sk"quo\\te-0123'
+        self.redacts(key, json.dumps(key)[1:-1])
+        self.redacts(key, key)
+
+    def test_regex_characters_in_the_key_taken_literally(self):
+        key = "sk.+*?(x)[y]-0123"
+        self.redacts(key, key)
+        self.assertEqual(edgee.Redactor(key).text("skA+*?(x)[y]-0123"), "skA+*?(x)[y]-0123")
+
+    def test_keys_shorter_than_8_left_alone(self):
+        self.assertEqual(edgee.Redactor("sk-1234").text("sk-1234"), "sk-1234")
+        self.redacts("sk-12345", "sk-12345")
+
+    def test_headers(self):
+        headers = {"x-echo": "Bearer " + CORE_KEY, "x-other": "plain"}
+        self.assertEqual(
+            edgee.Redactor(CORE_KEY).headers(headers),
+            {"x-echo": "Bearer [redacted]", "x-other": "plain"},
+        )
+
+
+class CallTest(unittest.TestCase):
+    """Call: the retry budget and the clock of one call."""
+
+    ERROR = edgee.EdgeeConnectionError("the gateway went away", True)
+
+    def test_retry_gives_backoff_delays_then_raises_the_error(self):
+        call = core_call()
+        first = call.retry(self.ERROR, True, 2, None)
+        second = call.retry(self.ERROR, True, 2, None)
+        self.assertTrue(0.375 <= first <= 0.5, first)
+        self.assertTrue(0.75 <= second <= 1.0, second)
+        with self.assertRaises(edgee.EdgeeConnectionError) as caught:
+            call.retry(self.ERROR, True, 2, None)
+        self.assertIs(caught.exception, self.ERROR)
+        self.assertEqual(call.retries, 2)
+
+    def test_non_retryable_raises_at_once(self):
+        call = core_call()
+        with self.assertRaises(edgee.EdgeeConnectionError):
+            call.retry(self.ERROR, False, 2, None)
+        self.assertEqual(call.retries, 0)
+
+    def test_no_retries_allowed_raises_at_once(self):
+        with self.assertRaises(edgee.EdgeeConnectionError):
+            core_call().retry(self.ERROR, True, 0, None)
+
+    def test_retry_after_respected(self):
+        for headers, delay in (
+            ({"retry-after": "3"}, 3.0),
+            ({"retry-after": "0"}, 0.0),
+            ({"retry-after-ms": "1500"}, 1.5),
+            ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ):
+            with self.subTest(headers=headers):
+                self.assertEqual(core_call().retry(self.ERROR, True, 1, headers), delay)
+
+    def test_retry_after_as_an_http_date(self):
+        date = email.utils.formatdate(time.time() + 30, usegmt=True)
+        delay = core_call().retry(self.ERROR, True, 1, {"retry-after": date})
+        self.assertTrue(25 <= delay <= 30, delay)
+
+    def test_nan_inf_negative_and_junk_retry_after_ignored(self):
+        for value in ("nan", "inf", "-inf", "-5", "junk", ""):
+            for name in ("retry-after", "retry-after-ms"):
+                with self.subTest(name=name, value=value):
+                    delay = core_call().retry(self.ERROR, True, 1, {name: value})
+                    self.assertTrue(0.375 <= delay <= 0.5, delay)
+
+    def test_retry_after_longer_than_max_raises(self):
+        headers = {"retry-after": str(edgee.MAX_RETRY_AFTER + 1)}
+        with self.assertRaises(edgee.EdgeeConnectionError):
+            core_call().retry(self.ERROR, True, 1, headers)
+
+    def test_delay_beyond_the_deadline_raises(self):
+        call = core_call(deadline=5.0)
+        self.assertEqual(call.retry(self.ERROR, True, 2, {"retry-after": "1"}), 1.0)
+        with self.assertRaises(edgee.EdgeeConnectionError):
+            call.retry(self.ERROR, True, 2, {"retry-after": "10"})
+
+    def test_wait_is_the_timeout_without_a_deadline(self):
+        self.assertEqual(core_call(timeout=7.0).wait(), 7.0)
+
+    def test_wait_capped_by_the_deadline(self):
+        wait = core_call(timeout=30.0, deadline=2.0).wait()
+        self.assertTrue(1.0 < wait <= 2.0, wait)
+        self.assertEqual(core_call(timeout=1.0, deadline=60.0).wait(), 1.0)
+
+    def test_wait_raises_once_the_deadline_passed(self):
+        call = core_call(deadline=2.0)
+        call.expires = time.monotonic() - 0.01
+        with self.assertRaisesRegex(edgee.EdgeeTimeoutError, "deadline of 2 s"):
+            call.wait()
+
+    def test_timed_out_tells_silence_from_the_deadline(self):
+        call = core_call(timeout=30.0, deadline=60.0)
+        silence = call.timed_out("http://gw.test", "waiting for an answer")
+        self.assertEqual(str(silence), "no data from http://gw.test for 30 s waiting for an answer")
+        call.expires = time.monotonic() - 0.01
+        late = call.timed_out("http://gw.test", "waiting for an answer")
+        self.assertEqual(str(late), "the call took longer than its deadline of 60 s")
+        self.assertIsInstance(late, edgee.EdgeeTimeoutError)
+
+
+class CoreConn:
+    """A connection as a plan sees it. RECV takes the next of `replies` (bytes, or an
+    OSError to raise; b"" once they run out); SEND records the bytes, then raises
+    `send_error` if given. close() and is_clean() are what the pool rule asks."""
+
+    def __init__(self, *replies: Any, send_error: Any = None, clean: bool = True) -> None:
+        self.replies = list(replies)
+        self.send_error = send_error
+        self.clean = clean
+        self.reused = False
+        self.sent: List[bytes] = []
+        self.closed = False
+
+    def is_clean(self) -> bool:
+        return self.clean and not self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class CoreDriver:
+    """The test plays the driver: it carries out a plan's operations on CoreConns,
+    handing out `conns` in order on CONNECT, and records every operation."""
+
+    def __init__(self, *conns: CoreConn) -> None:
+        self.fresh = list(conns)
+        self.ops: List[tuple] = []
+
+    def step(self, plan: Any) -> Any:
+        """Run `plan` until it delivers; the item (StopIteration at the plan's end)."""
+        value = error = None
+        while True:
+            op = plan.throw(error) if error is not None else plan.send(value)
+            self.ops.append(op)
+            if op[0] == edgee.DELIVER:
+                return op[1]
+            value = error = None
+            try:
+                value = self._carry_out(op)
+            except OSError as exc:
+                error = exc
+
+    def run(self, plan: Any) -> List[Any]:
+        """Every item the plan delivers, to its end."""
+        items = []
+        while True:
+            try:
+                items.append(self.step(plan))
+            except StopIteration:
+                return items
+
+    def _carry_out(self, op: tuple) -> Any:
+        kind = op[0]
+        if kind == edgee.CONNECT:
+            return self.fresh.pop(0)
+        if kind == edgee.SEND:
+            op[1].sent.append(op[2])
+            if op[1].send_error is not None:
+                raise op[1].send_error
+        elif kind == edgee.RECV:
+            reply = op[1].replies.pop(0) if op[1].replies else b""
+            if isinstance(reply, BaseException):
+                raise reply
+            return reply
+        return None
+
+    def ops_of(self, kind: str) -> List[tuple]:
+        return [op for op in self.ops if op[0] == kind]
+
+
+class PlanTest(unittest.TestCase):
+    """Transport plans, driven by hand: scripted bytes in, operations and decisions out."""
+
+    REQUEST = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    ) % (CORE_KEY.encode(), len(CORE_BODY), CORE_BODY)
+
+    def setUp(self):
+        isolate_env(self)
+        self.pool = edgee.Pool()
+
+    def transport(self, max_retries: int = 0, url: str = CORE_URL) -> edgee.Transport:
+        return edgee.Transport(url, None, max_retries, CORE_KEY)
+
+    def json(self, driver: CoreDriver, call: Any = None, max_retries: int = 0) -> Any:
+        """What json_plan delivers: (head, data)."""
+        plan = self.transport(max_retries).json_plan(call or core_call(), self.pool)
+        (item,) = driver.run(plan)
+        return item
+
+    def stream_plan(self, call: Any = None) -> Any:
+        return self.transport().stream_plan(call or core_call(), self.pool, edgee.ChunkReader)
+
+    def sent(self, driver: CoreDriver) -> List[bytes]:
+        return [op[2] for op in driver.ops_of(edgee.SEND)]
+
+    # -- one exchange
+
+    def test_connects_sends_the_request_and_delivers_the_answer(self):
+        driver = CoreDriver(CoreConn(core_answer(200, b'{"ok":true}')))
+        head, data = self.json(driver)
+        self.assertEqual((head.status, data), (200, {"ok": True}))
+        self.assertEqual(driver.ops[0], (edgee.CONNECT, "gw.test", 80, None, edgee.CONNECT_TIMEOUT))
+        self.assertEqual(self.sent(driver), [self.REQUEST])
+
+    def test_https_asks_for_tls_with_the_host_name(self):
+        driver = CoreDriver(CoreConn(core_answer()))
+        plan = self.transport(url="https://gw.test").json_plan(core_call(), self.pool)
+        driver.run(plan)
+        connect = (edgee.CONNECT, "gw.test", 443, "gw.test", edgee.CONNECT_TIMEOUT)
+        self.assertEqual(driver.ops[0], connect)
+
+    def test_interim_answers_skipped(self):
+        conn = CoreConn(
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            core_answer(200, b'{"n":1}'),
+        )
+        driver = CoreDriver(conn)
+        head, data = self.json(driver)
+        self.assertEqual((head.status, data), (200, {"n": 1}))
+        self.assertEqual(len(self.sent(driver)), 1)
+
+    # -- retries
+
+    def test_retry_after_then_success_sleeps_that_long_and_sends_twice(self):
+        busy = core_answer(503, core_error(503), {"Retry-After": "2"})
+        driver = CoreDriver(CoreConn(busy, core_answer(200, b'{"ok":true}')))
+        _, data = self.json(driver, max_retries=2)
+        self.assertEqual(data, {"ok": True})
+        self.assertEqual(driver.ops_of(edgee.SLEEP), [(edgee.SLEEP, 2.0)])
+        self.assertEqual(self.sent(driver), [self.REQUEST, self.REQUEST])
+
+    def test_no_answer_without_retries_sends_once_then_raises(self):
+        conn = CoreConn()
+        driver = CoreDriver(conn)
+        with self.assertRaisesRegex(edgee.EdgeeConnectionError, "without answering"):
+            self.json(driver, max_retries=0)
+        self.assertEqual(self.sent(driver), [self.REQUEST])
+        self.assertEqual(driver.ops_of(edgee.SLEEP), [])
+        self.assertTrue(conn.closed)
+
+    def test_no_answer_sent_at_most_one_plus_max_retries_times(self):
+        driver = CoreDriver(CoreConn(), CoreConn(), CoreConn())
+        with self.assertRaises(edgee.EdgeeConnectionError):
+            self.json(driver, max_retries=2)
+        self.assertEqual(self.sent(driver), [self.REQUEST] * 3)
+        self.assertEqual(len(driver.ops_of(edgee.SLEEP)), 2)
+
+    def test_broken_reused_connection_resent_on_a_new_one_for_free(self):
+        stale = CoreConn(send_error=BrokenPipeError())
+        self.pool.checkin(stale)
+        fresh = CoreConn(core_answer(200, b'{"ok":true}'))
+        call = core_call()
+        _, data = self.json(CoreDriver(fresh), call, max_retries=0)
+        self.assertEqual(data, {"ok": True})
+        self.assertTrue(stale.closed)
+        self.assertEqual((stale.sent, fresh.sent), ([self.REQUEST], [self.REQUEST]))
+        self.assertEqual(call.retries, 0)
+
+    def test_early_answer_read_when_sending_fails(self):
+        conn = CoreConn(
+            core_answer(413, core_error(413, "too large")),
+            send_error=ConnectionResetError(),
+        )
+        with self.assertRaises(edgee.EdgeeAPIError) as caught:
+            self.json(CoreDriver(conn))
+        self.assertEqual(caught.exception.status, 413)
+        self.assertTrue(conn.closed)
+        self.assertIsNone(self.pool.checkout())
+
+    # -- redirects
+
+    def test_same_origin_307_keeps_the_method_and_the_body(self):
+        moved = core_answer(307, b"", {"Location": "/v2/chat?x=1"})
+        driver = CoreDriver(CoreConn(moved, core_answer()))
+        self.json(driver)
+        second = self.sent(driver)[1]
+        self.assertEqual(second, self.REQUEST.replace(b"/v1/chat/completions", b"/v2/chat?x=1"))
+
+    def test_303_becomes_a_get_without_body(self):
+        moved = core_answer(303, b"", {"Location": "http://gw.test/v1/result"})
+        driver = CoreDriver(CoreConn(moved, core_answer()))
+        self.json(driver)
+        self.assertEqual(
+            self.sent(driver)[1],
+            b"GET /v1/result HTTP/1.1\r\nHost: gw.test\r\n"
+            b"Authorization: Bearer " + CORE_KEY.encode() + b"\r\n\r\n",
+        )
+
+    def test_cross_origin_redirect_refused_without_showing_the_key(self):
+        location = f"https://{CORE_KEY}.evil.test/steal?key={CORE_KEY}"
+        moved = core_answer(307, b"", {"Location": location, "X-Echo": CORE_KEY})
+        driver = CoreDriver(CoreConn(moved))
+        with self.assertRaisesRegex(edgee.EdgeeAPIError, "refused") as caught:
+            self.json(driver)
+        error = caught.exception
+        shown = str(error) + repr(error) + repr(error.headers) + repr(error.body)
+        self.assertNotIn(CORE_KEY, shown)
+        self.assertIn("evil.test", str(error))
+        self.assertEqual(len(driver.ops_of(edgee.CONNECT)), 1)
+        self.assertEqual(len(self.sent(driver)), 1)
+
+    # -- the pool rule
+
+    def test_complete_keep_alive_answer_checks_the_connection_in(self):
+        conn = CoreConn(core_answer())
+        self.json(CoreDriver(conn))
+        self.assertFalse(conn.closed)
+        self.assertIs(self.pool.checkout(), conn)
+
+    def test_not_reused_after_extra_bytes_connection_close_or_a_dirty_socket(self):
+        for name, conn in (
+            ("extra bytes", CoreConn(core_answer() + b"HTTP/1.1 200 OK\r\n")),
+            ("Connection: close", CoreConn(core_answer(200, b"{}", {"Connection": "close"}))),
+            ("HTTP/1.0", CoreConn(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")),
+            ("close-delimited", CoreConn(http_head(200) + b"{}")),
+            ("not clean", CoreConn(core_answer(), clean=False)),
+        ):
+            with self.subTest(name):
+                self.pool = edgee.Pool()
+                self.json(CoreDriver(conn))
+                self.assertTrue(conn.closed)
+                self.assertIsNone(self.pool.checkout())
+
+    # -- event streams
+
+    def test_stream_delivers_the_head_then_the_chunks(self):
+        body = core_events(completion_chunk("Hel"), completion_chunk("lo", finish_reason="stop"))
+        conn = CoreConn(http_head(200, CORE_SSE, chunked=True) + chunk_frame(body) + CHUNK_END)
+        head, *chunks = CoreDriver(conn).run(self.stream_plan())
+        self.assertIsInstance(head, edgee.ResponseHead)
+        self.assertEqual(head.content_type, "text/event-stream")
+        self.assertEqual([c.text for c in chunks], ["Hel", "lo"])
+        self.assertIs(self.pool.checkout(), conn)
+
+    def test_stream_drains_the_body_end_after_done(self):
+        self.addCleanup(setattr, edgee, "DRAIN_WAIT", edgee.DRAIN_WAIT)
+        edgee.DRAIN_WAIT = 5.0  # long enough that a slow machine cannot miss it
+        body = core_events(completion_chunk("hi", finish_reason="stop"))
+        head = http_head(200, CORE_SSE, chunked=True)
+        conn = CoreConn(head + chunk_frame(body), CHUNK_END)
+        driver = CoreDriver(conn)
+        driver.run(self.stream_plan())
+        drain = driver.ops_of(edgee.RECV)[-1]
+        self.assertTrue(4.0 < drain[2] <= 5.0, drain)
+        self.assertIs(self.pool.checkout(), conn)
+
+    def test_stream_drain_gives_up_on_a_body_that_does_not_end(self):
+        body = core_events(completion_chunk("hi", finish_reason="stop"))
+        head = http_head(200, CORE_SSE, chunked=True)
+        conn = CoreConn(head + chunk_frame(body), TimeoutError("timed out"))
+        chunks = CoreDriver(conn).run(self.stream_plan())[1:]
+        self.assertEqual([c.text for c in chunks], ["hi"])
+        self.assertTrue(conn.closed)
+
+    def test_stream_cut_at_eof_without_finish_reason(self):
+        conn = CoreConn(http_head(200, CORE_SSE) + core_events(completion_chunk("hi"), done=False))
+        driver = CoreDriver(conn)
+        with self.assertRaisesRegex(edgee.EdgeeStreamError, "stream was cut"):
+            driver.run(self.stream_plan())
+        self.assertTrue(conn.closed)
+
+    def test_stream_whole_at_eof_after_a_finish_reason(self):
+        body = core_events(completion_chunk("hi", finish_reason="stop"), done=False)
+        conn = CoreConn(http_head(200, CORE_SSE) + body)
+        chunks = CoreDriver(conn).run(self.stream_plan())[1:]
+        self.assertEqual([c.finish_reason for c in chunks], ["stop"])
+
+    def test_closing_the_plan_mid_stream_closes_the_connection(self):
+        body = core_events(completion_chunk("Hel"), completion_chunk("lo"), done=False)
+        conn = CoreConn(http_head(200, CORE_SSE, chunked=True) + chunk_frame(body))
+        driver = CoreDriver(conn)
+        plan = self.stream_plan()
+        driver.step(plan)  # the head
+        self.assertEqual(driver.step(plan).text, "Hel")
+        plan.close()
+        self.assertTrue(conn.closed)
+        self.assertIsNone(self.pool.checkout())
+
+    # -- proxies
+
+    def tunnel(self, *replies: bytes) -> tuple:
+        os.environ["https_proxy"] = "http://user:pw@proxy.test:3128"
+        self.pool = edgee.Pool()
+        conn = CoreConn(*replies)
+        driver = CoreDriver(conn)
+        plan = self.transport(url="https://gw.test").json_plan(core_call(), self.pool)
+        return conn, driver, plan
+
+    def test_tunnel_connect_then_tls_then_the_request_without_proxy_credentials(self):
+        for version in (b"HTTP/1.1", b"HTTP/1.0"):
+            with self.subTest(version=version):
+                established = version + b" 200 Connection established\r\n\r\n"
+                _, driver, plan = self.tunnel(established, core_answer())
+                driver.run(plan)
+                self.assertEqual(
+                    [op[0] for op in driver.ops[:5]],
+                    [edgee.CONNECT, edgee.SEND, edgee.RECV, edgee.TLS, edgee.SEND],
+                )
+                self.assertEqual(driver.ops[0][1:3], ("proxy.test", 3128))
+                self.assertEqual(driver.ops[3][2], "gw.test")
+                connect, request = self.sent(driver)
+                self.assertTrue(connect.startswith(b"CONNECT gw.test:443 HTTP/1.1\r\n"))
+                self.assertIn(b"Proxy-Authorization: Basic ", connect)
+                self.assertNotIn(b"Proxy-Authorization", request)
+                self.assertTrue(request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n"))
+
+    def test_tunnel_refused_by_the_proxy(self):
+        conn, driver, plan = self.tunnel(core_answer(407, b"", {"Proxy-Authenticate": "Basic"}))
+        with self.assertRaisesRegex(edgee.EdgeeConnectionError, "check the proxy credentials"):
+            driver.run(plan)
+        self.assertTrue(conn.closed)
+        self.assertEqual(driver.ops_of(edgee.TLS), [])
+
+    def test_tunnel_with_bytes_after_the_proxy_answer_refused(self):
+        established = b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03"
+        conn, driver, plan = self.tunnel(established)
+        with self.assertRaisesRegex(edgee.EdgeeConnectionError, "after the proxy's answer"):
+            driver.run(plan)
+        self.assertTrue(conn.closed)
+
+
 # ---- data model and request bodies ----
 # Core-level: JSON objects and bytes go through edgee's pure functions; no sockets.
 
