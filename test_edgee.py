@@ -3755,6 +3755,15 @@ class ChunkedDecoderTest(unittest.TestCase):
             core_decode([data])
         return str(caught.exception)
 
+    def test_cut_body_is_not_done(self):
+        body = b"".join(chunk_frame(e) for e in CUT_EVENTS) + CHUNK_END
+        payload = b"".join(CUT_EVENTS)
+        for cut in range(len(body)):
+            decoder = edgee.ChunkedDecoder()
+            out = decoder.feed(body[:cut])
+            self.assertFalse(decoder.done, cut)
+            self.assertTrue(payload.startswith(out), cut)  # nothing beyond what arrived
+
     def test_chunks_joined(self):
         data = chunk_frame(b"hello") + chunk_frame(b" ") + chunk_frame(b"world") + CHUNK_END
         self.assertEqual(core_decode([data]), (b"hello world", True, b""))
@@ -5175,52 +5184,6 @@ class DataModelAccumulateTest(unittest.TestCase):
         self.assertIs(chunk.raw, data)
         self.assertEqual(chunk.reasoning, "2+2")
         self.assertEqual(edgee.collect([chunk]), sent)
-
-
-class ChunkedDecodingTest(unittest.TestCase):
-    """edgee.ChunkedDecoder: an HTTP/1.1 chunked body fed in pieces of any size."""
-
-    def decode(self, pieces):
-        """(payload, decoder) after feeding `pieces` until the body is done."""
-        decoder = edgee.ChunkedDecoder()
-        out = []
-        for piece in pieces:
-            if decoder.done:
-                break
-            out.append(decoder.feed(piece))
-        return b"".join(out), decoder
-
-    def test_every_split_gives_the_payload(self):
-        body = b"".join(chunk_frame(e) for e in CUT_EVENTS) + CHUNK_END
-        payload = b"".join(CUT_EVENTS)
-        for i in range(len(body) + 1):
-            out, decoder = self.decode([body[:i], body[i:]])
-            self.assertEqual((out, decoder.done, decoder.extra), (payload, True, b""), i)
-        out, decoder = self.decode([body[k : k + 1] for k in range(len(body))])
-        self.assertEqual((out, decoder.done), (payload, True))
-
-    def test_cut_body_is_not_done(self):
-        body = b"".join(chunk_frame(e) for e in CUT_EVENTS) + CHUNK_END
-        payload = b"".join(CUT_EVENTS)
-        for cut in range(len(body)):
-            out, decoder = self.decode([body[:cut]])
-            self.assertFalse(decoder.done, cut)
-            self.assertTrue(payload.startswith(out), cut)  # nothing beyond what arrived
-
-    def test_extensions_trailers_and_extra_bytes(self):
-        body = b"5;name=value\r\nhello\r\n1\r\n!\r\n0\r\nX-Trailer: yes\r\n\r\n"
-        out, decoder = self.decode([body + b"HTTP/1.1 200 OK\r\n"])
-        self.assertEqual((out, decoder.done), (b"hello!", True))
-        self.assertEqual(decoder.extra, b"HTTP/1.1 200 OK\r\n")  # the bytes after the body
-
-    def test_malformed_framing_raises(self):
-        for bad in (b"zz\r\nhello\r\n", b"5\r\nhelloXX0\r\n\r\n", b"-5\r\nhello\r\n"):
-            with self.assertRaises(edgee.EdgeeStreamError, msg=bad):
-                edgee.ChunkedDecoder().feed(bad)
-        decoder = edgee.ChunkedDecoder()
-        with self.assertRaises(edgee.EdgeeStreamError):
-            for _ in range(64):  # a size line that never ends: refused, not buffered forever
-                decoder.feed(b"a" * 65536)
 
 
 class BackoffTest(unittest.TestCase):
