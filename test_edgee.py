@@ -7950,7 +7950,12 @@ class TimeoutTest(ClientTestCase):
     def test_per_call_timeout_overrides_a_shorter_client_timeout(self):
         def body(api):
             data = compact_json(completion_body("late but fine"))
-            head = http_head(200, [("Content-Type", "application/json")], content_length=len(data))
+            # Raw closes after its answer: say so, or the next call may race the close.
+            head = http_head(
+                200,
+                [("Content-Type", "application/json"), ("Connection", "close")],
+                content_length=len(data),
+            )
             api.gw.push(Raw([2 * QUICK, head + data]))
             self.assertEqual(api.send(DEFAULT_MODEL, "hi", timeout=5).text, "late but fine")
             events = stream_events("slow")
