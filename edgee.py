@@ -6,10 +6,19 @@
     for chunk in client.stream("openai/gpt-5.2", "Tell me a story"):
         print(chunk.text or "", end="", flush=True)
 
+    async for chunk in client.astream("openai/gpt-5.2", "Tell me a story"):
+        ...                                          # native asyncio, no threads
+
 Standard library only, CPython 3.7 and newer. Drop-in compatible with the
-official `edgee` package (1.1.0); adds timeouts, retries, connection reuse,
-a strict server-sent-events parser, streamed-answer assembly and asyncio.
-Run `python edgee.py --help` for the command line.
+official `edgee` package (1.1.0); adds timeouts and deadlines, retries,
+connection reuse, a strict server-sent-events parser, streamed-answer
+assembly, asyncio, and every endpoint of the gateway.
+
+Read top to bottom: errors, data model, input checks, then a protocol core
+that does no I/O (HTTP/1.1 bytes, event streams, and every decision:
+retry, redirect, reuse), then two drivers that only move bytes (blocking
+sockets, asyncio), the client, stream helpers, and the command line
+(`python edgee.py --help`).
 """
 
 from __future__ import annotations
@@ -96,7 +105,7 @@ __all__ = [
     "parse_sse_events",
 ]
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 # ---------------------------------------------------------------------------
 # Constants
