@@ -4795,6 +4795,87 @@ class ApiCliTest(ApiTestBase):
         out, _ = proc.communicate(timeout=10)
         self.assertIn(f"http://127.0.0.1:{port}", out)
 
+    def test_count_tokens_prints_the_count_and_sends_nothing_else(self):
+        result = self.cli("--count-tokens", "-v", "-s", "Be brief.", "how many tokens here")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "6\n", ""))
+        self.assertEqual(len(self.gw.requests), 1)
+        rec = self.last(self.gw)
+        self.assertEqual((rec.method, rec.path), ("POST", "/v1/count_tokens"))
+        messages = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "how many tokens here"},
+        ]
+        self.assertEqual(rec.json, {"model": edgee.DEFAULT_CLI_MODEL, "messages": messages})
+        result = self.cli("--count-tokens", "--model", "error-429", "hi")
+        self.assert_one_line_error(result, "API error 429")
+
+    def test_compress_prints_the_compressed_request(self):
+        result = self.cli("--compress", LONG)
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        short = " ".join(LONG.split()[:8])
+        sent = {"model": edgee.DEFAULT_CLI_MODEL, "messages": [{"role": "user", "content": LONG}]}
+        self.assertEqual(
+            json.loads(result.stdout), dict(sent, messages=[{"role": "user", "content": short}])
+        )
+        self.assertEqual([(r.path, r.json) for r in self.gw.requests], [("/v1/compress", sent)])
+        result = self.cli("--compress", "-v", LONG)
+        self.assertEqual(
+            result.stderr,
+            "compression: 10 -> 8 input tokens (20% removed; technique auto;"
+            " strategies: text_truncation), 12 ms\n",
+        )
+
+    def test_verbose_stream_reports_provider_fallback_and_usage(self):
+        result = self.cli("-v", "--model", "openai/gpt-fallback", "hello")
+        self.assertEqual((result.returncode, result.stdout), (0, "Echo: hello\n"))
+        self.assertEqual(
+            result.stderr.splitlines(),
+            [
+                "provider: anthropic",
+                "fallback: yes",
+                "usage: 1 prompt + 2 completion = 3 tokens",
+                "compression: none",
+            ],
+        )
+        rec = self.last(self.gw)
+        self.assertEqual(rec.json["stream_options"], {"include_usage": True})  # for the usage
+        self.assertIs(rec.json["stream"], True)
+
+    def test_verbose_reports_compression_and_what_is_missing(self):
+        answer = dm_answer({"role": "assistant", "content": "Hi"}, compression=COMPRESSION)
+        events = [completion_chunk(content="Hi"), completion_chunk(finish_reason="stop")]
+        self.gw.push(Reply(body=answer, headers={"X-Edgee-Provider": "mistral"}), SSE(events))
+        result = self.cli("-v", "--no-stream", "hello")
+        self.assertEqual((result.returncode, result.stdout), (0, "Hi\n"))
+        self.assertEqual(
+            result.stderr.splitlines(),
+            [
+                "provider: mistral",
+                "fallback: no",
+                "usage: 10 prompt + 10 completion = 20 tokens",
+                "compression: 450 tokens saved (48.99% smaller prompt), 12 ms",
+            ],
+        )
+        result = self.cli("-v", "hello")
+        self.assertEqual((result.returncode, result.stdout), (0, "Hi\n"))
+        self.assertEqual(
+            result.stderr.splitlines(),
+            ["provider: unknown", "fallback: no", "usage: not reported", "compression: none"],
+        )
+        result = self.cli("hello")  # without -v, nothing on stderr
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr), (0, "Echo: hello\n", "")
+        )
+        self.assertNotIn("stream_options", self.last(self.gw).json)
+
+    def test_list_count_and_compress_exclude_each_other(self):
+        for pair in (("--count-tokens", "--compress"), ("--list-models", "--count-tokens")):
+            with self.subTest(pair=pair):
+                result = self.cli(*pair, "hi")
+                self.assertEqual(result.returncode, 2)
+                self.assertIn("not allowed with", result.stderr)
+        self.assertEqual(self.gw.requests, [])
+
 
 # ---- tests: sse ----
 
@@ -9326,6 +9407,8 @@ class _WholeCase(ClientTestCase):
         return gw
 
     def assert_valid_bodies(self, gw: Gateway) -> None:
+        """Fail unless each body `gw` received is valid for its path (paths outside the
+        document are not checked)."""
         for rec in gw.requests:
             path = rec.path.partition("?")[0]
             if rec.body and path in openapi()["paths"]:
