@@ -8261,8 +8261,10 @@ class ReadmeTest(unittest.TestCase):
         self.assertIsNotNone(found, "README has no block after " + marker)
         return found.group(1)
 
-    def test_tool_round_trip_loop(self):
-        code = self.readme_block("<!-- tool-round-trip -->")
+    def run_block(self, marker):
+        """(what it printed, the gateway) after running the README's block after `marker`
+        with EDGEE_API_KEY and EDGEE_BASE_URL set for a loopback gateway."""
+        code = self.readme_block(marker)
         gw = Gateway()
         self.addCleanup(gw.close)
         saved = {k: os.environ.get(k) for k in ("EDGEE_API_KEY", "EDGEE_BASE_URL")}
@@ -8276,14 +8278,64 @@ class ReadmeTest(unittest.TestCase):
         out = io.StringIO()
         with redirect_stdout(out):
             exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
-        self.assertEqual(
-            out.getvalue(), 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n'
-        )
+        return out.getvalue(), gw
+
+    def test_tool_round_trip_loop(self):
+        out, gw = self.run_block("<!-- tool-round-trip -->")
+        self.assertEqual(out, 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n')
         sent = [r.json["messages"] for r in gw.requests]
         self.assertEqual(len(sent), 2)  # the tool call, then the final answer
         call = sent[1][1]["tool_calls"][0]
         self.assertEqual(call["function"], {"name": "get_weather", "arguments": '{"city":"Paris"}'})
         self.assertEqual(sent[1][2]["tool_call_id"], call["id"])
+
+    def test_edge_tools_round_trip(self):
+        out, gw = self.run_block("<!-- edge-tools-round-trip -->")
+        weather = '{"city": "Paris", "forecast": "sunny", "celsius": 21}'
+        edge = "edgee_current_time: " + EDGE_RESULTS["edgee_current_time"]
+        self.assertEqual(
+            out, f"edgee_current_time ran\nTool said: {weather}; Edge Tools said: {edge}\n"
+        )
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The current weather in a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+        ask = {
+            "model": DEFAULT_MODEL,
+            "messages": [{"role": "user", "content": "Paris"}],
+            "tools": [tool],
+            "edgee_tool_ids": ["edgee_current_time"],
+        }
+        call = dict(CALL, function={"name": "get_weather", "arguments": '{"city":"Paris"}'})
+        turns = [
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": weather},
+        ]
+        resume = dict(ask, messages=[*ask["messages"], *turns], edgee_pending_id="edgee_pending_1")
+        self.assertEqual([r.json for r in gw.requests], [ask, resume])
+
+    def test_raw_request_streams(self):
+        out, gw = self.run_block("<!-- raw-request-streams -->")
+        self.assertEqual(out, "Echo: Hello\nanswered by anthropic\nEcho: Hello\ninput tokens: 1\n")
+        hello = [{"role": "user", "content": "Hello"}]
+        messages = {"model": "anthropic/claude-haiku-4-5", "max_tokens": 200, "messages": hello}
+        responses = {"model": DEFAULT_MODEL, "input": "Hello", "stream": True}
+        self.assertEqual(
+            [(r.path, r.headers["accept"], r.json) for r in gw.requests],
+            [
+                ("/v1/messages", "text/event-stream", dict(messages, stream=True)),
+                ("/v1/responses", "text/event-stream", responses),
+                ("/v1/messages/count_tokens", "application/json", messages),
+            ],
+        )
 
 
 # ---- tests: extras ----
