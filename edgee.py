@@ -47,8 +47,10 @@ if TYPE_CHECKING:  # `typing` costs import time, so only the type checker loads 
     from asyncio import Protocol as _AsyncProtocol
 
     _StreamBase = Generator[Any, Any, None]
+    _Mapping = Mapping
 else:
     from _collections_abc import Generator as _StreamBase  # loaded at startup: free
+    from _collections_abc import Mapping as _Mapping
 
     _AsyncProtocol = object  # asyncio loads only when an async call is made
 
@@ -927,7 +929,8 @@ _TOKEN_CHARS = frozenset(
 
 
 def normalize_headers(headers: object) -> dict[str, str]:
-    """Per-call headers, checked: `{name: value}` with str names and values ({} for None).
+    """Per-call headers (a dict or any mapping), checked: a new dict of str names and
+    values ({} for None).
 
     Names keep their case; a name given twice in different cases is refused.
     Raises EdgeeInputError naming the header (never quoting its value) when a
@@ -937,13 +940,15 @@ def normalize_headers(headers: object) -> dict[str, str]:
     Proxy-Authorization, X-Api-Key, X-Edgee-Api-Key), Host, and the framing and
     connection headers (Content-Length, Transfer-Encoding, Content-Encoding,
     Accept-Encoding, Connection, Proxy-Connection, Keep-Alive, TE, Trailer,
-    Upgrade, Expect). EdgeeInputTypeError when `headers` is not a dict or a
+    Upgrade, Expect). EdgeeInputTypeError when `headers` is not a mapping or a
     name or value is not a string.
     """
     if headers is None:
         return {}
-    _require_type(isinstance(headers, dict), f"headers must be a dict, not {_type_name(headers)}")
-    assert isinstance(headers, dict)
+    _require_type(
+        isinstance(headers, _Mapping), f"headers must be a dict, not {_type_name(headers)}"
+    )
+    assert isinstance(headers, _Mapping)
     checked: dict[str, str] = {}
     seen = set()
     for name, value in headers.items():

@@ -9637,10 +9637,12 @@ class WholeMetadataTest(_WholeCase):
         return calls
 
     def test_headers_keyword_on_every_call(self):
-        extra = dict(WHOLE_HEADERS, **{"User-Agent": "my-app/1.0"})  # replaces ours
+        extra = dict(WHOLE_HEADERS, **{"User-Agent": "my-app/1.0", "X-Note": "caf\xe9"})
 
         def body(api):
-            calls = self.calls(api, extra)
+            calls = []
+            for headers in (extra, collections.ChainMap(extra)):  # a dict, or any mapping
+                calls += self.calls(api, headers)
             for call in calls:
                 call()
             self.assertEqual(len(api.gw.requests), len(calls))
