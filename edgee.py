@@ -635,9 +635,11 @@ class ServerSentEvent:
         """The event's data decoded as JSON; EdgeeStreamError if it is not JSON."""
         try:
             return json.loads(self.data)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # The data is not quoted: it is server text, which may echo the API key.
             raise EdgeeStreamError(
-                "server-sent event data is not valid JSON: " + _shorten(self.data[:200])
+                f"server-sent event data is not valid JSON ({len(self.data)} characters; "
+                "the text is in .data)"
             ) from None
 
 

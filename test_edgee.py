@@ -10081,12 +10081,31 @@ class WholeRequestTest(_WholeCase):
             self.assertEqual((error.status, error.code), (429, "usage_limit_exceeded"))
             error = self.raised(edgee.EdgeeAPIError, api.request, "GET", "/v1/nowhere")
             self.assertEqual(error.status, 404)
-            api.gw.push(ErrorReply(400, "invalid_request", "bad key " + self.key))
+
+        self.both(body)
+
+    def test_key_is_in_no_exception_text(self):
+        echo = "bad key " + self.key
+        events = [f"event: error\ndata: {echo}\n\n".encode(), b"data: " + b"[" * 100000 + b"\n\n"]
+        ask = dict(WHOLE_MESSAGES, stream=True)
+
+        def body(api):
+            api.gw.push(ErrorReply(400, "invalid_request", echo))
             error = self.raised(
-                edgee.EdgeeAPIError, api.stream_request, "POST", "/v1/messages", streaming
+                edgee.EdgeeAPIError, api.stream_request, "POST", "/v1/messages", ask
             )
+            self.assertEqual(str(error), "API error 400: bad key [redacted]")
             self.assertNotIn(self.key, _rel_everything(error))
-            self.assertIn("bad key", str(error))
+            api.gw.push(ErrorReply(400, "invalid_request", echo))
+            error = self.raised(edgee.EdgeeAPIError, api.request, "POST", "/v1/messages", ask)
+            self.assertNotIn(self.key, _rel_everything(error))
+            api.gw.push(SSE(events, done=False))
+            echoed, deep = api.stream_request("POST", "/v1/messages", ask)
+            self.assertEqual((echoed.event, echoed.data), ("error", echo))  # the data is yours
+            for event in (echoed, deep):  # not JSON, or too deep to decode
+                error = self.raised(edgee.EdgeeStreamError, event.json)
+                self.assertNotIn(self.key, _rel_everything(error))
+                self.assertIn("not valid JSON", str(error))
 
         self.both(body)
 
