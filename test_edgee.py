@@ -10109,6 +10109,27 @@ class WholeRequestTest(_WholeCase):
 
         self.both(body)
 
+    def test_timeouts_and_deadlines_are_those_of_send(self):
+        start = chunk_frame(sse_event({"type": "message_start", "message": {}}))
+        ask = dict(WHOLE_MESSAGES, stream=True)
+
+        def body(api):
+            api.gw.push(Raw([2.0]), Raw([WHOLE_SSE_HEAD + start, 2.0]))
+            error = self.raised(
+                edgee.EdgeeTimeoutError, api.request, "POST", "/v1/messages", ask, timeout=0.3
+            )
+            self.assertIn("no data from", str(error))
+            seen = []
+            with self.assertRaises(edgee.EdgeeTimeoutError):
+                api.watch(api.open_events("POST", "/v1/messages", ask, timeout=0.3), into=seen)
+            self.assertEqual([e.event for e, _, _ in seen], ["message_start"])
+            api.gw.push(Raw([WHOLE_SSE_HEAD, *[0.15, start] * 10]))
+            with self.assertRaises(edgee.EdgeeTimeoutError) as caught:
+                api.stream_request("POST", "/v1/messages", ask, deadline=0.5)
+            self.assertIn("deadline of 0.5 s", str(caught.exception))
+
+        self.both(body)
+
     def test_retries_and_redirects_are_those_of_send(self):
         ask = SAMPLES["/v1/responses"]
 
