@@ -3462,7 +3462,8 @@ def _compress_report(compression: CompressMetadata) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python edgee.py [options] PROMPT`: stream an answer to stdout; returns the exit status."""
+    """`python edgee.py [options] PROMPT`: stream an answer to stdout (or print the prompt's
+    token count, or its compressed request); returns the exit status."""
     import argparse
 
     parser = argparse.ArgumentParser(

@@ -9609,11 +9609,15 @@ class WholeMetadataTest(_WholeCase):
 
     def test_collect_carries_headers(self):
         def body(api):
-            response = api.collect("anthropic/claude-fallback", "hi")
-            self.assertEqual((response.text, response.provider), ("Echo: hi", "openai"))
-            self.assertIs(response.fallback_used, True)
-            self.assertEqual(response.headers["x-edgee-fallback-used"], "1")
-            self.assertEqual([n for n in response.headers if n != n.lower()], [])
+            responses = [api.collect("anthropic/claude-fallback", "hi")]
+            if not api.is_async:
+                stream = api.client.send("anthropic/claude-fallback", "hi", stream=True)
+                responses.append(edgee.collect(stream))
+            for response in responses:
+                self.assertEqual((response.text, response.provider), ("Echo: hi", "openai"))
+                self.assertIs(response.fallback_used, True)
+                self.assertEqual(response.headers["x-edgee-fallback-used"], "1")
+                self.assertEqual([n for n in response.headers if n != n.lower()], [])
 
         self.both(body)
 
