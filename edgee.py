@@ -64,8 +64,10 @@ if TYPE_CHECKING:  # `typing` costs import time, so only the type checker loads 
     from asyncio import Protocol as _AsyncProtocol
 
     _StreamBase = Generator[Any, Any, None]
+    _Mapping = Mapping
 else:
     from _collections_abc import Generator as _StreamBase  # loaded at startup: free
+    from _collections_abc import Mapping as _Mapping
 
     _AsyncProtocol = object  # asyncio loads only when an async call is made
 
@@ -651,9 +653,11 @@ class ServerSentEvent:
         """The event's data decoded as JSON; EdgeeStreamError if it is not JSON."""
         try:
             return json.loads(self.data)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # The data is not quoted: it is server text, which may echo the API key.
             raise EdgeeStreamError(
-                "server-sent event data is not valid JSON: " + _shorten(self.data[:200])
+                f"server-sent event data is not valid JSON ({len(self.data)} characters; "
+                "the text is in .data)"
             ) from None
 
 
@@ -945,7 +949,8 @@ _TOKEN_CHARS = frozenset(
 
 
 def normalize_headers(headers: object) -> dict[str, str]:
-    """Per-call headers, checked: `{name: value}` with str names and values ({} for None).
+    """Per-call headers (a dict or any mapping), checked: a new dict of str names and
+    values ({} for None).
 
     Names keep their case; a name given twice in different cases is refused.
     Raises EdgeeInputError naming the header (never quoting its value) when a
@@ -955,13 +960,15 @@ def normalize_headers(headers: object) -> dict[str, str]:
     Proxy-Authorization, X-Api-Key, X-Edgee-Api-Key), Host, and the framing and
     connection headers (Content-Length, Transfer-Encoding, Content-Encoding,
     Accept-Encoding, Connection, Proxy-Connection, Keep-Alive, TE, Trailer,
-    Upgrade, Expect). EdgeeInputTypeError when `headers` is not a dict or a
+    Upgrade, Expect). EdgeeInputTypeError when `headers` is not a mapping or a
     name or value is not a string.
     """
     if headers is None:
         return {}
-    _require_type(isinstance(headers, dict), f"headers must be a dict, not {_type_name(headers)}")
-    assert isinstance(headers, dict)
+    _require_type(
+        isinstance(headers, _Mapping), f"headers must be a dict, not {_type_name(headers)}"
+    )
+    assert isinstance(headers, _Mapping)
     checked: dict[str, str] = {}
     seen = set()
     for name, value in headers.items():
@@ -3365,8 +3372,56 @@ async def acollect(chunks: AsyncIterator[StreamChunk]) -> SendResponse:
 DEFAULT_CLI_MODEL = "openai/gpt-5.2"
 
 
+def _stream_to(out: Any, stream: Stream) -> SendResponse:
+    """Write the streamed text to `out` as it arrives; returns the assembled answer."""
+    accumulator = StreamAccumulator()
+    for chunk in stream:
+        accumulator.add(chunk)
+        text = chunk.text
+        if text:
+            out.write(text)
+            out.flush()
+    out.write("\n")
+    accumulator.add_headers(stream.headers)
+    return accumulator.response()
+
+
+def _answer_report(response: SendResponse) -> str:
+    """The `-v` lines about an answer: provider, fallback, usage and compression."""
+    usage, compression = response.usage, response.compression
+    return (
+        f"provider: {response.provider or 'unknown'}\n"
+        # the gateway sends X-Edgee-Fallback-Used only when a fallback answered
+        f"fallback: {'yes' if response.fallback_used else 'no'}\n"
+        + (
+            f"usage: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion"
+            f" = {usage.total_tokens} tokens\n"
+            if usage
+            else "usage: not reported\n"
+        )
+        + (
+            f"compression: {compression.saved_tokens} tokens saved"
+            f" ({compression.reduction:g}% smaller prompt), {compression.time_ms} ms\n"
+            if compression
+            else "compression: none\n"
+        )
+    )
+
+
+def _compress_report(compression: CompressMetadata) -> str:
+    """The `-v` line about a `--compress` result."""
+    strategies = ", ".join(compression.applied_strategies) or "none"
+    return (
+        f"compression: {compression.uncompressed_input_tokens} -> "
+        f"{compression.compressed_input_tokens} input tokens "
+        f"({compression.compression_rate:.0%} removed; technique {compression.technique}; "
+        f"strategies: {strategies}), {compression.compression_time_ms} ms\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python edgee.py [options] PROMPT`: stream an answer to stdout; returns the exit status."""
+    """`python edgee.py [options] PROMPT`: stream an answer to stdout (or print the prompt's
+    token count, or its compressed request); returns the exit status."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -3387,7 +3442,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, help="seconds to wait for data (default 600)")
     parser.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
-    parser.add_argument("--list-models", action="store_true", help="list the models and exit")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="after the answer, print the provider, fallback, usage and compression to stderr",
+    )
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--list-models", action="store_true", help="list the models and exit")
+    only.add_argument(
+        "--count-tokens",
+        action="store_true",
+        help="print how many input tokens the prompt is, and send nothing else",
+    )
+    only.add_argument(
+        "--compress",
+        action="store_true",
+        help="print the request compressed by the gateway as JSON, and send nothing else",
+    )
     parser.add_argument("--version", action="version", version="edgee.py " + __version__)
     args = parser.parse_args(argv)
 
@@ -3412,15 +3484,26 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         messages = [{"role": "system", "content": args.system}] if args.system else []
         messages.append({"role": "user", "content": prompt})
-        if args.no_stream:
-            out.write((client.send(args.model, {"messages": messages}).text or "") + "\n")
+        request: dict[str, Any] = {"messages": messages}
+        if args.count_tokens:
+            out.write(f"{client.count_tokens(args.model, request)}\n")
+        elif args.compress:
+            result = client.compress(args.model, request)
+            out.write(json.dumps(result.request, indent=2) + "\n")
+            if args.verbose:
+                out.flush()
+                sys.stderr.write(_compress_report(result.compression))
         else:
-            for chunk in client.stream(args.model, {"messages": messages}):
-                text = chunk.text
-                if text:
-                    out.write(text)
-                    out.flush()
-            out.write("\n")
+            if args.no_stream:
+                response = client.send(args.model, request)
+                out.write((response.text or "") + "\n")
+            else:
+                if args.verbose:  # a stream reports its usage only when asked to
+                    request["stream_options"] = {"include_usage": True}
+                response = _stream_to(out, client.stream(args.model, request))
+            if args.verbose:
+                out.flush()
+                sys.stderr.write(_answer_report(response))
         out.flush()
         return 0
     except KeyboardInterrupt:

@@ -2608,6 +2608,61 @@ class Api:
         transport.asleep = asleep
         return slept
 
+    def count_tokens(self, model: str, input: Any, **kwargs: Any) -> Any:
+        return self.call("count_tokens", model, input, **kwargs)
+
+    def compress(self, model: str, input: Any, **kwargs: Any) -> Any:
+        return self.call("compress", model, input, **kwargs)
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """The decoded JSON answer of `client.request(...)` or `await client.arequest(...)`."""
+        return self.call("request", method, path, body, **kwargs)
+
+    def open_stream(self, model: str, input: Any, **kwargs: Any) -> Any:
+        """The stream object itself: `client.stream(...)` or `client.astream(...)`."""
+        return getattr(self.client, "astream" if self.is_async else "stream")(
+            model, input, **kwargs
+        )
+
+    def open_events(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """The event stream object of `client.request(..., stream=True)` (or `arequest`)."""
+        name = "arequest" if self.is_async else "request"
+        return getattr(self.client, name)(method, path, body, stream=True, **kwargs)
+
+    def watch(self, stream: Any, n: Optional[int] = None, into: Optional[list] = None) -> list:
+        """(item, stream.provider, stream.fallback_used) for each item the stream object
+        yields (the first n), read right after it; then the stream is closed. `into` is
+        the list filled, so that a test sees what arrived before an error."""
+        seen = [] if into is None else into
+
+        def note(item: Any) -> bool:
+            seen.append((item, stream.provider, stream.fallback_used))
+            return n is not None and len(seen) >= n
+
+        if self._loop is None:
+            try:
+                for item in stream:
+                    if note(item):
+                        break
+            finally:
+                stream.close()
+            return seen
+
+        async def consume() -> list:
+            try:
+                async for item in stream:
+                    if note(item):
+                        break
+            finally:
+                await stream.aclose()
+            return seen
+
+        return self.run(consume())
+
+    def stream_request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> list:
+        """The events of `request(..., stream=True)`, or what their iteration raised."""
+        return [item for item, _, _ in self.watch(self.open_events(method, path, body, **kwargs))]
+
 
 class ClientTestCase(unittest.TestCase):
     """Isolated environment; gateways, clients and Apis closed at cleanup.
@@ -2655,6 +2710,15 @@ class ClientTestCase(unittest.TestCase):
         api = Api(kind, self.track(client), gw)
         self.addCleanup(api.close)
         return api
+
+    def raised(self, kind: Any, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """What `call(*args, **kwargs)` raised; fails unless it raised a `kind`."""
+        try:
+            call(*args, **kwargs)
+        except Exception as exc:
+            self.assertIsInstance(exc, kind, f"{type(exc).__name__}: {str(exc)[:300]}")
+            return exc
+        self.fail(f"{kind.__name__} not raised")
 
     def both(self, body: Any, where: Any = None, tls: bool = False, **options: Any) -> None:
         """Run `body(api)` through the sync API, then through the async API."""
@@ -9522,21 +9586,73 @@ class DocsTest(ClientTestCase):
         self.assertIsNotNone(found, "README has no block after " + marker)
         return found.group(1)
 
-    def test_tool_round_trip_loop(self):
-        code = self.readme_block("<!-- tool-round-trip -->")
-        gw = self.gw
+    def run_block(self, marker):
+        """(what it printed, the gateway) after running the README's block after `marker`
+        with EDGEE_API_KEY and EDGEE_BASE_URL set for a loopback gateway."""
+        code = self.readme_block(marker)
+        gw = self.gateway()
         os.environ.update(EDGEE_API_KEY="readme-key", EDGEE_BASE_URL=gw.url)  # isolate_env restores
         out = io.StringIO()
         with redirect_stdout(out):
             exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
-        self.assertEqual(
-            out.getvalue(), 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n'
-        )
+        return out.getvalue(), gw
+
+    def test_tool_round_trip_loop(self):
+        out, gw = self.run_block("<!-- tool-round-trip -->")
+        self.assertEqual(out, 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n')
         sent = [r.json["messages"] for r in gw.requests]
         self.assertEqual(len(sent), 2)  # the tool call, then the final answer
         call = sent[1][1]["tool_calls"][0]
         self.assertEqual(call["function"], {"name": "get_weather", "arguments": '{"city":"Paris"}'})
         self.assertEqual(sent[1][2]["tool_call_id"], call["id"])
+
+    def test_edge_tools_round_trip(self):
+        out, gw = self.run_block("<!-- edge-tools-round-trip -->")
+        weather = '{"city": "Paris", "forecast": "sunny", "celsius": 21}'
+        edge = "edgee_current_time: " + EDGE_RESULTS["edgee_current_time"]
+        self.assertEqual(
+            out, f"edgee_current_time ran\nTool said: {weather}; Edge Tools said: {edge}\n"
+        )
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The current weather in a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+        ask = {
+            "model": DEFAULT_MODEL,
+            "messages": [{"role": "user", "content": "Paris"}],
+            "tools": [tool],
+            "edgee_tool_ids": ["edgee_current_time"],
+        }
+        call = dict(CALL, function={"name": "get_weather", "arguments": '{"city":"Paris"}'})
+        turns = [
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": weather},
+        ]
+        resume = dict(ask, messages=[*ask["messages"], *turns], edgee_pending_id="edgee_pending_1")
+        self.assertEqual([r.json for r in gw.requests], [ask, resume])
+
+    def test_raw_request_streams(self):
+        out, gw = self.run_block("<!-- raw-request-streams -->")
+        self.assertEqual(out, "Echo: Hello\nanswered by anthropic\nEcho: Hello\ninput tokens: 1\n")
+        hello = [{"role": "user", "content": "Hello"}]
+        messages = {"model": "anthropic/claude-haiku-4-5", "max_tokens": 200, "messages": hello}
+        responses = {"model": DEFAULT_MODEL, "input": "Hello", "stream": True}
+        self.assertEqual(
+            [(r.path, r.headers["accept"], r.json) for r in gw.requests],
+            [
+                ("/v1/messages", "text/event-stream", dict(messages, stream=True)),
+                ("/v1/responses", "text/event-stream", responses),
+                ("/v1/messages/count_tokens", "application/json", messages),
+            ],
+        )
 
 
 class CliTest(ClientTestCase):
@@ -9723,6 +9839,826 @@ class CliTest(ClientTestCase):
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
         self.assertIn(f"http://127.0.0.1:{port}", out)
+
+    def test_count_tokens_prints_the_count_and_sends_nothing_else(self):
+        result = self.cli("--count-tokens", "-v", "-s", "Be brief.", "how many tokens here")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "6\n", ""))
+        self.assertEqual(len(self.gw.requests), 1)
+        rec = self.gw.requests[-1]
+        self.assertEqual((rec.method, rec.path), ("POST", "/v1/count_tokens"))
+        messages = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "how many tokens here"},
+        ]
+        self.assertEqual(rec.json, {"model": edgee.DEFAULT_CLI_MODEL, "messages": messages})
+        result = self.cli("--count-tokens", "--model", "error-429", "hi")
+        self.assert_one_line_error(result, "API error 429")
+
+    def test_compress_prints_the_compressed_request(self):
+        result = self.cli("--compress", LONG)
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        short = " ".join(LONG.split()[:8])
+        sent = {"model": edgee.DEFAULT_CLI_MODEL, "messages": [{"role": "user", "content": LONG}]}
+        self.assertEqual(
+            json.loads(result.stdout), dict(sent, messages=[{"role": "user", "content": short}])
+        )
+        self.assertEqual([(r.path, r.json) for r in self.gw.requests], [("/v1/compress", sent)])
+        result = self.cli("--compress", "-v", LONG)
+        self.assertEqual(
+            result.stderr,
+            "compression: 10 -> 8 input tokens (20% removed; technique auto;"
+            " strategies: text_truncation), 12 ms\n",
+        )
+
+    def test_verbose_stream_reports_provider_fallback_and_usage(self):
+        result = self.cli("-v", "--model", "openai/gpt-fallback", "hello")
+        self.assertEqual((result.returncode, result.stdout), (0, "Echo: hello\n"))
+        self.assertEqual(
+            result.stderr.splitlines(),
+            [
+                "provider: anthropic",
+                "fallback: yes",
+                "usage: 1 prompt + 2 completion = 3 tokens",
+                "compression: none",
+            ],
+        )
+        rec = self.gw.requests[-1]
+        self.assertEqual(rec.json["stream_options"], {"include_usage": True})  # for the usage
+        self.assertIs(rec.json["stream"], True)
+
+    def test_verbose_reports_compression_and_what_is_missing(self):
+        answer = dm_answer({"role": "assistant", "content": "Hi"}, compression=COMPRESSION)
+        events = [completion_chunk(content="Hi"), completion_chunk(finish_reason="stop")]
+        self.gw.push(Reply(body=answer, headers={"X-Edgee-Provider": "mistral"}), SSE(events))
+        result = self.cli("-v", "--no-stream", "hello")
+        self.assertEqual((result.returncode, result.stdout), (0, "Hi\n"))
+        self.assertEqual(
+            result.stderr.splitlines(),
+            [
+                "provider: mistral",
+                "fallback: no",
+                "usage: 10 prompt + 10 completion = 20 tokens",
+                "compression: 450 tokens saved (48.99% smaller prompt), 12 ms",
+            ],
+        )
+        result = self.cli("-v", "hello")
+        self.assertEqual((result.returncode, result.stdout), (0, "Hi\n"))
+        self.assertEqual(
+            result.stderr.splitlines(),
+            ["provider: unknown", "fallback: no", "usage: not reported", "compression: none"],
+        )
+        result = self.cli("hello")  # without -v, nothing on stderr
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr), (0, "Echo: hello\n", "")
+        )
+        self.assertNotIn("stream_options", self.gw.requests[-1].json)
+
+    def test_list_count_and_compress_exclude_each_other(self):
+        for pair in (("--count-tokens", "--compress"), ("--list-models", "--count-tokens")):
+            with self.subTest(pair=pair):
+                result = self.cli(*pair, "hi")
+                self.assertEqual(result.returncode, 2)
+                self.assertIn("not allowed with", result.stderr)
+        self.assertEqual(self.gw.requests, [])
+
+
+# ---- the whole gateway: Edge Tools, metadata, every endpoint ----
+# Issue 12 end to end, through the sync and the async API against the loopback gateway:
+# Edge Tools round trips, answer headers, per-call headers, reasoning and refusals, `raw`,
+# count_tokens, compress, models by provider and raw access to any endpoint. The gateway
+# refuses bodies that break its copy of the OpenAPI schemas; every test also checks each
+# body it sent against the OpenAPI document itself (when it is beside this checkout).
+
+WHOLE_EDGE_RAN = [
+    edgee.EdgeeToolExecuted("edgee_current_time", True),
+    edgee.EdgeeToolExecuted("edgee_fail_demo", False),
+]
+WHOLE_QUESTION = "Is 1001 prime?"
+WHOLE_THINKING = "Thinking about: " + WHOLE_QUESTION
+WHOLE_ECHO = "Echo: " + WHOLE_QUESTION
+WHOLE_HEADERS = {"x-edgee-session-id": "session-42", "X-Edgee-Debug": "true"}
+WHOLE_MESSAGES = dict(SAMPLES["/v1/messages"], model="anthropic/claude-opus-4-6")
+WHOLE_FRANCE = "Echo: What is the capital of France?"
+WHOLE_SSE_HEAD = http_head(200, {"Content-Type": "text/event-stream"}, chunked=True)
+
+
+def whole_tool_result(response: Any) -> dict:
+    """The client tool's result for the first tool call of `response`."""
+    return {"role": "tool", "tool_call_id": response.tool_calls[0]["id"], "content": "Sunny"}
+
+
+class _WholeCase(ClientTestCase):
+    """ClientTestCase whose gateways check, at cleanup, every request body they received
+    against the OpenAPI request schema of its path."""
+
+    def gateway(self, tls: bool = False) -> Gateway:
+        gw = super().gateway(tls)
+        if any(os.path.exists(p) for p in OPENAPI_CANDIDATES):
+            self.addCleanup(self.assert_valid_bodies, gw)
+        return gw
+
+    def assert_valid_bodies(self, gw: Gateway) -> None:
+        """Fail unless each body `gw` received is valid for its path (paths outside the
+        document are not checked)."""
+        for rec in gw.requests:
+            path = rec.path.partition("?")[0]
+            if rec.body and path in openapi()["paths"]:
+                assert_valid_body(self, path, rec.body)
+
+    def bodies(self, api: Api, path: str = CHAT) -> list:
+        """The decoded JSON bodies of the requests to `path`, in order."""
+        return [r.json for r in api.gw.requests if r.path == path]
+
+
+class WholeEdgeToolsTest(_WholeCase):
+    """A client tool and Edge Tools in one answer, finished with edgee_pending_id."""
+
+    def test_round_trip_with_send(self):
+        def body(api):
+            first = api.send(DEFAULT_MODEL, EDGE_ASK)
+            self.assertEqual((first.finish_reason, first.tool_calls), ("tool_calls", [CALL]))
+            self.assertEqual(first.message, {"role": "assistant", "tool_calls": [CALL]})
+            self.assertEqual(first.edgee_pending_id, "edgee_pending_1")
+            self.assertEqual(first.edgee_tools_executed, WHOLE_EDGE_RAN)
+            resume = dict(
+                EDGE_ASK,
+                messages=[*EDGE_ASK["messages"], first.message, whole_tool_result(first)],
+                edgee_pending_id=first.edgee_pending_id,
+            )
+            last = api.send(DEFAULT_MODEL, resume)
+            self.assertEqual((last.text, last.finish_reason), (EDGE_DONE, "stop"))
+            self.assertEqual((last.edgee_pending_id, last.edgee_tools_executed), (None, []))
+            self.assertEqual(self.bodies(api), [EDGE_ASK, _resume("edgee_pending_1")])
+
+        self.both(body)
+
+    def test_round_trip_with_stream_and_collect(self):
+        usage = {"include_usage": True}  # the edgee_* fields then ride on the usage chunk
+
+        def body(api):
+            ask = edgee.InputObject(
+                messages=EDGE_ASK["messages"],
+                tools=[TOOL],
+                edgee_tool_ids=EDGE_ASK["edgee_tool_ids"],
+                extra_body={"stream_options": usage},
+            )
+            chunks = api.stream(DEFAULT_MODEL, ask)
+            edge = [c.raw for c in chunks if "edgee_pending_id" in c.raw]
+            self.assertEqual(edge, [chunks[-1].raw])
+            self.assertEqual((chunks[-1].choices, chunks[-1].usage.prompt_tokens), ([], 1))
+            first = api.collect(DEFAULT_MODEL, ask)
+            self.assertEqual(first.finish_reason, "tool_calls")
+            self.assertEqual(
+                first.message, {"role": "assistant", "content": None, "tool_calls": [CALL]}
+            )
+            self.assertEqual(first.edgee_pending_id, "edgee_pending_2")
+            self.assertEqual(first.edgee_tools_executed, WHOLE_EDGE_RAN)
+            self.assertEqual(first.usage.prompt_tokens, 1)
+            resume = edgee.InputObject(
+                messages=[*EDGE_ASK["messages"], first.message, whole_tool_result(first)],
+                tools=[TOOL],
+                edgee_tool_ids=EDGE_ASK["edgee_tool_ids"],
+                edgee_pending_id=first.edgee_pending_id,
+            )
+            last = api.collect(DEFAULT_MODEL, resume)
+            self.assertEqual((last.text, last.finish_reason), (EDGE_DONE, "stop"))
+            self.assertEqual((last.edgee_pending_id, last.edgee_tools_executed), (None, []))
+            asked = dict(EDGE_ASK, stream_options=usage, stream=True)
+            self.assertEqual(
+                self.bodies(api), [asked, asked, dict(_resume("edgee_pending_2"), stream=True)]
+            )
+            # the collected message had "content": None; it went without content, not null
+            self.assertNotIn(b"null", api.gw.requests[-1].body)
+
+        self.both(body)
+
+    def test_edge_tools_alone_run_inline(self):
+        def body(api):
+            ask = edgee.InputObject(
+                messages=[edgee.Message("user", "What time is it?")],
+                edgee_tool_ids=["edgee_current_time"],
+                enable_debug=True,
+            )
+            said = "Echo: What time is it?; Edge Tools said: edgee_current_time: "
+            said += EDGE_RESULTS["edgee_current_time"]
+            ran = [edgee.EdgeeToolExecuted("edgee_current_time", True)]
+            for response in (api.send(DEFAULT_MODEL, ask), api.collect(DEFAULT_MODEL, ask)):
+                self.assertEqual(response.text, said)
+                self.assertEqual(response.edgee_tools_executed, ran)
+                self.assertIsNone(response.edgee_pending_id)
+            sent = {
+                "model": DEFAULT_MODEL,
+                "messages": [{"role": "user", "content": "What time is it?"}],
+                "edgee_tool_ids": ["edgee_current_time"],
+                "enable_debug": True,
+            }
+            self.assertEqual(self.bodies(api), [sent, dict(sent, stream=True)])
+
+        self.both(body)
+
+    def test_unknown_pending_id_and_bad_tool_ids_raise_api_errors(self):
+        def body(api):
+            for call in (api.send, api.stream):
+                error = self.raised(
+                    edgee.EdgeeAPIError, call, DEFAULT_MODEL, _resume("edgee_pending_9")
+                )
+                self.assertEqual((error.status, error.param), (400, "edgee_pending_id"))
+                self.assertEqual(error.message, "Unknown edgee_pending_id: 'edgee_pending_9'")
+                bad = dict(EDGE_ASK, edgee_tool_ids=["current_time"])
+                error = self.raised(edgee.EdgeeAPIError, call, DEFAULT_MODEL, bad)
+                self.assertEqual((error.status, error.code), (400, "invalid_edgee_tool_ids"))
+
+        self.both(body)
+
+
+class WholeMetadataTest(_WholeCase):
+    """Which provider answered, and whether a fallback did; extra request headers per call."""
+
+    def test_send_response_headers(self):
+        def body(api):
+            response = api.send("openai/gpt-fallback", "hi")
+            self.assertEqual((response.provider, response.fallback_used), ("anthropic", True))
+            self.assertEqual(response.headers["x-edgee-fallback-used"], "1")
+            self.assertEqual(response.headers["content-type"], "application/json")
+            self.assertEqual([n for n in response.headers if n != n.lower()], [])
+            response = api.send(DEFAULT_MODEL, "hi")
+            self.assertEqual((response.provider, response.fallback_used), ("openai", None))
+            self.assertNotIn("x-edgee-fallback-used", response.headers)
+
+        self.both(body)
+
+    def test_stream_objects_carry_headers_from_the_first_chunk(self):
+        def body(api):
+            streams = [api.open_stream("openai/gpt-fallback", "hi")]
+            if not api.is_async:
+                streams.append(api.client.send("openai/gpt-fallback", "hi", stream=True))
+            for stream in streams:
+                self.assertEqual(
+                    (stream.headers, stream.provider, stream.fallback_used), ({}, None, None)
+                )
+                seen = api.watch(stream)
+                self.assertEqual("".join(c.text or "" for c, _, _ in seen), "Echo: hi")
+                self.assertEqual({(p, f) for _, p, f in seen}, {("anthropic", True)})
+                self.assertEqual(stream.headers["content-type"], "text/event-stream")
+                self.assertEqual(stream.headers["x-edgee-provider"], "anthropic")
+            stream = api.open_stream(DEFAULT_MODEL, "hi")
+            self.assertEqual(api.watch(stream, n=1)[0][1:], ("openai", None))
+
+        self.both(body)
+
+    def test_collect_carries_headers(self):
+        def body(api):
+            responses = [api.collect("anthropic/claude-fallback", "hi")]
+            if not api.is_async:
+                stream = api.client.send("anthropic/claude-fallback", "hi", stream=True)
+                responses.append(edgee.collect(stream))
+            for response in responses:
+                self.assertEqual((response.text, response.provider), ("Echo: hi", "openai"))
+                self.assertIs(response.fallback_used, True)
+                self.assertEqual(response.headers["x-edgee-fallback-used"], "1")
+                self.assertEqual([n for n in response.headers if n != n.lower()], [])
+
+        self.both(body)
+
+    def calls(self, api, headers):
+        """Every kind of call, each with `headers=headers`."""
+        calls = [
+            lambda: api.send(DEFAULT_MODEL, "hi", headers=headers),
+            lambda: api.stream(DEFAULT_MODEL, "hi", headers=headers),
+            lambda: api.collect(DEFAULT_MODEL, "hi", headers=headers),
+            lambda: api.models(headers=headers),
+            lambda: api.models(provider="openai", headers=headers),
+            lambda: api.count_tokens(DEFAULT_MODEL, "hi", headers=headers),
+            lambda: api.compress(DEFAULT_MODEL, "hi", headers=headers),
+            lambda: api.request("POST", "/v1/responses", SAMPLES["/v1/responses"], headers=headers),
+            lambda: api.stream_request(
+                "POST", "/v1/messages", dict(WHOLE_MESSAGES, stream=True), headers=headers
+            ),
+        ]
+        if not api.is_async:
+            calls.append(lambda: list(api.client.send(DEFAULT_MODEL, "hi", True, headers=headers)))
+        return calls
+
+    def test_headers_keyword_on_every_call(self):
+        extra = dict(WHOLE_HEADERS, **{"User-Agent": "my-app/1.0", "X-Note": "caf\xe9"})
+
+        def body(api):
+            calls = []
+            for headers in (extra, collections.ChainMap(extra)):  # a dict, or any mapping
+                calls += self.calls(api, headers)
+            for call in calls:
+                call()
+            self.assertEqual(len(api.gw.requests), len(calls))
+            for rec in api.gw.requests:
+                with self.subTest(path=rec.path):
+                    self.assertEqual({name: rec.headers.get(name.lower()) for name in extra}, extra)
+                    self.assertEqual(rec.headers["authorization"], "Bearer " + self.key)
+
+        self.both(body)
+
+    def test_refused_headers_send_nothing(self):
+        refused = [
+            {"Authorization": "Bearer VALUE-9"},
+            {"authorization": "Bearer VALUE-9"},
+            {"Host": "VALUE-9.example"},
+            {"Content-Length": "9"},
+            {"Transfer-Encoding": "VALUE-9"},
+            {"X-Edgee-Tags": "VALUE-9\r\nX-Injected: 1"},
+            {"X-Edgee-Tags": "VALUE-9\n"},
+            {"X-Edgee-Tags": "VALUE-9\r"},
+            {"X-Edgee-Tags": "VALUE-9\x00"},
+        ]
+
+        def body(api):
+            for headers in refused:
+                for call in self.calls(api, dict(WHOLE_HEADERS, **headers)):
+                    with self.subTest(headers=headers):
+                        error = self.raised(edgee.EdgeeInputError, call)
+                        self.assertIn(next(iter(headers)), str(error))
+                        self.assertNotIn("VALUE", str(error))
+            self.assertEqual((api.gw.requests, api.gw.connections), ([], 0))
+
+        self.both(body)
+
+
+class WholeReasoningTest(_WholeCase):
+    """Reasoning text and refusals, from send() and from streams."""
+
+    def test_reasoning_from_send(self):
+        def body(api):
+            response = api.send("openai/o3-reasoning", WHOLE_QUESTION)
+            self.assertEqual((response.reasoning, response.text), (WHOLE_THINKING, WHOLE_ECHO))
+            self.assertEqual(
+                response.message,
+                {"role": "assistant", "content": WHOLE_ECHO, "reasoning_content": WHOLE_THINKING},
+            )
+            self.assertEqual(response.usage.output_tokens_details.reasoning_tokens, 5)
+
+        self.both(body)
+
+    def test_reasoning_from_a_stream(self):
+        ask = {"messages": [{"role": "user", "content": WHOLE_QUESTION}], "reasoning_effort": "low"}
+
+        def body(api):
+            chunks = api.stream(DEFAULT_MODEL, ask)
+            kinds = [
+                "reasoning" if c.reasoning else "text" for c in chunks if c.reasoning or c.text
+            ]
+            self.assertEqual(kinds, sorted(kinds))  # all the reasoning before the text
+            self.assertGreater(kinds.count("reasoning"), 1)
+            self.assertEqual("".join(c.reasoning or "" for c in chunks), WHOLE_THINKING)
+            self.assertEqual(
+                [c.choices[0].delta.reasoning for c in chunks if c.reasoning],
+                [c.raw["choices"][0]["delta"]["reasoning_content"] for c in chunks if c.reasoning],
+            )
+            response = api.collect(DEFAULT_MODEL, ask)
+            self.assertEqual((response.reasoning, response.text), (WHOLE_THINKING, WHOLE_ECHO))
+            self.assertEqual(
+                response.message,
+                {"role": "assistant", "content": WHOLE_ECHO, "reasoning_content": WHOLE_THINKING},
+            )
+            sent = dict(ask, model=DEFAULT_MODEL, stream=True)
+            self.assertEqual(self.bodies(api), [sent, sent])
+
+        self.both(body)
+
+    def test_reasoning_sent_as_reasoning_keeps_its_key(self):
+        thinking = [completion_chunk(reasoning=p) for p in ("Seven ", "times 143.")]
+        events = [completion_chunk(role="assistant"), *thinking, completion_chunk(content="No.")]
+        events.append(completion_chunk(finish_reason="stop"))
+        message = {"role": "assistant", "content": "No.", "reasoning": "Seven times 143."}
+
+        def body(api):
+            api.gw.push(Reply(body=dm_answer(message)), SSE(events))
+            response = api.send(DEFAULT_MODEL, WHOLE_QUESTION)
+            self.assertEqual((response.reasoning, response.message), ("Seven times 143.", message))
+            chunks = api.stream(DEFAULT_MODEL, WHOLE_QUESTION)
+            self.assertEqual([c.reasoning for c in chunks[1:3]], ["Seven ", "times 143."])
+            api.gw.push(SSE(events))
+            response = api.collect(DEFAULT_MODEL, WHOLE_QUESTION)
+            self.assertEqual((response.reasoning, response.message), ("Seven times 143.", message))
+
+        self.both(body)
+
+    def test_refusal_joined(self):
+        refused = {"role": "assistant", "refusal": REFUSAL}
+
+        def body(api):
+            response = api.send(DEFAULT_MODEL, "Refuse this")
+            self.assertEqual((response.refusal, response.text), (REFUSAL, None))
+            self.assertEqual(response.message, refused)
+            chunks = api.stream(DEFAULT_MODEL, "Refuse this")
+            pieces = [c.refusal for c in chunks if c.refusal]
+            self.assertGreater(len(pieces), 1)
+            self.assertEqual("".join(pieces), REFUSAL)
+            response = api.collect(DEFAULT_MODEL, "Refuse this")
+            self.assertEqual((response.refusal, response.text), (REFUSAL, None))
+            self.assertEqual(response.message, dict(refused, content=None))
+            # the refusal goes back as it came, without a null content
+            api.send(
+                DEFAULT_MODEL,
+                {
+                    "messages": [
+                        {"role": "user", "content": "Refuse this"},
+                        response.message,
+                        {"role": "user", "content": "Why?"},
+                    ]
+                },
+            )
+            self.assertEqual(self.bodies(api)[-1]["messages"][1], refused)
+
+        self.both(body)
+
+
+class WholeRawTest(_WholeCase):
+    """`raw` holds the JSON object received, with the fields the data model has no name for."""
+
+    def test_send_raw(self):
+        message = {"role": "assistant", "content": "Hi", "annotations": []}
+        answer = dm_answer(
+            message,
+            system_fingerprint="fp_44709d6fcb",
+            service_tier="default",
+            provider_extra={"region": "eu-west-1"},
+        )
+        answer["choices"][0]["logprobs"] = {"content": []}
+        answer["usage"]["prompt_cache_hit_tokens"] = 3
+
+        def body(api):
+            api.gw.push(Reply(body=answer))
+            response = api.send(DEFAULT_MODEL, "hi")
+            self.assertEqual(response.raw, answer)
+            self.assertEqual(response.choices[0].raw, answer["choices"][0])
+            self.assertEqual(response.usage.raw, answer["usage"])
+            self.assertEqual(response.message, message)
+            self.assertEqual(api.send(DEFAULT_MODEL, "hi").raw["object"], "chat.completion")
+
+        self.both(body)
+
+    def test_stream_raw(self):
+        events = [
+            completion_chunk(role="assistant", system_fingerprint="fp_1"),
+            completion_chunk(content="Hi", obfuscation="x9"),
+            completion_chunk(finish_reason="stop", service_tier="default"),
+        ]
+        events[1]["choices"][0]["logprobs"] = {"content": []}
+
+        def body(api):
+            api.gw.push(SSE(events))
+            chunks = api.stream(DEFAULT_MODEL, "hi")
+            self.assertEqual([c.raw for c in chunks], events)
+            self.assertEqual(chunks[1].choices[0].raw, events[1]["choices"][0])
+            self.assertEqual(chunks[1].choices[0].delta.raw, {"content": "Hi", "obfuscation": "x9"})
+
+        self.both(body)
+
+    def test_models_raw(self):
+        data = [
+            dict(MODELS["data"][0], context_window=400000, pricing={"input": 1.75}),
+            {"id": "mistral/mistral-large", "object": "model"},
+        ]
+
+        def body(api):
+            api.gw.push(Reply(body={"object": "list", "data": data}))
+            models = api.models()
+            self.assertEqual([m.raw for m in models], data)
+            self.assertEqual([m.id for m in models], ["openai/gpt-5.2", "mistral/mistral-large"])
+
+        self.both(body)
+
+
+class WholeEndpointsTest(_WholeCase):
+    """count_tokens, compress, models by provider."""
+
+    def test_count_tokens(self):
+        system = {"role": "system", "content": "Be brief."}
+        user = {"role": "user", "content": "How many tokens is this?"}
+        ask = {"messages": [system, user], "tools": [TOOL], "tokenizer": "o200k_base"}
+
+        def body(api):
+            count = api.count_tokens(DEFAULT_MODEL, dict(ask, temperature=0.2))
+            self.assertEqual((type(count), count), (int, 7))
+            self.assertEqual(api.send(DEFAULT_MODEL, ask).usage.prompt_tokens, count)
+            self.assertEqual(api.count_tokens(DEFAULT_MODEL, "one two three"), 3)
+            turns = [user, {"role": "assistant", "tool_calls": [CALL]}]
+            self.assertEqual(api.count_tokens(DEFAULT_MODEL, {"messages": turns}), 5)
+            self.assertEqual(
+                self.bodies(api, "/v1/count_tokens"),
+                [
+                    {"model": DEFAULT_MODEL, "messages": [system, user], "tokenizer": "o200k_base"},
+                    {
+                        "model": DEFAULT_MODEL,
+                        "messages": [{"role": "user", "content": "one two three"}],
+                    },
+                    {"model": DEFAULT_MODEL, "messages": [user, dict(turns[1], content="")]},
+                ],
+            )
+            error = self.raised(edgee.EdgeeAPIError, api.count_tokens, "error-429", "hi")
+            self.assertEqual((error.status, error.code), (429, "usage_limit_exceeded"))
+            requests = len(api.gw.requests)
+            self.raised(edgee.EdgeeInputError, api.count_tokens, DEFAULT_MODEL, {"messages": []})
+            self.assertEqual(len(api.gw.requests), requests)
+
+        self.both(body)
+
+    def test_compress(self):
+        user = {"role": "user", "content": "What is the weather in Lyon?"}
+        tool = {"role": "tool", "tool_call_id": "call_1", "content": LONG}
+        turn = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+        ask = {"messages": [user, turn, tool], "tools": [TOOL], "temperature": 0.2}
+        sent = dict(
+            ask,
+            model=DEFAULT_MODEL,
+            messages=[user, {"role": "assistant", "tool_calls": [CALL]}, tool],
+        )
+        squeezed = dict(
+            sent, messages=[*sent["messages"][:2], dict(tool, content=" ".join(LONG.split()[:8]))]
+        )
+
+        def body(api):
+            result = api.compress(DEFAULT_MODEL, dict(ask, tool_result_trimming=True))
+            self.assertEqual(result.request, squeezed)
+            self.assertEqual(
+                result.compression,
+                edgee.CompressMetadata("auto", ["text_truncation"], 0.12, 16, 14, 12),
+            )
+            self.assertEqual(result.raw, dict(squeezed, compression=result.raw["compression"]))
+            rec = api.gw.requests[-1]
+            self.assertEqual(rec.headers["x-edgee-compression-tool-result-trimming"], "true")
+            chosen = api.compress(DEFAULT_MODEL, dict(ask, compression_model="claude"))
+            self.assertEqual(chosen.compression.technique, "tool")
+            self.assertEqual(
+                self.bodies(api, "/v1/compress"), [sent, dict(sent, compression_model="claude")]
+            )
+            # the compressed request is ready to send on as it is
+            self.assertEqual(
+                api.send(DEFAULT_MODEL, result.request).text,
+                "Tool said: " + squeezed["messages"][2]["content"],
+            )
+
+        self.both(body)
+
+    def test_models_by_provider(self):
+        def body(api):
+            ids = [m["id"] for m in MODELS["data"]]
+            self.assertEqual([m.id for m in api.models(provider="anthropic")], ids[1:])
+            self.assertEqual([m.id for m in api.models()], ids)
+            self.assertEqual(api.models(provider="a b/c&d"), [])
+            self.assertEqual(
+                [(r.method, r.path) for r in api.gw.requests],
+                [
+                    ("GET", "/v1/models?provider=anthropic"),
+                    ("GET", "/v1/models"),
+                    ("GET", "/v1/models?provider=a%20b%2Fc%26d"),
+                ],
+            )
+            for provider, kind in (
+                ("", edgee.EdgeeInputError),
+                (" ", edgee.EdgeeInputError),
+                (3, TypeError),
+            ):
+                self.raised(kind, api.models, provider=provider)
+            self.assertEqual(len(api.gw.requests), 3)
+
+        self.both(body)
+
+
+class WholeRequestTest(_WholeCase):
+    """`request()`: any /v1/ endpoint, as JSON or as a stream of server-sent events."""
+
+    def test_json_answers(self):
+        def body(api):
+            out = api.request("POST", "/v1/responses", SAMPLES["/v1/responses"])
+            self.assertEqual(out["output"][0]["content"][0]["text"], WHOLE_FRANCE)
+            self.assertEqual((out["object"], out["usage"]["input_tokens"]), ("response", 6))
+            self.assertEqual(api.request("GET", "/v1/models"), MODELS)
+            counted = api.request(
+                "post", "/v1/messages/count_tokens", SAMPLES["/v1/messages/count_tokens"]
+            )
+            self.assertEqual(counted, {"input_tokens": 6})
+            answer = api.request("POST", "/v1/messages", WHOLE_MESSAGES)
+            self.assertEqual(answer["content"], [{"type": "text", "text": WHOLE_FRANCE}])
+            posted, listed = api.gw.requests[:2]
+            self.assertEqual(
+                [(r.method, r.path, r.json) for r in api.gw.requests],
+                [
+                    ("POST", "/v1/responses", SAMPLES["/v1/responses"]),
+                    ("GET", "/v1/models", None),
+                    ("POST", "/v1/messages/count_tokens", SAMPLES["/v1/messages/count_tokens"]),
+                    ("POST", "/v1/messages", WHOLE_MESSAGES),
+                ],
+            )
+            self.assertEqual(posted.headers["content-type"], "application/json")
+            self.assertEqual(posted.headers["accept"], "application/json")
+            self.assertNotIn("content-type", listed.headers)
+
+        self.both(body)
+
+    def test_messages_streamed(self):
+        def body(api):
+            seen = api.watch(
+                api.open_events("POST", "/v1/messages", dict(WHOLE_MESSAGES, stream=True))
+            )
+            events = [e for e, _, _ in seen]
+            self.assertTrue(all(type(e) is edgee.ServerSentEvent for e in events))
+            names = [e.event for e in events]
+            self.assertEqual(names, [e.json()["type"] for e in events])
+            self.assertEqual(names[:3], ["message_start", "content_block_start", "ping"])
+            self.assertEqual(names[-3:], ["content_block_stop", "message_delta", "message_stop"])
+            text = "".join(
+                e.json()["delta"]["text"] for e in events if e.event == "content_block_delta"
+            )
+            self.assertEqual(text, WHOLE_FRANCE)
+            self.assertEqual({e.id for e in events}, {""})
+            self.assertEqual({(p, f) for _, p, f in seen}, {("anthropic", None)})
+            rec = api.gw.requests[-1]
+            self.assertEqual(rec.json, dict(WHOLE_MESSAGES, stream=True))
+            self.assertEqual(rec.headers["accept"], "text/event-stream")
+
+        self.both(body)
+
+    def test_responses_streamed(self):
+        ask = dict(SAMPLES["/v1/responses"], model="google/gemini-fallback", stream=True)
+
+        def body(api):
+            seen = api.watch(api.open_events("POST", "/v1/responses", ask))
+            events = [e for e, _, _ in seen]
+            self.assertEqual({e.event for e in events}, {"message"})  # data lines only
+            kinds = [e.json()["type"] for e in events]
+            self.assertEqual(kinds[:2], ["response.created", "response.output_item.added"])
+            self.assertEqual(kinds[-1], "response.completed")
+            deltas = [
+                e.json()["delta"]
+                for e in events
+                if e.json()["type"] == "response.output_text.delta"
+            ]
+            self.assertGreater(len(deltas), 1)
+            self.assertEqual("".join(deltas), WHOLE_FRANCE)
+            done = events[-1].json()["response"]
+            self.assertEqual(done["output"][0]["content"][0]["text"], WHOLE_FRANCE)
+            self.assertEqual({(p, f) for _, p, f in seen}, {("openai", True)})
+            self.assertEqual(api.gw.requests[-1].json, ask)
+
+        self.both(body)
+
+    def test_chat_stream_passes_done_through(self):
+        def body(api):
+            ask = dict(SAMPLES[CHAT], stream=True)
+            events = api.stream_request("POST", CHAT, ask)
+            self.assertEqual(events[-1].data, "[DONE]")
+            self.raised(edgee.EdgeeStreamError, events[-1].json)
+            text = "".join(
+                e.json()["choices"][0]["delta"].get("content", "")
+                for e in events[:-1]
+                if e.json()["choices"]
+            )
+            self.assertEqual(text, WHOLE_FRANCE)
+
+        self.both(body)
+
+    def test_paths_outside_v1_and_bad_methods_are_refused(self):
+        paths = [
+            "/v2/models",
+            "v1/models",
+            "/v1",
+            "/models",
+            "https://edgee.io/v1/models",
+            "//evil.example/v1/models",
+            "/v1/mo dels",
+            "/v1/models\r\nX-Injected: 1",
+        ]
+
+        def body(api):
+            for path in paths:
+                with self.subTest(path=path):
+                    self.raised(edgee.EdgeeInputError, api.request, "GET", path)
+                    self.raised(edgee.EdgeeInputError, api.stream_request, "POST", path, {})
+            for method in ("", "GE T", "GET\r\n"):
+                self.raised(edgee.EdgeeInputError, api.request, method, "/v1/models")
+            self.raised(TypeError, api.request, None, "/v1/models")
+            self.raised(TypeError, api.request, "POST", "/v1/responses", {"x": object()})
+            self.raised(ValueError, api.request, "POST", "/v1/responses", {"x": float("nan")})
+            self.assertEqual((api.gw.requests, api.gw.connections), ([], 0))
+
+        self.both(body)
+
+    def test_cut_streams_raise_stream_errors(self):
+        start = sse_event({"type": "message_start", "message": {}})
+        cuts = [
+            [WHOLE_SSE_HEAD + chunk_frame(start)],  # the chunked body never ends
+            [http_head(200, {"Content-Type": "text/event-stream"}, content_length=1000) + start],
+        ]
+        ask = dict(WHOLE_MESSAGES, stream=True)
+
+        def body(api):
+            for parts in cuts:
+                api.gw.push(Raw(parts))
+                seen = []
+                with self.assertRaises(edgee.EdgeeStreamError):
+                    api.watch(api.open_events("POST", "/v1/messages", ask), into=seen)
+                self.assertEqual([e.event for e, _, _ in seen], ["message_start"])
+            api.gw.push(
+                Raw(
+                    [
+                        http_head(200, {"Content-Type": "application/json"}, content_length=99)
+                        + b'{"id":'
+                    ]
+                )
+            )
+            self.raised(edgee.EdgeeStreamError, api.request, "POST", "/v1/messages", WHOLE_MESSAGES)
+
+        self.both(body)
+
+    def test_errors_are_api_errors(self):
+        def body(api):
+            streaming = dict(WHOLE_MESSAGES, model=DEFAULT_MODEL, stream=True)
+            error = self.raised(
+                edgee.EdgeeAPIError, api.stream_request, "POST", "/v1/messages", streaming
+            )
+            self.assertEqual(
+                (error.status, error.code, error.param), (400, "streaming_not_supported", "stream")
+            )
+            self.assertEqual(str(error), "API error 400: Streaming is not supported")
+            limited = dict(SAMPLES["/v1/responses"], model="error-429")
+            error = self.raised(edgee.EdgeeAPIError, api.request, "POST", "/v1/responses", limited)
+            self.assertEqual((error.status, error.code), (429, "usage_limit_exceeded"))
+            error = self.raised(edgee.EdgeeAPIError, api.request, "GET", "/v1/nowhere")
+            self.assertEqual(error.status, 404)
+
+        self.both(body)
+
+    def test_key_is_in_no_exception_text(self):
+        echo = "bad key " + self.key
+        events = [f"event: error\ndata: {echo}\n\n".encode(), b"data: " + b"[" * 100000 + b"\n\n"]
+        ask = dict(WHOLE_MESSAGES, stream=True)
+
+        def body(api):
+            api.gw.push(ErrorReply(400, "invalid_request", echo))
+            error = self.raised(
+                edgee.EdgeeAPIError, api.stream_request, "POST", "/v1/messages", ask
+            )
+            self.assertEqual(str(error), "API error 400: bad key [redacted]")
+            self.assertNotIn(self.key, everything(error))
+            api.gw.push(ErrorReply(400, "invalid_request", echo))
+            error = self.raised(edgee.EdgeeAPIError, api.request, "POST", "/v1/messages", ask)
+            self.assertNotIn(self.key, everything(error))
+            api.gw.push(SSE(events, done=False))
+            echoed, deep = api.stream_request("POST", "/v1/messages", ask)
+            self.assertEqual((echoed.event, echoed.data), ("error", echo))  # the data is yours
+            for event in (echoed, deep):  # not JSON, or too deep to decode
+                error = self.raised(edgee.EdgeeStreamError, event.json)
+                self.assertNotIn(self.key, everything(error))
+                self.assertIn("not valid JSON", str(error))
+
+        self.both(body)
+
+    def test_timeouts_and_deadlines_are_those_of_send(self):
+        start = chunk_frame(sse_event({"type": "message_start", "message": {}}))
+        ask = dict(WHOLE_MESSAGES, stream=True)
+
+        def body(api):
+            api.gw.push(Raw([2.0]), Raw([WHOLE_SSE_HEAD + start, 2.0]))
+            error = self.raised(
+                edgee.EdgeeTimeoutError, api.request, "POST", "/v1/messages", ask, timeout=0.3
+            )
+            self.assertIn("no data from", str(error))
+            seen = []
+            with self.assertRaises(edgee.EdgeeTimeoutError):
+                api.watch(api.open_events("POST", "/v1/messages", ask, timeout=0.3), into=seen)
+            self.assertEqual([e.event for e, _, _ in seen], ["message_start"])
+            api.gw.push(Raw([WHOLE_SSE_HEAD, *[0.15, start] * 10]))
+            with self.assertRaises(edgee.EdgeeTimeoutError) as caught:
+                api.stream_request("POST", "/v1/messages", ask, deadline=0.5)
+            self.assertIn("deadline of 0.5 s", str(caught.exception))
+
+        self.both(body)
+
+    def test_retries_and_redirects_are_those_of_send(self):
+        ask = SAMPLES["/v1/responses"]
+
+        def body(api):
+            slept = api.fake_sleep()
+            api.gw.push(ErrorReply(503, None, "busy"), Redirect(307, "/v1/responses"))
+            out = api.request("POST", "/v1/old-responses", ask)
+            self.assertEqual(out["output"][0]["content"][0]["text"], WHOLE_FRANCE)
+            api.gw.push(
+                ErrorReply(429, "usage_limit_exceeded", "slow down", headers={"Retry-After": "0"})
+            )
+            events = api.stream_request("POST", "/v1/responses", dict(ask, stream=True))
+            self.assertEqual(events[-1].json()["type"], "response.completed")
+            self.assertEqual(
+                [(r.method, r.path, r.json) for r in api.gw.requests],
+                [("POST", "/v1/old-responses", ask)] * 2
+                + [("POST", "/v1/responses", ask)]
+                + [("POST", "/v1/responses", dict(ask, stream=True))] * 2,
+            )
+            self.assertEqual(len(slept), 2)
+            api.gw.push(Redirect(302, "http://127.0.0.1:1/v1/responses"))
+            error = self.raised(edgee.EdgeeAPIError, api.request, "POST", "/v1/responses", ask)
+            self.assertIn("redirect to http://127.0.0.1:1 refused", str(error))
+            self.assertEqual(len(api.gw.requests), 6)
+
+        self.both(body, max_retries=2)
 
 
 # ---- faults: hostile and unusual servers ----
@@ -10132,15 +11068,6 @@ def _fault_origin_form(head: bytes) -> bytes:
 
 class _FaultCase(ClientTestCase):
     """ClientTestCase with the checks and servers of the fault tests."""
-
-    def raised(self, kind: Any, call: Any, *args: Any, **kwargs: Any) -> Any:
-        """What `call(*args, **kwargs)` raised; fails unless it raised a `kind`."""
-        try:
-            call(*args, **kwargs)
-        except Exception as exc:
-            self.assertIsInstance(exc, kind, f"{type(exc).__name__}: {str(exc)[:300]}")
-            return exc
-        self.fail(f"{kind.__name__} not raised")
 
     def server(self, make: Any, *args: Any) -> Any:
         """`make(*args)`, closed at cleanup."""
