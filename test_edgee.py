@@ -3464,7 +3464,7 @@ CUT_EVENTS = [
 CUT_TEXTS = ["", "Hi", " \u00e9t\u00e9", ""]
 
 
-# ==== core: the protocol, fed bytes ====
+# ---- the protocol: HTTP/1.1 heads, bodies, requests, decisions and plans, fed bytes ----
 # The sans-I/O core (ResponseParser, ChunkedDecoder, Route, Redactor, Call and the
 # Transport plans) takes bytes and values and gives values back: no sockets here.
 
@@ -9271,657 +9271,6 @@ class AsyncOnlyTest(ClientTestCase):
         self.assertLess(elapsed, 1.5)
 
 
-# ==== command line and docs ====
-
-EDGEE_PY = os.path.join(HERE, "edgee.py")
-TEST_EDGEE_PY = os.path.join(HERE, "test_edgee.py")
-STREAM_DOC = os.path.join(SHARED_REFERENCE, "python-sdk-stream-method.md")
-CLI_TIMEOUT = 30  # seconds; a hung CLI fails the test instead of hanging the suite
-
-
-def stripped_lines(text):
-    """Text with trailing whitespace dropped from each line (for comparing doc snippets)."""
-    return "\n".join(line.rstrip() for line in text.splitlines())
-
-
-# python-sdk-stream-method.md, verbatim (checked against the file when present).
-DOC_STRING_INPUT = """\
-for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
-    if chunk.text:
-        print(chunk.text, end="", flush=True)
-
-    if chunk.finish_reason:
-        print(f"\\nFinished: {chunk.finish_reason}")
-# Equivalent to: input={"messages": [{"role": "user", "content": "Tell me a story"}]}
-"""
-
-DOC_MESSAGES = """\
-for chunk in edgee.stream("gpt-5.2", {
-    "messages": [
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "Write a poem about coding"}
-    ]
-}):
-    if chunk.text:
-        print(chunk.text, end="", flush=True)
-"""
-
-DOC_MULTIPLE_CHOICES = """\
-for chunk in edgee.stream("gpt-5.2", "Give me creative ideas"):
-    for choice in chunk.choices:
-        if choice.delta.content:
-            print(f"Choice {choice.index}: {choice.delta.content}")
-"""
-
-DOC_CONVENIENCE = """\
-for chunk in edgee.stream("gpt-5.2", "Explain quantum computing"):
-    # Content chunks
-    if chunk.text:
-        print(chunk.text, end="", flush=True)
-
-    # First chunk contains the role
-    if chunk.role:
-        print(f"\\nRole: {chunk.role}")
-
-    # Last chunk contains finish reason
-    if chunk.finish_reason:
-        print(f"\\nFinish reason: {chunk.finish_reason}")
-"""
-
-DOC_COLLECT = """\
-full_text = ""
-
-for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
-    if chunk.text:
-        full_text += chunk.text
-        print(chunk.text, end="", flush=True)  # Also display as it streams
-
-print(f"\\n\\nFull response ({len(full_text)} characters):")
-print(full_text)
-"""
-
-DOC_EMPTY_CHUNKS = """\
-for chunk in edgee.stream("gpt-5.2", "Hello"):
-    if chunk.text:  # \u2705 Good: Check before using
-        print(chunk.text)
-    # \u274c Bad: print(chunk.text) - may print None
-"""
-
-DOC_SEND_STREAM = """\
-for chunk in edgee.send("gpt-5.2", "Tell me a story", stream=True):
-    if chunk.text:
-        print(chunk.text, end="", flush=True)
-"""
-
-DOC_ERRORS = """\
-try:
-    for chunk in edgee.stream("gpt-5.2", "Hello!"):
-        if chunk.text:
-            print(chunk.text, end="", flush=True)
-except RuntimeError as error:
-    # API errors: "API error {status}: {message}"
-    # Network errors: Standard HTTP errors
-    print(f"Stream failed: {error}")
-"""
-
-# The official package's README (edgee 1.1.0), verbatim.
-README_QUICK_START = """\
-from edgee import Edgee
-
-edgee = Edgee("your-api-key")
-
-# Send a simple request
-response = edgee.send(
-    model="anthropic/claude-haiku-4-5",
-    input="What is the capital of France?"
-)
-
-print(response.text)
-# "The capital of France is Paris."
-"""
-
-README_SEND = """\
-response = edgee.send(
-    model="anthropic/claude-haiku-4-5",
-    input="Hello, world!"
-)
-
-# Access response
-print(response.text)           # Text content
-print(response.finish_reason)  # Finish reason
-print(response.tool_calls)     # Tool calls (if any)
-
-# Access usage and compression info
-if response.usage:
-    print(f"Tokens used: {response.usage.total_tokens}")
-
-if response.compression:
-    print(f"Saved tokens: {response.compression.saved_tokens}")
-    print(f"Reduction: {response.compression.reduction}%")
-    print(f"Cost savings: ${response.compression.cost_savings / 1_000_000:.3f}")
-    print(f"Time: {response.compression.time_ms} ms")
-"""
-
-README_STREAM = """\
-for chunk in edgee.stream("anthropic/claude-haiku-4-5", "Tell me a story"):
-    if chunk.text:
-        print(chunk.text, end="", flush=True)
-
-    if chunk.finish_reason:
-        print(f"\\nFinished: {chunk.finish_reason}")
-"""
-
-
-def run_example(code, namespace):
-    """Exec `code` in `namespace` and return what it printed."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, "<example>", "exec"), namespace)
-    return out.getvalue()
-
-
-class DocsTest(ClientTestCase):
-    """The documentation's code runs as written, against the loopback gateway (sync, as written)."""
-
-    def setUp(self):
-        super().setUp()
-        self.gw = self.gateway()
-        self.c = self.client(self.gw)
-
-    def run_doc(self, code):
-        return run_example(code, {"edgee": self.c})
-
-    def assert_in_doc(self, path, *snippets):
-        if not os.path.exists(path):
-            return  # the snippets above are the verbatim copies
-        with open(path, encoding="utf-8") as f:
-            doc = stripped_lines(f.read())
-        for snippet in snippets:
-            self.assertIn(stripped_lines(snippet), doc)
-
-    def test_snippets_are_verbatim(self):
-        self.assert_in_doc(
-            STREAM_DOC,
-            DOC_STRING_INPUT,
-            DOC_MESSAGES,
-            DOC_MULTIPLE_CHOICES,
-            DOC_CONVENIENCE,
-            DOC_COLLECT,
-            DOC_EMPTY_CHUNKS,
-            DOC_SEND_STREAM,
-            DOC_ERRORS,
-        )
-        self.assert_in_doc(OFFICIAL_README, README_QUICK_START, README_SEND, README_STREAM)
-
-    def test_doc_string_input(self):
-        out = self.run_doc(DOC_STRING_INPUT)
-        self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
-        rec = self.gw.requests[-1]
-        self.assertEqual(rec.json["messages"], [{"role": "user", "content": "Tell me a story"}])
-        self.assertEqual((rec.json["model"], rec.json["stream"]), ("gpt-5.2", True))
-
-    def test_doc_messages(self):
-        self.assertEqual(self.run_doc(DOC_MESSAGES), "Echo: Write a poem about coding")
-        self.assertEqual(
-            self.gw.requests[-1].json["messages"][0],
-            {"role": "system", "content": "You are a helpful assistant."},
-        )
-
-    def test_doc_multiple_choices(self):
-        out = self.run_doc(DOC_MULTIPLE_CHOICES)
-        lines = out.split("\n")
-        self.assertEqual(lines[-1], "")
-        pieces = []
-        for line in lines[:-1]:
-            self.assertTrue(line.startswith("Choice 0: "), line)
-            pieces.append(line[len("Choice 0: ") :])
-        self.assertEqual("".join(pieces), "Echo: Give me creative ideas")
-
-    def test_doc_multiple_choices_with_n(self):
-        # the same loop over a 2-choice stream (n passed through a dict input)
-        code = DOC_MULTIPLE_CHOICES.replace(
-            '"Give me creative ideas"',
-            '{"messages": [{"role": "user", "content": "Give me creative ideas"}], "n": 2}',
-        )
-        out = self.run_doc(code)
-        texts = {}
-        for line in out.split("\n")[:-1]:
-            match = re.match(r"Choice (\d+): (.*)$", line)
-            self.assertIsNotNone(match, line)
-            texts[match.group(1)] = texts.get(match.group(1), "") + match.group(2)
-        self.assertEqual(
-            texts, {"0": "Echo: Give me creative ideas #0", "1": "Echo: Give me creative ideas #1"}
-        )
-
-    def test_doc_convenience_properties(self):
-        out = self.run_doc(DOC_CONVENIENCE)
-        self.assertEqual(
-            out, "\nRole: assistant\nEcho: Explain quantum computing\nFinish reason: stop\n"
-        )
-
-    def test_doc_collect(self):
-        out = self.run_doc(DOC_COLLECT)
-        text = "Echo: Tell me a story"
-        self.assertEqual(out, f"{text}\n\nFull response ({len(text)} characters):\n{text}\n")
-
-    def test_doc_empty_chunks(self):
-        out = self.run_doc(DOC_EMPTY_CHUNKS)
-        self.assertNotIn("None", out)
-        self.assertEqual("".join(out.splitlines()), "Echo: Hello")
-
-    def test_doc_send_stream(self):
-        self.assertEqual(self.run_doc(DOC_SEND_STREAM), "Echo: Tell me a story")
-        self.assertIs(self.gw.requests[-1].json["stream"], True)
-
-    def test_doc_error_handling(self):
-        self.assertEqual(self.run_doc(DOC_ERRORS), "Echo: Hello!")
-        self.gw.push(ErrorReply(401, "unauthorized", "Missing Authorization header"))
-        self.assertEqual(
-            self.run_doc(DOC_ERRORS),
-            "Stream failed: API error 401: Missing Authorization header\n",
-        )
-        self.gw.push(ErrorReply(429, "usage_limit_exceeded", "slow down"))
-        self.assertEqual(self.run_doc(DOC_ERRORS), "Stream failed: API error 429: slow down\n")
-        port = free_port()
-        offline = self.track(
-            edgee.Edgee(api_key="k", base_url=f"http://127.0.0.1:{port}", max_retries=0)
-        )
-        out = run_example(DOC_ERRORS, {"edgee": offline})
-        self.assertTrue(out.startswith("Stream failed: "), out)
-        self.assertEqual(out.count("\n"), 1)
-
-    def test_readme_quick_start_and_send(self):
-        os.environ["EDGEE_BASE_URL"] = self.gw.url
-        namespace = {}
-        self.addCleanup(lambda: namespace["edgee"].close() if "edgee" in namespace else None)
-        out = run_example(README_QUICK_START, namespace)
-        self.assertEqual(out, "Echo: What is the capital of France?\n")
-        rec = self.gw.requests[-1]
-        self.assertEqual(rec.headers["authorization"], "Bearer your-api-key")
-        self.assertEqual(rec.json["model"], "anthropic/claude-haiku-4-5")
-        body = completion_body(
-            compression={
-                "saved_tokens": 450,
-                "cost_savings": 27000,
-                "reduction": 48.99884991374353,
-                "time_ms": 12,
-            }
-        )
-        self.gw.push(Reply(body=body))
-        out = run_example(README_SEND, namespace)
-        self.assertEqual(
-            out.splitlines(),
-            [
-                body["choices"][0]["message"]["content"],
-                "stop",
-                "None",
-                "Tokens used: 20",
-                "Saved tokens: 450",
-                "Reduction: 48.99884991374353%",
-                "Cost savings: $0.027",
-                "Time: 12 ms",
-            ],
-        )
-        self.assertEqual(
-            self.gw.requests[-1].json["messages"], [{"role": "user", "content": "Hello, world!"}]
-        )
-        out = run_example(README_SEND, namespace)  # the fake LLM: no compression
-        lines = out.splitlines()
-        self.assertEqual(lines[:3], ["Echo: Hello, world!", "stop", "None"])
-        self.assertEqual(len(lines), 4)
-        self.assertRegex(lines[3], r"^Tokens used: [1-9]\d*$")
-
-    def test_readme_stream(self):
-        out = run_example(README_STREAM, {"edgee": self.c})
-        self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
-        self.assertEqual(self.gw.requests[-1].json["model"], "anthropic/claude-haiku-4-5")
-
-    def readme_block(self, marker):
-        path = os.path.join(HERE, "README.md")
-        if not os.path.exists(path):
-            self.skipTest("README.md is not beside this file")
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        found = re.search(marker + r"\n```python\n(.*?)```", text, re.S)
-        self.assertIsNotNone(found, "README has no block after " + marker)
-        return found.group(1)
-
-    def run_block(self, marker):
-        """(what it printed, the gateway) after running the README's block after `marker`
-        with EDGEE_API_KEY and EDGEE_BASE_URL set for a loopback gateway."""
-        code = self.readme_block(marker)
-        gw = self.gateway()
-        os.environ.update(EDGEE_API_KEY="readme-key", EDGEE_BASE_URL=gw.url)  # isolate_env restores
-        out = io.StringIO()
-        with redirect_stdout(out):
-            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
-        return out.getvalue(), gw
-
-    def test_tool_round_trip_loop(self):
-        out, gw = self.run_block("<!-- tool-round-trip -->")
-        self.assertEqual(out, 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n')
-        sent = [r.json["messages"] for r in gw.requests]
-        self.assertEqual(len(sent), 2)  # the tool call, then the final answer
-        call = sent[1][1]["tool_calls"][0]
-        self.assertEqual(call["function"], {"name": "get_weather", "arguments": '{"city":"Paris"}'})
-        self.assertEqual(sent[1][2]["tool_call_id"], call["id"])
-
-    def test_edge_tools_round_trip(self):
-        out, gw = self.run_block("<!-- edge-tools-round-trip -->")
-        weather = '{"city": "Paris", "forecast": "sunny", "celsius": 21}'
-        edge = "edgee_current_time: " + EDGE_RESULTS["edgee_current_time"]
-        self.assertEqual(
-            out, f"edgee_current_time ran\nTool said: {weather}; Edge Tools said: {edge}\n"
-        )
-        tool = {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "The current weather in a city",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"city": {"type": "string"}},
-                    "required": ["city"],
-                },
-            },
-        }
-        ask = {
-            "model": DEFAULT_MODEL,
-            "messages": [{"role": "user", "content": "Paris"}],
-            "tools": [tool],
-            "edgee_tool_ids": ["edgee_current_time"],
-        }
-        call = dict(CALL, function={"name": "get_weather", "arguments": '{"city":"Paris"}'})
-        turns = [
-            {"role": "assistant", "tool_calls": [call]},
-            {"role": "tool", "tool_call_id": "call_1", "content": weather},
-        ]
-        resume = dict(ask, messages=[*ask["messages"], *turns], edgee_pending_id="edgee_pending_1")
-        self.assertEqual([r.json for r in gw.requests], [ask, resume])
-
-    def test_raw_request_streams(self):
-        out, gw = self.run_block("<!-- raw-request-streams -->")
-        self.assertEqual(out, "Echo: Hello\nanswered by anthropic\nEcho: Hello\ninput tokens: 1\n")
-        hello = [{"role": "user", "content": "Hello"}]
-        messages = {"model": "anthropic/claude-haiku-4-5", "max_tokens": 200, "messages": hello}
-        responses = {"model": DEFAULT_MODEL, "input": "Hello", "stream": True}
-        self.assertEqual(
-            [(r.path, r.headers["accept"], r.json) for r in gw.requests],
-            [
-                ("/v1/messages", "text/event-stream", dict(messages, stream=True)),
-                ("/v1/responses", "text/event-stream", responses),
-                ("/v1/messages/count_tokens", "application/json", messages),
-            ],
-        )
-
-
-class CliTest(ClientTestCase):
-    """`python edgee.py`: the command line, run as a child process."""
-
-    def setUp(self):
-        super().setUp()
-        self.gw = self.gateway()
-
-    def env(self, **values):
-        env = dict(os.environ)  # without EDGEE_* and *_proxy (see isolate_env)
-        env.update(EDGEE_API_KEY="cli-key", EDGEE_BASE_URL=self.gw.url, PYTHONIOENCODING="utf-8")
-        for name, value in values.items():
-            if value is None:
-                env.pop(name, None)
-            else:
-                env[name] = value
-        return env
-
-    def cli(self, *args, **kwargs):
-        stdin = kwargs.pop("stdin", None)
-        env = self.env(**kwargs)
-        return subprocess.run(
-            [sys.executable, EDGEE_PY, *list(args)],
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            env=env,
-            timeout=CLI_TIMEOUT,
-            encoding="utf-8",
-            errors="replace",
-        )
-
-    def assert_one_line_error(self, result, *needles):
-        self.assertNotEqual(result.returncode, 0)
-        self.assertNotIn("Traceback", result.stderr)
-        lines = result.stderr.strip().splitlines()
-        self.assertEqual(len(lines), 1, result.stderr)
-        for needle in needles:
-            self.assertIn(needle, lines[0])
-
-    def test_prompt_argument_streams(self):
-        result = self.cli("hello", "world")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: hello world\n")
-        rec = self.gw.requests[-1]
-        self.assertEqual(rec.json["messages"], [{"role": "user", "content": "hello world"}])
-        self.assertIs(rec.json.get("stream"), True)
-        self.assertEqual(rec.headers["accept"], "text/event-stream")
-        self.assertEqual(rec.headers["authorization"], "Bearer cli-key")
-
-    def test_non_ascii_prompt(self):
-        result = self.cli("héllo €")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: héllo €\n")
-
-    def test_prompt_on_stdin(self):
-        result = self.cli(stdin="from stdin\n")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout.strip(), "Echo: from stdin")
-        self.assertEqual(self.gw.requests[-1].json["messages"][-1]["content"].strip(), "from stdin")
-
-    def test_system_prompt(self):
-        result = self.cli("--system", "Be brief.", "question")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: question\n")
-        self.assertEqual(
-            self.gw.requests[-1].json["messages"],
-            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "question"}],
-        )
-
-    def test_model_option(self):
-        result = self.cli("--model", "anthropic/claude-opus-4-6", "hi")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: hi\n")
-        self.assertEqual(self.gw.requests[-1].json["model"], "anthropic/claude-opus-4-6")
-
-    def test_model_from_environment(self):
-        result = self.cli("hi", EDGEE_MODEL="mistral/mistral-large")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(self.gw.requests[-1].json["model"], "mistral/mistral-large")
-
-    def test_base_url_option_overrides_environment(self):
-        closed = f"http://127.0.0.1:{free_port()}"
-        result = self.cli("--base-url", self.gw.url, "routed", EDGEE_BASE_URL=closed)
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: routed\n")
-
-    def test_empty_stdin_prompt(self):
-        result = self.cli(stdin="  \n")
-        self.assertNotEqual(result.returncode, 0)
-        self.assertNotIn("Traceback", result.stderr)
-        self.assertIn("prompt", result.stderr)
-        self.assertEqual(self.gw.requests, [])
-
-    def test_no_stream(self):
-        result = self.cli("--no-stream", "whole", "answer")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: whole answer\n")
-        rec = self.gw.requests[-1]
-        self.assertNotIn("stream", rec.json)
-        self.assertNotEqual(rec.headers.get("accept"), "text/event-stream")
-
-    def test_list_models(self):
-        result = self.cli("--list-models")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
-        rec = self.gw.requests[-1]
-        self.assertEqual((rec.method, rec.path), ("GET", "/v1/models"))
-        self.assertEqual(rec.headers["authorization"], "Bearer cli-key")
-        self.assertEqual(
-            result.stdout.splitlines(), ["openai/gpt-5.2", "anthropic/claude-opus-4-6"]
-        )
-
-    def test_list_models_error(self):
-        self.gw.push(ErrorReply(403, "forbidden", "API key is inactive"))
-        result = self.cli("--list-models")
-        self.assertEqual(result.returncode, 1)
-        self.assertEqual(result.stdout, "")
-        self.assertIn("API error 403: API key is inactive", result.stderr)
-
-    def test_missing_key(self):
-        result = self.cli("hello", EDGEE_API_KEY=None)
-        self.assert_one_line_error(result, "EDGEE_API_KEY")
-        self.assertEqual(result.stdout, "")
-        self.assertEqual(self.gw.requests, [])
-
-    def test_api_error(self):
-        result = self.cli("--model", "error-401", "hello")
-        self.assert_one_line_error(result, "API error 401", ERROR_CODES["unauthorized"][2])
-
-    def test_network_error(self):
-        port = free_port()
-        result = self.cli("hello", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
-        self.assert_one_line_error(result, str(port))
-        self.assertEqual(result.stdout.strip(), "")
-
-    def test_help(self):
-        result = self.cli("--help")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("usage", result.stdout.lower())
-        self.assertIn("--model", result.stdout)
-        self.assertEqual(self.gw.requests, [])
-
-    def test_version(self):
-        result = self.cli("--version")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn(edgee.__version__, result.stdout + result.stderr)
-
-    def test_serve_gateway_subprocess(self):
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, TEST_EDGEE_PY, "--serve", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.env(),
-            encoding="utf-8",
-            errors="replace",
-        )
-
-        def stop():
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate(timeout=10)
-
-        self.addCleanup(stop)
-        deadline = time.monotonic() + 10.0
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                ready = True
-                break
-            except OSError:
-                time.sleep(0.05)
-        self.assertTrue(ready, "the --serve gateway did not start listening")
-        result = self.cli("served", "prompt", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, "Echo: served prompt\n")
-        result = self.cli("--list-models", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
-        self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
-        self.assertEqual(self.gw.requests, [], "the CLI used the served gateway")
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-        self.assertIn(f"http://127.0.0.1:{port}", out)
-
-    def test_count_tokens_prints_the_count_and_sends_nothing_else(self):
-        result = self.cli("--count-tokens", "-v", "-s", "Be brief.", "how many tokens here")
-        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "6\n", ""))
-        self.assertEqual(len(self.gw.requests), 1)
-        rec = self.gw.requests[-1]
-        self.assertEqual((rec.method, rec.path), ("POST", "/v1/count_tokens"))
-        messages = [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "how many tokens here"},
-        ]
-        self.assertEqual(rec.json, {"model": edgee.DEFAULT_CLI_MODEL, "messages": messages})
-        result = self.cli("--count-tokens", "--model", "error-429", "hi")
-        self.assert_one_line_error(result, "API error 429")
-
-    def test_compress_prints_the_compressed_request(self):
-        result = self.cli("--compress", LONG)
-        self.assertEqual((result.returncode, result.stderr), (0, ""))
-        short = " ".join(LONG.split()[:8])
-        sent = {"model": edgee.DEFAULT_CLI_MODEL, "messages": [{"role": "user", "content": LONG}]}
-        self.assertEqual(
-            json.loads(result.stdout), dict(sent, messages=[{"role": "user", "content": short}])
-        )
-        self.assertEqual([(r.path, r.json) for r in self.gw.requests], [("/v1/compress", sent)])
-        result = self.cli("--compress", "-v", LONG)
-        self.assertEqual(
-            result.stderr,
-            "compression: 10 -> 8 input tokens (20% removed; technique auto;"
-            " strategies: text_truncation), 12 ms\n",
-        )
-
-    def test_verbose_stream_reports_provider_fallback_and_usage(self):
-        result = self.cli("-v", "--model", "openai/gpt-fallback", "hello")
-        self.assertEqual((result.returncode, result.stdout), (0, "Echo: hello\n"))
-        self.assertEqual(
-            result.stderr.splitlines(),
-            [
-                "provider: anthropic",
-                "fallback: yes",
-                "usage: 1 prompt + 2 completion = 3 tokens",
-                "compression: none",
-            ],
-        )
-        rec = self.gw.requests[-1]
-        self.assertEqual(rec.json["stream_options"], {"include_usage": True})  # for the usage
-        self.assertIs(rec.json["stream"], True)
-
-    def test_verbose_reports_compression_and_what_is_missing(self):
-        answer = dm_answer({"role": "assistant", "content": "Hi"}, compression=COMPRESSION)
-        events = [completion_chunk(content="Hi"), completion_chunk(finish_reason="stop")]
-        self.gw.push(Reply(body=answer, headers={"X-Edgee-Provider": "mistral"}), SSE(events))
-        result = self.cli("-v", "--no-stream", "hello")
-        self.assertEqual((result.returncode, result.stdout), (0, "Hi\n"))
-        self.assertEqual(
-            result.stderr.splitlines(),
-            [
-                "provider: mistral",
-                "fallback: no",
-                "usage: 10 prompt + 10 completion = 20 tokens",
-                "compression: 450 tokens saved (48.99% smaller prompt), 12 ms",
-            ],
-        )
-        result = self.cli("-v", "hello")
-        self.assertEqual((result.returncode, result.stdout), (0, "Hi\n"))
-        self.assertEqual(
-            result.stderr.splitlines(),
-            ["provider: unknown", "fallback: no", "usage: not reported", "compression: none"],
-        )
-        result = self.cli("hello")  # without -v, nothing on stderr
-        self.assertEqual(
-            (result.returncode, result.stdout, result.stderr), (0, "Echo: hello\n", "")
-        )
-        self.assertNotIn("stream_options", self.gw.requests[-1].json)
-
-    def test_list_count_and_compress_exclude_each_other(self):
-        for pair in (("--count-tokens", "--compress"), ("--list-models", "--count-tokens")):
-            with self.subTest(pair=pair):
-                result = self.cli(*pair, "hi")
-                self.assertEqual(result.returncode, 2)
-                self.assertIn("not allowed with", result.stderr)
-        self.assertEqual(self.gw.requests, [])
-
-
 # ---- the whole gateway: Edge Tools, metadata, every endpoint ----
 # Issue 12 end to end, through the sync and the async API against the loopback gateway:
 # Edge Tools round trips, answer headers, per-call headers, reasoning and refusals, `raw`,
@@ -11460,6 +10809,657 @@ class FaultTimeTest(_FaultCase):
                         self.assertTrue(0.375 <= slept[0] <= 0.5, slept)  # the first backoff
 
         self.both(body, max_retries=1)
+
+
+# ==== command line and docs ====
+
+EDGEE_PY = os.path.join(HERE, "edgee.py")
+TEST_EDGEE_PY = os.path.join(HERE, "test_edgee.py")
+STREAM_DOC = os.path.join(SHARED_REFERENCE, "python-sdk-stream-method.md")
+CLI_TIMEOUT = 30  # seconds; a hung CLI fails the test instead of hanging the suite
+
+
+def stripped_lines(text):
+    """Text with trailing whitespace dropped from each line (for comparing doc snippets)."""
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+# python-sdk-stream-method.md, verbatim (checked against the file when present).
+DOC_STRING_INPUT = """\
+for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+
+    if chunk.finish_reason:
+        print(f"\\nFinished: {chunk.finish_reason}")
+# Equivalent to: input={"messages": [{"role": "user", "content": "Tell me a story"}]}
+"""
+
+DOC_MESSAGES = """\
+for chunk in edgee.stream("gpt-5.2", {
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Write a poem about coding"}
+    ]
+}):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+"""
+
+DOC_MULTIPLE_CHOICES = """\
+for chunk in edgee.stream("gpt-5.2", "Give me creative ideas"):
+    for choice in chunk.choices:
+        if choice.delta.content:
+            print(f"Choice {choice.index}: {choice.delta.content}")
+"""
+
+DOC_CONVENIENCE = """\
+for chunk in edgee.stream("gpt-5.2", "Explain quantum computing"):
+    # Content chunks
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+
+    # First chunk contains the role
+    if chunk.role:
+        print(f"\\nRole: {chunk.role}")
+
+    # Last chunk contains finish reason
+    if chunk.finish_reason:
+        print(f"\\nFinish reason: {chunk.finish_reason}")
+"""
+
+DOC_COLLECT = """\
+full_text = ""
+
+for chunk in edgee.stream("gpt-5.2", "Tell me a story"):
+    if chunk.text:
+        full_text += chunk.text
+        print(chunk.text, end="", flush=True)  # Also display as it streams
+
+print(f"\\n\\nFull response ({len(full_text)} characters):")
+print(full_text)
+"""
+
+DOC_EMPTY_CHUNKS = """\
+for chunk in edgee.stream("gpt-5.2", "Hello"):
+    if chunk.text:  # \u2705 Good: Check before using
+        print(chunk.text)
+    # \u274c Bad: print(chunk.text) - may print None
+"""
+
+DOC_SEND_STREAM = """\
+for chunk in edgee.send("gpt-5.2", "Tell me a story", stream=True):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+"""
+
+DOC_ERRORS = """\
+try:
+    for chunk in edgee.stream("gpt-5.2", "Hello!"):
+        if chunk.text:
+            print(chunk.text, end="", flush=True)
+except RuntimeError as error:
+    # API errors: "API error {status}: {message}"
+    # Network errors: Standard HTTP errors
+    print(f"Stream failed: {error}")
+"""
+
+# The official package's README (edgee 1.1.0), verbatim.
+README_QUICK_START = """\
+from edgee import Edgee
+
+edgee = Edgee("your-api-key")
+
+# Send a simple request
+response = edgee.send(
+    model="anthropic/claude-haiku-4-5",
+    input="What is the capital of France?"
+)
+
+print(response.text)
+# "The capital of France is Paris."
+"""
+
+README_SEND = """\
+response = edgee.send(
+    model="anthropic/claude-haiku-4-5",
+    input="Hello, world!"
+)
+
+# Access response
+print(response.text)           # Text content
+print(response.finish_reason)  # Finish reason
+print(response.tool_calls)     # Tool calls (if any)
+
+# Access usage and compression info
+if response.usage:
+    print(f"Tokens used: {response.usage.total_tokens}")
+
+if response.compression:
+    print(f"Saved tokens: {response.compression.saved_tokens}")
+    print(f"Reduction: {response.compression.reduction}%")
+    print(f"Cost savings: ${response.compression.cost_savings / 1_000_000:.3f}")
+    print(f"Time: {response.compression.time_ms} ms")
+"""
+
+README_STREAM = """\
+for chunk in edgee.stream("anthropic/claude-haiku-4-5", "Tell me a story"):
+    if chunk.text:
+        print(chunk.text, end="", flush=True)
+
+    if chunk.finish_reason:
+        print(f"\\nFinished: {chunk.finish_reason}")
+"""
+
+
+def run_example(code, namespace):
+    """Exec `code` in `namespace` and return what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "<example>", "exec"), namespace)
+    return out.getvalue()
+
+
+class DocsTest(ClientTestCase):
+    """The documentation's code runs as written, against the loopback gateway (sync, as written)."""
+
+    def setUp(self):
+        super().setUp()
+        self.gw = self.gateway()
+        self.c = self.client(self.gw)
+
+    def run_doc(self, code):
+        return run_example(code, {"edgee": self.c})
+
+    def assert_in_doc(self, path, *snippets):
+        if not os.path.exists(path):
+            return  # the snippets above are the verbatim copies
+        with open(path, encoding="utf-8") as f:
+            doc = stripped_lines(f.read())
+        for snippet in snippets:
+            self.assertIn(stripped_lines(snippet), doc)
+
+    def test_snippets_are_verbatim(self):
+        self.assert_in_doc(
+            STREAM_DOC,
+            DOC_STRING_INPUT,
+            DOC_MESSAGES,
+            DOC_MULTIPLE_CHOICES,
+            DOC_CONVENIENCE,
+            DOC_COLLECT,
+            DOC_EMPTY_CHUNKS,
+            DOC_SEND_STREAM,
+            DOC_ERRORS,
+        )
+        self.assert_in_doc(OFFICIAL_README, README_QUICK_START, README_SEND, README_STREAM)
+
+    def test_doc_string_input(self):
+        out = self.run_doc(DOC_STRING_INPUT)
+        self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
+        rec = self.gw.requests[-1]
+        self.assertEqual(rec.json["messages"], [{"role": "user", "content": "Tell me a story"}])
+        self.assertEqual((rec.json["model"], rec.json["stream"]), ("gpt-5.2", True))
+
+    def test_doc_messages(self):
+        self.assertEqual(self.run_doc(DOC_MESSAGES), "Echo: Write a poem about coding")
+        self.assertEqual(
+            self.gw.requests[-1].json["messages"][0],
+            {"role": "system", "content": "You are a helpful assistant."},
+        )
+
+    def test_doc_multiple_choices(self):
+        out = self.run_doc(DOC_MULTIPLE_CHOICES)
+        lines = out.split("\n")
+        self.assertEqual(lines[-1], "")
+        pieces = []
+        for line in lines[:-1]:
+            self.assertTrue(line.startswith("Choice 0: "), line)
+            pieces.append(line[len("Choice 0: ") :])
+        self.assertEqual("".join(pieces), "Echo: Give me creative ideas")
+
+    def test_doc_multiple_choices_with_n(self):
+        # the same loop over a 2-choice stream (n passed through a dict input)
+        code = DOC_MULTIPLE_CHOICES.replace(
+            '"Give me creative ideas"',
+            '{"messages": [{"role": "user", "content": "Give me creative ideas"}], "n": 2}',
+        )
+        out = self.run_doc(code)
+        texts = {}
+        for line in out.split("\n")[:-1]:
+            match = re.match(r"Choice (\d+): (.*)$", line)
+            self.assertIsNotNone(match, line)
+            texts[match.group(1)] = texts.get(match.group(1), "") + match.group(2)
+        self.assertEqual(
+            texts, {"0": "Echo: Give me creative ideas #0", "1": "Echo: Give me creative ideas #1"}
+        )
+
+    def test_doc_convenience_properties(self):
+        out = self.run_doc(DOC_CONVENIENCE)
+        self.assertEqual(
+            out, "\nRole: assistant\nEcho: Explain quantum computing\nFinish reason: stop\n"
+        )
+
+    def test_doc_collect(self):
+        out = self.run_doc(DOC_COLLECT)
+        text = "Echo: Tell me a story"
+        self.assertEqual(out, f"{text}\n\nFull response ({len(text)} characters):\n{text}\n")
+
+    def test_doc_empty_chunks(self):
+        out = self.run_doc(DOC_EMPTY_CHUNKS)
+        self.assertNotIn("None", out)
+        self.assertEqual("".join(out.splitlines()), "Echo: Hello")
+
+    def test_doc_send_stream(self):
+        self.assertEqual(self.run_doc(DOC_SEND_STREAM), "Echo: Tell me a story")
+        self.assertIs(self.gw.requests[-1].json["stream"], True)
+
+    def test_doc_error_handling(self):
+        self.assertEqual(self.run_doc(DOC_ERRORS), "Echo: Hello!")
+        self.gw.push(ErrorReply(401, "unauthorized", "Missing Authorization header"))
+        self.assertEqual(
+            self.run_doc(DOC_ERRORS),
+            "Stream failed: API error 401: Missing Authorization header\n",
+        )
+        self.gw.push(ErrorReply(429, "usage_limit_exceeded", "slow down"))
+        self.assertEqual(self.run_doc(DOC_ERRORS), "Stream failed: API error 429: slow down\n")
+        port = free_port()
+        offline = self.track(
+            edgee.Edgee(api_key="k", base_url=f"http://127.0.0.1:{port}", max_retries=0)
+        )
+        out = run_example(DOC_ERRORS, {"edgee": offline})
+        self.assertTrue(out.startswith("Stream failed: "), out)
+        self.assertEqual(out.count("\n"), 1)
+
+    def test_readme_quick_start_and_send(self):
+        os.environ["EDGEE_BASE_URL"] = self.gw.url
+        namespace = {}
+        self.addCleanup(lambda: namespace["edgee"].close() if "edgee" in namespace else None)
+        out = run_example(README_QUICK_START, namespace)
+        self.assertEqual(out, "Echo: What is the capital of France?\n")
+        rec = self.gw.requests[-1]
+        self.assertEqual(rec.headers["authorization"], "Bearer your-api-key")
+        self.assertEqual(rec.json["model"], "anthropic/claude-haiku-4-5")
+        body = completion_body(
+            compression={
+                "saved_tokens": 450,
+                "cost_savings": 27000,
+                "reduction": 48.99884991374353,
+                "time_ms": 12,
+            }
+        )
+        self.gw.push(Reply(body=body))
+        out = run_example(README_SEND, namespace)
+        self.assertEqual(
+            out.splitlines(),
+            [
+                body["choices"][0]["message"]["content"],
+                "stop",
+                "None",
+                "Tokens used: 20",
+                "Saved tokens: 450",
+                "Reduction: 48.99884991374353%",
+                "Cost savings: $0.027",
+                "Time: 12 ms",
+            ],
+        )
+        self.assertEqual(
+            self.gw.requests[-1].json["messages"], [{"role": "user", "content": "Hello, world!"}]
+        )
+        out = run_example(README_SEND, namespace)  # the fake LLM: no compression
+        lines = out.splitlines()
+        self.assertEqual(lines[:3], ["Echo: Hello, world!", "stop", "None"])
+        self.assertEqual(len(lines), 4)
+        self.assertRegex(lines[3], r"^Tokens used: [1-9]\d*$")
+
+    def test_readme_stream(self):
+        out = run_example(README_STREAM, {"edgee": self.c})
+        self.assertEqual(out, "Echo: Tell me a story\nFinished: stop\n")
+        self.assertEqual(self.gw.requests[-1].json["model"], "anthropic/claude-haiku-4-5")
+
+    def readme_block(self, marker):
+        path = os.path.join(HERE, "README.md")
+        if not os.path.exists(path):
+            self.skipTest("README.md is not beside this file")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        found = re.search(marker + r"\n```python\n(.*?)```", text, re.S)
+        self.assertIsNotNone(found, "README has no block after " + marker)
+        return found.group(1)
+
+    def run_block(self, marker):
+        """(what it printed, the gateway) after running the README's block after `marker`
+        with EDGEE_API_KEY and EDGEE_BASE_URL set for a loopback gateway."""
+        code = self.readme_block(marker)
+        gw = self.gateway()
+        os.environ.update(EDGEE_API_KEY="readme-key", EDGEE_BASE_URL=gw.url)  # isolate_env restores
+        out = io.StringIO()
+        with redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+        return out.getvalue(), gw
+
+    def test_tool_round_trip_loop(self):
+        out, gw = self.run_block("<!-- tool-round-trip -->")
+        self.assertEqual(out, 'Tool said: {"city": "Paris", "forecast": "sunny", "celsius": 21}\n')
+        sent = [r.json["messages"] for r in gw.requests]
+        self.assertEqual(len(sent), 2)  # the tool call, then the final answer
+        call = sent[1][1]["tool_calls"][0]
+        self.assertEqual(call["function"], {"name": "get_weather", "arguments": '{"city":"Paris"}'})
+        self.assertEqual(sent[1][2]["tool_call_id"], call["id"])
+
+    def test_edge_tools_round_trip(self):
+        out, gw = self.run_block("<!-- edge-tools-round-trip -->")
+        weather = '{"city": "Paris", "forecast": "sunny", "celsius": 21}'
+        edge = "edgee_current_time: " + EDGE_RESULTS["edgee_current_time"]
+        self.assertEqual(
+            out, f"edgee_current_time ran\nTool said: {weather}; Edge Tools said: {edge}\n"
+        )
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The current weather in a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+        ask = {
+            "model": DEFAULT_MODEL,
+            "messages": [{"role": "user", "content": "Paris"}],
+            "tools": [tool],
+            "edgee_tool_ids": ["edgee_current_time"],
+        }
+        call = dict(CALL, function={"name": "get_weather", "arguments": '{"city":"Paris"}'})
+        turns = [
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": weather},
+        ]
+        resume = dict(ask, messages=[*ask["messages"], *turns], edgee_pending_id="edgee_pending_1")
+        self.assertEqual([r.json for r in gw.requests], [ask, resume])
+
+    def test_raw_request_streams(self):
+        out, gw = self.run_block("<!-- raw-request-streams -->")
+        self.assertEqual(out, "Echo: Hello\nanswered by anthropic\nEcho: Hello\ninput tokens: 1\n")
+        hello = [{"role": "user", "content": "Hello"}]
+        messages = {"model": "anthropic/claude-haiku-4-5", "max_tokens": 200, "messages": hello}
+        responses = {"model": DEFAULT_MODEL, "input": "Hello", "stream": True}
+        self.assertEqual(
+            [(r.path, r.headers["accept"], r.json) for r in gw.requests],
+            [
+                ("/v1/messages", "text/event-stream", dict(messages, stream=True)),
+                ("/v1/responses", "text/event-stream", responses),
+                ("/v1/messages/count_tokens", "application/json", messages),
+            ],
+        )
+
+
+class CliTest(ClientTestCase):
+    """`python edgee.py`: the command line, run as a child process."""
+
+    def setUp(self):
+        super().setUp()
+        self.gw = self.gateway()
+
+    def env(self, **values):
+        env = dict(os.environ)  # without EDGEE_* and *_proxy (see isolate_env)
+        env.update(EDGEE_API_KEY="cli-key", EDGEE_BASE_URL=self.gw.url, PYTHONIOENCODING="utf-8")
+        for name, value in values.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
+
+    def cli(self, *args, **kwargs):
+        stdin = kwargs.pop("stdin", None)
+        env = self.env(**kwargs)
+        return subprocess.run(
+            [sys.executable, EDGEE_PY, *list(args)],
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=CLI_TIMEOUT,
+            encoding="utf-8",
+            errors="replace",
+        )
+
+    def assert_one_line_error(self, result, *needles):
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("Traceback", result.stderr)
+        lines = result.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        for needle in needles:
+            self.assertIn(needle, lines[0])
+
+    def test_prompt_argument_streams(self):
+        result = self.cli("hello", "world")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: hello world\n")
+        rec = self.gw.requests[-1]
+        self.assertEqual(rec.json["messages"], [{"role": "user", "content": "hello world"}])
+        self.assertIs(rec.json.get("stream"), True)
+        self.assertEqual(rec.headers["accept"], "text/event-stream")
+        self.assertEqual(rec.headers["authorization"], "Bearer cli-key")
+
+    def test_non_ascii_prompt(self):
+        result = self.cli("héllo €")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: héllo €\n")
+
+    def test_prompt_on_stdin(self):
+        result = self.cli(stdin="from stdin\n")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "Echo: from stdin")
+        self.assertEqual(self.gw.requests[-1].json["messages"][-1]["content"].strip(), "from stdin")
+
+    def test_system_prompt(self):
+        result = self.cli("--system", "Be brief.", "question")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: question\n")
+        self.assertEqual(
+            self.gw.requests[-1].json["messages"],
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "question"}],
+        )
+
+    def test_model_option(self):
+        result = self.cli("--model", "anthropic/claude-opus-4-6", "hi")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: hi\n")
+        self.assertEqual(self.gw.requests[-1].json["model"], "anthropic/claude-opus-4-6")
+
+    def test_model_from_environment(self):
+        result = self.cli("hi", EDGEE_MODEL="mistral/mistral-large")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(self.gw.requests[-1].json["model"], "mistral/mistral-large")
+
+    def test_base_url_option_overrides_environment(self):
+        closed = f"http://127.0.0.1:{free_port()}"
+        result = self.cli("--base-url", self.gw.url, "routed", EDGEE_BASE_URL=closed)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: routed\n")
+
+    def test_empty_stdin_prompt(self):
+        result = self.cli(stdin="  \n")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertIn("prompt", result.stderr)
+        self.assertEqual(self.gw.requests, [])
+
+    def test_no_stream(self):
+        result = self.cli("--no-stream", "whole", "answer")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: whole answer\n")
+        rec = self.gw.requests[-1]
+        self.assertNotIn("stream", rec.json)
+        self.assertNotEqual(rec.headers.get("accept"), "text/event-stream")
+
+    def test_list_models(self):
+        result = self.cli("--list-models")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
+        rec = self.gw.requests[-1]
+        self.assertEqual((rec.method, rec.path), ("GET", "/v1/models"))
+        self.assertEqual(rec.headers["authorization"], "Bearer cli-key")
+        self.assertEqual(
+            result.stdout.splitlines(), ["openai/gpt-5.2", "anthropic/claude-opus-4-6"]
+        )
+
+    def test_list_models_error(self):
+        self.gw.push(ErrorReply(403, "forbidden", "API key is inactive"))
+        result = self.cli("--list-models")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, "")
+        self.assertIn("API error 403: API key is inactive", result.stderr)
+
+    def test_missing_key(self):
+        result = self.cli("hello", EDGEE_API_KEY=None)
+        self.assert_one_line_error(result, "EDGEE_API_KEY")
+        self.assertEqual(result.stdout, "")
+        self.assertEqual(self.gw.requests, [])
+
+    def test_api_error(self):
+        result = self.cli("--model", "error-401", "hello")
+        self.assert_one_line_error(result, "API error 401", ERROR_CODES["unauthorized"][2])
+
+    def test_network_error(self):
+        port = free_port()
+        result = self.cli("hello", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
+        self.assert_one_line_error(result, str(port))
+        self.assertEqual(result.stdout.strip(), "")
+
+    def test_help(self):
+        result = self.cli("--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("usage", result.stdout.lower())
+        self.assertIn("--model", result.stdout)
+        self.assertEqual(self.gw.requests, [])
+
+    def test_version(self):
+        result = self.cli("--version")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(edgee.__version__, result.stdout + result.stderr)
+
+    def test_serve_gateway_subprocess(self):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, TEST_EDGEE_PY, "--serve", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env(),
+            encoding="utf-8",
+            errors="replace",
+        )
+
+        def stop():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
+
+        self.addCleanup(stop)
+        deadline = time.monotonic() + 10.0
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                ready = True
+                break
+            except OSError:
+                time.sleep(0.05)
+        self.assertTrue(ready, "the --serve gateway did not start listening")
+        result = self.cli("served", "prompt", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "Echo: served prompt\n")
+        result = self.cli("--list-models", EDGEE_BASE_URL=f"http://127.0.0.1:{port}")
+        self.assertEqual(result.stdout.splitlines(), [m["id"] for m in MODELS["data"]])
+        self.assertEqual(self.gw.requests, [], "the CLI used the served gateway")
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+        self.assertIn(f"http://127.0.0.1:{port}", out)
+
+    def test_count_tokens_prints_the_count_and_sends_nothing_else(self):
+        result = self.cli("--count-tokens", "-v", "-s", "Be brief.", "how many tokens here")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "6\n", ""))
+        self.assertEqual(len(self.gw.requests), 1)
+        rec = self.gw.requests[-1]
+        self.assertEqual((rec.method, rec.path), ("POST", "/v1/count_tokens"))
+        messages = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "how many tokens here"},
+        ]
+        self.assertEqual(rec.json, {"model": edgee.DEFAULT_CLI_MODEL, "messages": messages})
+        result = self.cli("--count-tokens", "--model", "error-429", "hi")
+        self.assert_one_line_error(result, "API error 429")
+
+    def test_compress_prints_the_compressed_request(self):
+        result = self.cli("--compress", LONG)
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        short = " ".join(LONG.split()[:8])
+        sent = {"model": edgee.DEFAULT_CLI_MODEL, "messages": [{"role": "user", "content": LONG}]}
+        self.assertEqual(
+            json.loads(result.stdout), dict(sent, messages=[{"role": "user", "content": short}])
+        )
+        self.assertEqual([(r.path, r.json) for r in self.gw.requests], [("/v1/compress", sent)])
+        result = self.cli("--compress", "-v", LONG)
+        self.assertEqual(
+            result.stderr,
+            "compression: 10 -> 8 input tokens (20% removed; technique auto;"
+            " strategies: text_truncation), 12 ms\n",
+        )
+
+    def test_verbose_stream_reports_provider_fallback_and_usage(self):
+        result = self.cli("-v", "--model", "openai/gpt-fallback", "hello")
+        self.assertEqual((result.returncode, result.stdout), (0, "Echo: hello\n"))
+        self.assertEqual(
+            result.stderr.splitlines(),
+            [
+                "provider: anthropic",
+                "fallback: yes",
+                "usage: 1 prompt + 2 completion = 3 tokens",
+                "compression: none",
+            ],
+        )
+        rec = self.gw.requests[-1]
+        self.assertEqual(rec.json["stream_options"], {"include_usage": True})  # for the usage
+        self.assertIs(rec.json["stream"], True)
+
+    def test_verbose_reports_compression_and_what_is_missing(self):
+        answer = dm_answer({"role": "assistant", "content": "Hi"}, compression=COMPRESSION)
+        events = [completion_chunk(content="Hi"), completion_chunk(finish_reason="stop")]
+        self.gw.push(Reply(body=answer, headers={"X-Edgee-Provider": "mistral"}), SSE(events))
+        result = self.cli("-v", "--no-stream", "hello")
+        self.assertEqual((result.returncode, result.stdout), (0, "Hi\n"))
+        self.assertEqual(
+            result.stderr.splitlines(),
+            [
+                "provider: mistral",
+                "fallback: no",
+                "usage: 10 prompt + 10 completion = 20 tokens",
+                "compression: 450 tokens saved (48.99% smaller prompt), 12 ms",
+            ],
+        )
+        result = self.cli("-v", "hello")
+        self.assertEqual((result.returncode, result.stdout), (0, "Hi\n"))
+        self.assertEqual(
+            result.stderr.splitlines(),
+            ["provider: unknown", "fallback: no", "usage: not reported", "compression: none"],
+        )
+        result = self.cli("hello")  # without -v, nothing on stderr
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr), (0, "Echo: hello\n", "")
+        )
+        self.assertNotIn("stream_options", self.gw.requests[-1].json)
+
+    def test_list_count_and_compress_exclude_each_other(self):
+        for pair in (("--count-tokens", "--compress"), ("--list-models", "--count-tokens")):
+            with self.subTest(pair=pair):
+                result = self.cli(*pair, "hi")
+                self.assertEqual(result.returncode, 2)
+                self.assertIn("not allowed with", result.stderr)
+        self.assertEqual(self.gw.requests, [])
 
 
 # ---- serve on its own ----
