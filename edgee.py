@@ -2416,27 +2416,35 @@ class Transport:
             call.headers = {k: v for k, v in call.headers.items() if k != "Content-Type"}
         call.path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
 
-    def _check_encoding(self, head: ResponseHead) -> None:
+    def _unasked_encoding(self, head: ResponseHead) -> str | None:
+        """The Content-Encoding of a body we did not ask to be encoded (quotable), or None."""
         encoding = head.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", ""):
+        if encoding in ("identity", ""):
+            return None
+        return self.redactor.text(_shorten(encoding[:40]))
+
+    def _check_encoding(self, head: ResponseHead) -> None:
+        encoding = self._unasked_encoding(head)
+        if encoding is not None:
             raise EdgeeStreamError(
-                f"{self.origin} sent a body with Content-Encoding: {_shorten(encoding[:40])}, "
+                f"{self.origin} sent a body with Content-Encoding: {encoding}, "
                 "which edgee.py did not ask for and cannot read"
             )
 
     def api_error(self, head: ResponseHead, body: bytes) -> EdgeeAPIError:
         """The EdgeeAPIError of an error answer, with the key redacted everywhere."""
         headers = self.redactor.headers(head.headers)
-        encoding = head.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", ""):
+        reason = self.redactor.text(head.reason)
+        encoding = self._unasked_encoding(head)
+        if encoding is not None:
             return EdgeeAPIError(
                 head.status,
-                f"{head.reason or 'error'} (the body has Content-Encoding: "
-                f"{_shorten(encoding[:40])}, which edgee.py did not ask for)",
+                f"{reason or 'error'} (the body has Content-Encoding: {encoding}, "
+                "which edgee.py did not ask for)",
                 headers=headers,
             )
         text = self.redactor.text(body.decode("utf-8", "replace"))
-        return api_error(head.status, text.encode("utf-8"), headers, head.reason)
+        return api_error(head.status, text.encode("utf-8"), headers, reason)
 
     # -- plans ---------------------------------------------------------------------
 

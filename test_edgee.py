@@ -10686,6 +10686,36 @@ class FaultKeyTest(_FaultCase):
                 "stream",
             ),
             ("401 header", Reply(401, b"", headers={"WWW-Authenticate": challenge}), "send"),
+            (
+                "401 reason phrase, empty body",
+                Raw([b"HTTP/1.1 401 Bad key " + key + b"\r\nContent-Length: 0\r\n\r\n"]),
+                "send",
+            ),
+            (
+                "status line that is not HTTP",
+                Raw([b"HTTP/1.1 2x0 " + key + b"\r\n\r\n"]),
+                "send",
+            ),
+            (
+                "Content-Encoding quoting it",
+                Raw(
+                    [http_head(200, [("Content-Encoding", key.decode())], content_length=2) + b"{}"]
+                ),
+                "send",
+            ),
+            (
+                "redirect to a userinfo holding it",
+                Raw(
+                    [
+                        http_head(
+                            302,
+                            [("Location", "http://" + FAULT_KEY + "@evil.test/")],
+                            content_length=0,
+                        )
+                    ]
+                ),
+                "send",
+            ),
         ]
 
         def body(api):
