@@ -2156,6 +2156,7 @@ class Transport:
         self.asleep: Callable[[float], Awaitable[Any]] | None = None  # None: asyncio.sleep
         self.pool = Pool()
         self._async_pools: Any = None  # event loop -> Pool, made on first async use
+        self._lock = _thread.allocate_lock()
         self._ssl_context = ssl_context
 
     def context(self) -> ssl.SSLContext:
@@ -2164,21 +2165,25 @@ class Transport:
         return self._ssl_context
 
     def async_pool(self, loop: Any) -> Pool:
-        if self._async_pools is None:
-            import weakref
+        """The pool of `loop`: each event loop keeps its own connections."""
+        with self._lock:  # loops in several threads may share the client
+            if self._async_pools is None:
+                import weakref
 
-            self._async_pools = weakref.WeakKeyDictionary()
-        pool: Pool | None = self._async_pools.get(loop)
-        if pool is None:
-            pool = self._async_pools[loop] = Pool()
-        return pool
+                self._async_pools = weakref.WeakKeyDictionary()
+            pool: Pool | None = self._async_pools.get(loop)
+            if pool is None:
+                pool = self._async_pools[loop] = Pool()
+            return pool
 
     def close(self) -> None:
         """Close every idle connection (the client stays usable)."""
         self.pool.close()
-        for loop, pool in list((self._async_pools or {}).items()):
+        with self._lock:
+            pools = list((self._async_pools or {}).items())
+        for loop, pool in pools:
             if loop.is_closed():  # its transports can no longer be closed; let them go
-                del self._async_pools[loop]
+                self._async_pools.pop(loop, None)
             else:
                 pool.close()
 
