@@ -1264,12 +1264,13 @@ def _compression(data: Any) -> Compression | None:
 def _delta(delta: JSONDict) -> StreamDelta:
     """A StreamDelta from a delta object (or from a whole message)."""
     get = delta.get
+    reasoning = get("reasoning_content") or get("reasoning")  # _reasoning(), inlined: hot path
     refusal = get("refusal")
     return StreamDelta(
         get("role"),
         get("content"),
         get("tool_calls"),
-        _reasoning(delta),
+        reasoning if type(reasoning) is str else None,
         refusal if type(refusal) is str else None,
         delta,
     )
@@ -2013,6 +2014,7 @@ class ChunkReader:
         self.count = 0
 
     def feed(self, payload: bytes) -> Iterator[StreamChunk]:
+        loads = json.loads
         for event in self._decoder.feed(payload):
             data = event.data
             if data == "[DONE]":
@@ -2023,7 +2025,10 @@ class ChunkReader:
             if not data:
                 continue
             number = self.count + 1
-            decoded = _json(data, f"stream event {number}", self._redactor)
+            try:  # json.loads itself here: this runs for every chunk
+                decoded = loads(data)
+            except (ValueError, RecursionError):
+                decoded = _json(data, f"stream event {number}", self._redactor)  # raises
             if type(decoded) is not dict:
                 raise EdgeeStreamError(f"stream event {number} is not a JSON object")
             if decoded.get("error"):
@@ -2558,15 +2563,17 @@ class SocketConnection:
         self.sock.close()
 
 
-def sync_step(plan: Plan, transport: Transport) -> Any:
+def sync_step(plan: Plan, transport: Transport, op: Any = None) -> Any:
     """Carry out `plan` with blocking sockets until it delivers an item; returns the item.
 
-    Raises StopIteration when the plan ends, and whatever the plan raises.
+    `op` is the plan's pending operation, if the caller took it already. Raises
+    StopIteration when the plan ends, and whatever the plan raises.
     """
     value: Any = None
     error: BaseException | None = None
     while True:
-        op = plan.throw(error) if error is not None else plan.send(value)
+        if op is None:
+            op = plan.throw(error) if error is not None else plan.send(value)
         kind = op[0]
         if kind is DELIVER:
             return op[1]
@@ -2594,6 +2601,7 @@ def sync_step(plan: Plan, transport: Transport) -> Any:
         except BaseException:
             plan.close()
             raise
+        op = None
 
 
 def _sync_connect(
@@ -2809,7 +2817,8 @@ class Stream(_StreamBase, _AnswerHeaders):
         self.headers: dict[str, str] = {}
 
     def __next__(self) -> Any:
-        item = sync_step(self._plan, self._transport)
+        op = self._plan.send(None)  # most often a chunk the plan already has: no step needed
+        item = op[1] if op[0] is DELIVER else sync_step(self._plan, self._transport, op)
         if type(item) is ResponseHead:
             self.headers = item.headers
             item = sync_step(self._plan, self._transport)
