@@ -2725,21 +2725,21 @@ def _expire(waiter: Any) -> None:
         waiter.set_exception(TimeoutError("timed out"))
 
 
-async def async_step(plan: Plan, transport: Transport) -> Any:
+async def async_step(plan: Plan, transport: Transport, op: Any = None) -> Any:
     """Carry out `plan` on the running event loop until it delivers an item; returns it.
 
-    Raises StopAsyncIteration when the plan ends, and whatever the plan raises;
+    `op` is the plan's pending operation, if the caller took it already. Raises
+    StopAsyncIteration when the plan ends, and whatever the plan raises;
     cancelling closes the plan's connection at once.
     """
-    import asyncio
-
     value: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            op = plan.throw(error) if error is not None else plan.send(value)
-        except StopIteration:
-            raise StopAsyncIteration from None
+        if op is None:
+            try:
+                op = plan.throw(error) if error is not None else plan.send(value)
+            except StopIteration:
+                raise StopAsyncIteration from None
         kind = op[0]
         if kind is DELIVER:
             return op[1]
@@ -2753,17 +2753,20 @@ async def async_step(plan: Plan, transport: Transport) -> Any:
                 value = await _async_connect(transport, op[1], op[2], op[3], op[4])
             elif kind is TLS:
                 await _async_tls(transport, op[1], op[2], op[3])
-            elif transport.asleep is not None:
-                await transport.asleep(op[1])
             else:
-                await asyncio.sleep(op[1])
-        except asyncio.TimeoutError:
-            error = TimeoutError("timed out")
+                await (transport.asleep or _async_sleep)(op[1])
         except OSError as exc:
             error = exc
         except BaseException:
             plan.close()
             raise
+        op = None
+
+
+async def _async_sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
 
 
 async def _async_connect(
@@ -2777,7 +2780,10 @@ async def _async_connect(
     if tls_name is not None:
         tls = {"ssl": transport.context(), "server_hostname": tls_name}
         tls["ssl_handshake_timeout"] = timeout
-    await asyncio.wait_for(loop.create_connection(lambda: conn, host, port, **tls), timeout)
+    try:
+        await asyncio.wait_for(loop.create_connection(lambda: conn, host, port, **tls), timeout)
+    except asyncio.TimeoutError:  # not yet the built-in TimeoutError before Python 3.11
+        raise TimeoutError("timed out") from None
     return conn
 
 
@@ -2786,16 +2792,19 @@ async def _async_tls(
 ) -> None:
     import asyncio
 
-    conn.transport = await asyncio.wait_for(
-        conn.loop.start_tls(
-            conn.transport,
-            conn,
-            transport.context(),
-            server_hostname=name,
-            ssl_handshake_timeout=timeout,
-        ),
-        timeout,
-    )
+    try:
+        conn.transport = await asyncio.wait_for(
+            conn.loop.start_tls(
+                conn.transport,
+                conn,
+                transport.context(),
+                server_hostname=name,
+                ssl_handshake_timeout=timeout,
+            ),
+            timeout,
+        )
+    except asyncio.TimeoutError:  # not yet the built-in TimeoutError before Python 3.11
+        raise TimeoutError("timed out") from None
 
 
 # ---------------------------------------------------------------------------
@@ -2858,7 +2867,11 @@ class AsyncStream(_AnswerHeaders):
             import asyncio
 
             self._plan = self._start(self._transport.async_pool(asyncio.get_running_loop()))
-        item = await async_step(self._plan, self._transport)
+        try:  # most often a chunk the plan already has: no step needed
+            op = self._plan.send(None)
+        except StopIteration:
+            raise StopAsyncIteration from None
+        item = op[1] if op[0] is DELIVER else await async_step(self._plan, self._transport, op)
         if type(item) is ResponseHead:
             self.headers = item.headers
             item = await async_step(self._plan, self._transport)
