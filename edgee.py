@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # `typing` costs import time, so only the type checker loads 
     JSONDict = dict[str, Any]
     InputLike = Union[str, "InputObject", Mapping[str, Any]]
     Plan = Generator[Any, Any, Any]  # a call's protocol steps; see DELIVER
-    from typing_extensions import TypedDict, Unpack
+    from typing import TypedDict, Unpack  # Python 3.11 typing; only the type checker reads it
 
     class CallOptions(TypedDict, total=False):
         """The keywords every call takes."""
