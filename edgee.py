@@ -72,6 +72,7 @@ else:
     _AsyncProtocol = object  # asyncio loads only when an async call is made
 
 __all__ = [
+    "AsyncStream",
     "Choice",
     "CompressMetadata",
     "CompressResult",
@@ -94,6 +95,7 @@ __all__ = [
     "SSEDecoder",
     "SendResponse",
     "ServerSentEvent",
+    "Stream",
     "StreamAccumulator",
     "StreamChoice",
     "StreamChunk",
