@@ -2172,7 +2172,12 @@ class Transport:
         return self._ssl_context
 
     def async_pool(self, loop: Any) -> Pool:
-        """The pool of `loop`: each event loop keeps its own connections."""
+        """The pool of `loop`: each event loop keeps its own connections.
+
+        A new loop is also the moment to free the pools of loops that have closed
+        since (each `asyncio.run()` closes its loop), so they neither leak nor warn.
+        """
+        ended: list[Pool] = []
         with self._lock:  # loops in several threads may share the client
             if self._async_pools is None:
                 import weakref
@@ -2181,18 +2186,22 @@ class Transport:
             pool: Pool | None = self._async_pools.get(loop)
             if pool is None:
                 pool = self._async_pools[loop] = Pool()
-            return pool
+                for old in [old for old in self._async_pools if old.is_closed()]:
+                    ended.append(self._async_pools.pop(old))
+        for old_pool in ended:
+            old_pool.close()
+        return pool
 
     def close(self) -> None:
         """Close every idle connection (the client stays usable)."""
         self.pool.close()
         with self._lock:
             pools = list((self._async_pools or {}).items())
-        for loop, pool in pools:
-            if loop.is_closed():  # its transports can no longer be closed; let them go
-                self._async_pools.pop(loop, None)
-            else:
-                pool.close()
+            for loop, _ in pools:
+                if loop.is_closed():
+                    del self._async_pools[loop]
+        for _, pool in pools:
+            pool.close()
 
     # -- connecting ----------------------------------------------------------------
 
@@ -2718,8 +2727,23 @@ class StreamConnection(_AsyncProtocol):
         return sock is None or not _readable(sock)
 
     def close(self) -> None:
-        if self.transport is not None and not self.loop.is_closed():
+        if self.transport is None:
+            return
+        if not self.loop.is_closed():
             self.transport.abort()
+            return
+        # asyncio can no longer close it (its loop has closed): close the socket here, or it
+        # leaks until collected and then warns. These are asyncio's own attributes; where one
+        # is missing, asyncio's warning is what remains.
+        transport = self.transport
+        ssl_protocol = getattr(transport, "_ssl_protocol", None)
+        if ssl_protocol is not None:
+            transport._closed = True
+            transport = getattr(ssl_protocol, "_transport", None)
+        sock = getattr(transport, "_sock", None)
+        if sock is not None:
+            transport._sock = None
+            sock.close()
 
 
 def _expire(waiter: Any) -> None:

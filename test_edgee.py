@@ -8763,6 +8763,20 @@ for t in threads:
 del client, pooled  # dropped with connections in their pools
 gc.collect()
 
+import asyncio
+looped = edgee.Edgee(api_key=key, base_url=url, max_retries=0)
+async def use(i):
+    assert (await looped.asend(model, "a%d" % i)).text == "Echo: a%d" % i
+    stream = looped.astream(model, "leave early please, this is long")
+    async for chunk in stream:
+        break
+    await stream.aclose()
+    assert (await looped.asend(model, "b%d" % i)).text == "Echo: b%d" % i  # stays pooled
+for i in range(3):
+    asyncio.run(use(i))  # each run closes its loop with a connection left in its pool
+del looped
+gc.collect()
+
 kept = edgee.Edgee(api_key=key, base_url=url)  # left for interpreter exit
 assert kept.send(model, "kept").text == "Echo: kept"
 print("child ok")
