@@ -1711,7 +1711,6 @@ class ResponseParser:
         self._remaining: int | None = None  # bytes still due of a Content-Length body
         self._keep_alive = True  # until the head, the end or forbid_reuse() says otherwise
         self._extra = False
-        self.head: ResponseHead | None = None
         self.done = False
 
     @property
@@ -1754,7 +1753,6 @@ class ResponseParser:
             self._interim += 1  # 100 Continue, 102 Processing, 103 Early Hints: not the answer
             if self._interim > MAX_INTERIM:
                 raise _invalid(f"more than {MAX_INTERIM} interim answers")
-        self.head = head
         self._buffer = buffer
         self._frame(head)
         return head
